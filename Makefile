@@ -1,0 +1,42 @@
+# CasaTwin — the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint format bench clean
+
+## setup: Debian packages that are missing, then the virtualenv with the project
+setup: $(STAMP)
+	@scripts/install-system-packages
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[spark,dev]'
+	@touch $(STAMP)
+
+## run: the whole twin on this machine; prints the URLs; Ctrl-C stops everything
+run: setup
+	$(BIN)/casatwin stack up
+
+## test: every test, against real servers that the test session starts
+test: setup
+	$(BIN)/pytest
+
+## lint: ruff
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## bench: every benchmark, each with its reference measured in the same run
+bench: setup
+	$(BIN)/casatwin bench
+
+clean:
+	rm -rf .casatwin test-artifacts .pytest_cache .ruff_cache

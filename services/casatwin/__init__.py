@@ -1,0 +1,3 @@
+"""CasaTwin: a real-time traffic digital twin of Casablanca."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,84 @@
+"""``casatwin bench`` (``make bench``): every benchmark, against private servers.
+
+A benchmark is a function ``(settings) -> dict`` that measures its figure *and* a reference
+in the same run (for example the raw producer rate of the same Kafka client) and reports
+their ratio. The runner starts a broker, a read-model server and MariaDB on free ports in a
+temporary directory (as the tests do), runs the benchmarks in order, prints one JSON object
+per benchmark and keeps the whole run in ``<data_dir>/bench/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from casatwin.config import Settings
+
+# name → "module:function"; each issue adds its benchmarks here.
+BENCHMARKS: dict[str, str] = {}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser(
+        "bench",
+        help="run the benchmarks (make bench)",
+        description="Run every benchmark (or the ones named) against private servers.",
+    )
+    bench.add_argument(
+        "names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})"
+    )
+    bench.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from casatwin.bus.admin import ensure_topics
+    from casatwin.devstack.servers import free_port
+    from casatwin.devstack.stack import Stack
+
+    names = args.names or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        from casatwin.errors import UserError
+
+        raise UserError(
+            f"unknown benchmark {unknown[0]!r}", hint=f"choose among {', '.join(BENCHMARKS)}"
+        )
+    with tempfile.TemporaryDirectory(prefix="casatwin-bench-") as tmp:
+        bench_settings = settings.replace(
+            general={"data_dir": Path(tmp)},
+            kafka={"bootstrap": f"127.0.0.1:{free_port()}"},
+            mongo={"url": f"mongodb://127.0.0.1:{free_port()}"},
+            mariadb={"port": free_port()},
+        )
+        stack = Stack.from_settings(bench_settings)
+        stack.start()
+        try:
+            ensure_topics(bench_settings.kafka)
+            results = {}
+            for name in names:
+                module, function = BENCHMARKS[name].split(":")
+                started = time.monotonic()
+                result: dict[str, Any] = getattr(importlib.import_module(module), function)(
+                    bench_settings
+                )
+                result = {
+                    "benchmark": name,
+                    **result,
+                    "wall_s": round(time.monotonic() - started, 1),
+                }
+                results[name] = result
+                sys.stdout.write(orjson.dumps(result).decode() + "\n")
+                sys.stdout.flush()
+        finally:
+            stack.stop()
+    out = settings.general.data_dir / "bench" / "latest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    return 0

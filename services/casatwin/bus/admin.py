@@ -1,0 +1,59 @@
+"""Topic administration: create what is missing, list what is there."""
+
+from __future__ import annotations
+
+import confluent_kafka
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from casatwin.bus import topics as topic_specs
+from casatwin.bus.consumer import list_topics
+from casatwin.bus.producer import client_config
+from casatwin.config import KafkaSettings
+from casatwin.logs import get_logger
+
+log = get_logger("bus")
+
+
+def admin_client(settings: KafkaSettings) -> AdminClient:
+    return AdminClient(client_config(settings, "casatwin-admin"))
+
+
+def wait_for_broker(settings: KafkaSettings, timeout_s: float = 10.0) -> list[str]:
+    """The broker's topic names; :class:`UserError` if it does not answer in time."""
+    metadata = list_topics(admin_client(settings), timeout_s)
+    return sorted(metadata.topics)
+
+
+def ensure_topics(settings: KafkaSettings, timeout_s: float = 15.0) -> list[str]:
+    """Create every CasaTwin topic that does not exist yet; returns the ones created."""
+    admin = admin_client(settings)
+    existing = set(list_topics(admin, timeout_s).topics)
+    wanted = [
+        NewTopic(
+            spec.name,
+            num_partitions=topic_specs.partitions_for(spec, settings.partitions),
+            replication_factor=-1,  # the broker's default: 1 on one node, 3 on a cluster
+            config={"retention.ms": str(spec.retention_ms)},
+        )
+        for spec in topic_specs.TOPICS
+        if spec.name not in existing
+    ]
+    if not wanted:
+        return []
+    created = []
+    for name, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout_s)
+            created.append(name)
+        except confluent_kafka.KafkaException as exc:
+            if exc.args[0].code() != confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    if created:
+        log.info("topics created", topics=",".join(sorted(created)))
+    return sorted(created)
+
+
+def describe(settings: KafkaSettings, timeout_s: float = 10.0) -> dict[str, int]:
+    """Topic name → partition count, for every topic on the broker."""
+    metadata = list_topics(admin_client(settings), timeout_s)
+    return {name: len(t.partitions) for name, t in sorted(metadata.topics.items())}

@@ -1,0 +1,129 @@
+"""Consumer helpers: group consumers with the configured timeouts, and group-less readers.
+
+With the default librdkafka timeouts a consumer group takes ~23 s to form on the embedded
+broker; the ``kafka.*_ms`` settings bring that to ~3 s. Readers that need no group (``tail``,
+the dashboard's snapshot, tests) assign partitions directly and start at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import confluent_kafka
+
+from casatwin.bus.producer import client_config
+from casatwin.config import KafkaSettings
+from casatwin.errors import UserError
+from casatwin.logs import get_logger
+
+log = get_logger("bus")
+
+Message = confluent_kafka.Message
+
+
+def group_consumer(
+    settings: KafkaSettings,
+    group_id: str,
+    topics: list[str],
+    client_id: str,
+    offset_reset: str = "latest",
+    **overrides: Any,
+) -> confluent_kafka.Consumer:
+    """A consumer in ``group_id`` subscribed to ``topics``; commits are the caller's job."""
+    config = client_config(settings, client_id) | {
+        "group.id": group_id,
+        "auto.offset.reset": offset_reset,
+        "enable.auto.commit": False,
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+        "max.poll.interval.ms": settings.max_poll_interval_ms,
+        "enable.partition.eof": False,
+    }
+    config.update(overrides)
+    consumer = confluent_kafka.Consumer(config)
+    consumer.subscribe(topics)
+    return consumer
+
+
+def reader(
+    settings: KafkaSettings,
+    topics: list[str],
+    client_id: str,
+    start: str = "latest",
+    timeout_s: float = 10.0,
+    **overrides: Any,
+) -> confluent_kafka.Consumer:
+    """A group-less consumer assigned to every partition of ``topics``.
+
+    ``start`` is ``earliest``, ``latest`` or ``-N`` (the last N messages of each partition).
+    """
+    config = client_config(settings, client_id) | {
+        "group.id": f"{client_id}-unused",  # librdkafka insists; no group is joined
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+    }
+    config.update(overrides)
+    consumer = confluent_kafka.Consumer(config)
+    metadata = list_topics(consumer, timeout_s)
+    assignment = []
+    for topic in topics:
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            raise UserError(
+                f"topic {topic} does not exist on the broker at {settings.bootstrap}",
+                hint="`casatwin topics create` creates them; `casatwin topics list` lists them.",
+            )
+        for partition in metadata.topics[topic].partitions:
+            assignment.append(_start_position(consumer, topic, partition, start, timeout_s))
+    consumer.assign(assignment)
+    return consumer
+
+
+def _start_position(
+    consumer: confluent_kafka.Consumer, topic: str, partition: int, start: str, timeout_s: float
+) -> confluent_kafka.TopicPartition:
+    if start == "earliest":
+        return confluent_kafka.TopicPartition(topic, partition, confluent_kafka.OFFSET_BEGINNING)
+    if start == "latest":
+        return confluent_kafka.TopicPartition(topic, partition, confluent_kafka.OFFSET_END)
+    last_n = -int(start)
+    low, high = consumer.get_watermark_offsets(
+        confluent_kafka.TopicPartition(topic, partition), timeout=timeout_s
+    )
+    return confluent_kafka.TopicPartition(topic, partition, max(low, high - last_n))
+
+
+def list_topics(client: Any, timeout_s: float) -> Any:
+    """Cluster metadata, or a :class:`UserError` saying the broker cannot be reached."""
+    try:
+        return client.list_topics(timeout=timeout_s)
+    except confluent_kafka.KafkaException as exc:
+        raise UserError(
+            f"cannot reach the Kafka broker ({exc.args[0].str()})",
+            hint="is it running? `make run` starts one; CASATWIN_KAFKA_BOOTSTRAP says where it is.",
+        ) from None
+
+
+def messages(
+    consumer: confluent_kafka.Consumer, max_messages: int = 1000, timeout_s: float = 0.5
+) -> list[Message]:
+    """One batch of good messages; transport errors are logged, not raised."""
+    batch = consumer.consume(max_messages, timeout_s)
+    good = []
+    for message in batch:
+        error = message.error()
+        if error is None:
+            good.append(message)
+        elif error.fatal():
+            raise confluent_kafka.KafkaException(error)
+        else:
+            log.warning("consumer error", reason=error.str())
+    return good
+
+
+def stream(
+    consumer: confluent_kafka.Consumer, max_messages: int = 1000, timeout_s: float = 0.5
+) -> Iterator[Message]:
+    """Every good message, forever (the caller breaks out)."""
+    while True:
+        yield from messages(consumer, max_messages, timeout_s)

