@@ -1,0 +1,1 @@
+"""The read model (MongoDB): denormalised documents for the dashboard's history views."""
