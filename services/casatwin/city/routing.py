@@ -31,6 +31,7 @@ class Router:
             (np.arange(1, pack.n_segments + 1), (pack.seg_from, pack.seg_to)), shape=(n, n)
         )
         self.graph = csr_matrix((self.weights_s, (pack.seg_from, pack.seg_to)), shape=(n, n))
+        self._reverse_graph = self.graph.T.tocsr()  # for searches towards one target
 
     def segment_between(self, a: int, b: int) -> int:
         return int(self._segment_of[a, b]) - 1
@@ -55,7 +56,7 @@ class Router:
         """(travel time from every node to ``target``, next node on the way) — one reverse
         search, which is how the nearest of many units to one incident is found."""
         times, successors = dijkstra(
-            self.graph.T.tocsr(), directed=True, indices=target, return_predecessors=True
+            self._reverse_graph, directed=True, indices=target, return_predecessors=True
         )
         return times, successors
 
