@@ -118,6 +118,68 @@ class SimulatorSettings:
 
 
 @dataclass(frozen=True)
+class GatewaySettings:
+    """The highway feed gateway: polls the traffic-management API, publishes the readings."""
+
+    api_url: str = setting(
+        "http://127.0.0.1:8470/tmdd/detector-data",
+        "URL of the traffic-management API's detector data (TMDD XML); the default is the "
+        "fake API of `make run`.",
+    )
+    poll_interval_s: float = setting(10.0, "Seconds between two polls while the API is healthy.")
+    request_timeout_s: float = setting(
+        5.0, "Longest wait for one whole answer (connect, headers and body) before giving up."
+    )
+    breaker_failure_threshold: int = setting(
+        5, "Failed polls in a row that open the circuit breaker (requests stop)."
+    )
+    breaker_open_s: float = setting(
+        30.0, "How long the open breaker pauses requests before a trial request (half-open)."
+    )
+    breaker_half_open_probes: int = setting(
+        1, "Successful trial polls in a row that close the breaker again."
+    )
+    backoff_base_s: float = setting(
+        0.5, "First retry delay after a transient failure; doubles on each failure (jittered)."
+    )
+    backoff_max_s: float = setting(30.0, "Longest retry delay after transient failures.")
+    max_document_bytes: int = setting(
+        1_048_576, "Largest document accepted from the API; bigger ones go to the DLQ."
+    )
+    max_clock_skew_s: float = setting(
+        300.0, "Readings stamped further than this in the future are refused (DLQ)."
+    )
+    dedupe_capacity: int = setting(
+        50_000, "Station+timestamp pairs remembered to never publish a reading twice."
+    )
+    metrics_port: int = setting(9405, "Port of the gateway's /metrics endpoint (0: off).")
+
+
+@dataclass(frozen=True)
+class FakeApiSettings:
+    """The fake traffic-management API of `make run` and the tests (`casatwin gateway fake-api`)."""
+
+    host: str = setting("127.0.0.1", "Address the fake API listens on (loopback by default).")
+    port: int = setting(8470, "Port of the fake API.")
+    seed: int = setting(7, "Random seed of the detector values; the same seed gives the same feed.")
+    period_s: float = setting(
+        20.0, "Detector reporting period: readings are stamped at the end of each period."
+    )
+    fault: str = setting(
+        "none",
+        "Fault mode at start: none, slow, http500, timeout, disconnect, malformed, truncated, "
+        "billion_laughs or bad_values (switch at run time: `casatwin gateway fault`).",
+    )
+    fault_count: int = setting(
+        0, "Requests the start fault mode lasts before the API recovers (0: until switched)."
+    )
+    slow_s: float = setting(2.0, "Delay of the `slow` mode (below the gateway's timeout).")
+    hang_s: float = setting(
+        60.0, "How long the `timeout` mode holds a request (past the gateway's timeout)."
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings, one section per concern."""
 
@@ -127,6 +189,8 @@ class Settings:
     mariadb: MariaDBSettings = field(default_factory=MariaDBSettings)
     city: CitySettings = field(default_factory=CitySettings)
     simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    fake_api: FakeApiSettings = field(default_factory=FakeApiSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

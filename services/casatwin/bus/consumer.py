@@ -7,6 +7,7 @@ the dashboard's snapshot, tests) assign partitions directly and start at once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,6 +120,38 @@ def messages(
         else:
             log.warning("consumer error", reason=error.str())
     return good
+
+
+# Reader overrides for read_to_end(): a watermark query waits behind the pending fetch, which
+# the broker holds up to fetch.wait.max.ms (500 ms by default) when there is nothing new.
+QUICK_FETCH = {"fetch.wait.max.ms": 20}
+
+
+def read_to_end(consumer: confluent_kafka.Consumer, timeout_s: float = 10.0) -> list[Message]:
+    """Every message of a ``reader(start="earliest" or "-N", **QUICK_FETCH)`` up to the end.
+
+    The end is found the way that also works on Tansu (see conventions): a non-empty
+    partition is done once the record at ``high - 1`` has arrived (Apache Kafka: the last
+    record; Tansu: the first of the last batch, which arrives whole), then one empty poll
+    collects what is buffered. Bounded by ``timeout_s``.
+    """
+    pending: dict[tuple[str, int], int] = {}
+    for tp in consumer.assignment():
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        if high > low:
+            pending[(tp.topic, tp.partition)] = high - 1
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        batch = messages(consumer, max_messages=5000, timeout_s=0.2)
+        for message in batch:
+            where = (message.topic(), message.partition())
+            if where in pending and message.offset() >= pending[where]:
+                del pending[where]
+        out += batch
+        if not pending and not batch:
+            break
+    return out
 
 
 def stream(

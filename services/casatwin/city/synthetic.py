@@ -7,6 +7,7 @@ Casablanca bounds and projection apply.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from casatwin.city.build import PackBuilder
@@ -21,12 +22,17 @@ def grid(
     limit_kmh: float = 60.0,
     signalised: bool = True,
     oneway_rows: tuple[int, ...] = (),
+    motorway: bool = False,
 ) -> dict[str, Any]:
     """A ``rows`` × ``cols`` grid; row r runs west→east, column c south→north.
 
     Rows listed in ``oneway_rows`` are one-way eastbound. Interior junctions are signalised.
     One no-parking zone surrounds the middle of row 0's second block; one police station
     sits at each of two opposite corners, two units each.
+
+    ``motorway`` adds a two-way motorway (100 km/h, 3 lanes) one block north of the last
+    row, joined to the grid at both ends, with a highway detector station in the middle of
+    each block in each direction: ``hw-e1``… eastbound, ``hw-w1``… westbound.
     """
     proj = LocalProjection(*origin)
 
@@ -53,6 +59,7 @@ def grid(
         )
     for c in range(cols):
         b.add_road(f"Column {c}", [at(0, c), at(rows - 1, c)], "street", limit_kmh)
+    highway_stations = _motorway(b, at, rows, cols) if motorway else []
     intersections = []
     if signalised:
         for r in range(1, rows - 1):
@@ -100,8 +107,33 @@ def grid(
             }
         ],
         police_stations=stations,
+        highway_stations=highway_stations,
         landmarks=[
             {"id": "centre", "name": "Grid centre", "lat": centre[0], "lon": centre[1]},
             {"id": "zone", "name": "Zone centre", "lat": zone_centre[0], "lon": zone_centre[1]},
         ],
     )
+
+
+def _motorway(b: PackBuilder, at: Any, rows: int, cols: int) -> list[dict[str, Any]]:
+    """The motorway north of the grid and its detector stations (see :func:`grid`)."""
+    path = b.add_road("Motorway", [at(rows, 0), at(rows, cols - 1)], "motorway", 100.0, lanes=3)
+    b.add_road("Link West", [at(rows - 1, 0), at(rows, 0)], "street", 50.0)
+    b.add_road("Link East", [at(rows - 1, cols - 1), at(rows, cols - 1)], "street", 50.0)
+    by_ends = {(s["from"], s["to"]): s["id"] for s in b.segments}
+    stations = []
+    eastbound = list(itertools.pairwise(path))
+    westbound = [(z, a) for a, z in eastbound]
+    for direction, pairs in (("e", eastbound), ("w", westbound)):
+        for number, (a, z) in enumerate(pairs, start=1):
+            (lat1, lon1), (lat2, lon2) = b.nodes[a], b.nodes[z]
+            stations.append(
+                {
+                    "id": f"hw-{direction}{number}",
+                    "name": f"Motorway {'east' if direction == 'e' else 'west'}bound {number}",
+                    "segment": by_ends[(a, z)],
+                    "lat": round((lat1 + lat2) / 2, 6),
+                    "lon": round((lon1 + lon2) / 2, 6),
+                }
+            )
+    return stations
