@@ -68,6 +68,16 @@ def banner(settings: Settings, processes: dict[str, str]) -> str:
         lines.append(
             f"  simulator metrics        http://127.0.0.1:{settings.simulator.metrics_port}/metrics"
         )
+    if "fake-api" in processes:
+        api = settings.fake_api
+        lines.append(
+            f"  fake traffic API         http://{api.host}:{api.port}/"
+            "  (faults: casatwin gateway fault MODE)"
+        )
+    if "gateway" in processes and settings.gateway.metrics_port:
+        lines.append(
+            f"  gateway metrics          http://127.0.0.1:{settings.gateway.metrics_port}/metrics"
+        )
     lines += [
         "  watch the taxis          casatwin tail casatwin.telemetry",
         "  stop                     Ctrl-C",

@@ -135,6 +135,7 @@ class Gateway:
         self._owns_producer = producer is None
         self._session: aiohttp.ClientSession | None = None
         self._failures_in_row = 0
+        self._failing_since = 0.0  # when the breaker last opened from closed
         self._last_report = 0.0
         self._reported = GatewayStats()
 
@@ -319,9 +320,13 @@ class Gateway:
             "because": transition.reason,
         }
         if transition.after is BreakerState.OPEN:
+            if transition.before is BreakerState.CLOSED:
+                self._failing_since = transition.at
             fields["next_trial_in_s"] = self.config.breaker_open_s
             log.warning(describe(transition), **fields)
         else:
+            if transition.after is BreakerState.CLOSED:
+                fields["requests_paused_for_s"] = round(transition.at - self._failing_since, 1)
             log.info(describe(transition), **fields)
 
     def _maybe_report(self) -> None:
