@@ -131,3 +131,15 @@ def test_unknown_start_fault_is_a_user_error(env):
     assert result.returncode == 2
     assert "unknown fault mode 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_nonsense_gateway_settings_are_user_errors(env):
+    bad_url = casatwin({**env, "CASATWIN_GATEWAY_API_URL": "localhost:8470"}, "gateway", "--once")
+    assert bad_url.returncode == 2
+    assert "CASATWIN_GATEWAY_API_URL='localhost:8470' is not an http(s) URL" in bad_url.stderr
+    no_breaker = casatwin(
+        {**env, "CASATWIN_GATEWAY_BREAKER_FAILURE_THRESHOLD": "0"}, "gateway", "--once"
+    )
+    assert no_breaker.returncode == 2
+    assert "failure_threshold >= 1" in no_breaker.stderr
+    assert "Traceback" not in bad_url.stderr + no_breaker.stderr

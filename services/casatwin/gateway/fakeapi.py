@@ -22,6 +22,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from casatwin.config import FakeApiSettings
+from casatwin.errors import UserError
 from casatwin.gateway import faults, tmdd, traffic
 from casatwin.gateway.faults import FaultMode, FaultSwitch
 from casatwin.logs import get_logger
@@ -42,6 +43,11 @@ class FakeTrafficApi:
         settings: FakeApiSettings,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if settings.period_s < 0.001:
+            raise UserError(
+                f"CASATWIN_FAKE_API_PERIOD_S={settings.period_s:g} is not a reporting period",
+                hint="set it to the seconds between two detector reports, e.g. 20",
+            )
         self.stations = stations
         self.settings = settings
         self.clock = clock  # epoch seconds; tests shift it to get readings of their own

@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
+from urllib.parse import urlparse
 
 import aiohttp
 import orjson
@@ -121,11 +122,23 @@ class Gateway:
         self.settings = settings
         self.config = g
         self.stations = frozenset(stations)
-        self.breaker = CircuitBreaker(
-            g.breaker_failure_threshold, g.breaker_open_s, g.breaker_half_open_probes
-        )
-        self.backoff = Backoff(g.backoff_base_s, g.backoff_max_s)
-        self.seen = RecentKeys(g.dedupe_capacity)
+        url = urlparse(g.api_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise UserError(
+                f"CASATWIN_GATEWAY_API_URL={g.api_url!r} is not an http(s) URL",
+                hint="for example http://127.0.0.1:8470/tmdd/detector-data",
+            )
+        try:
+            self.breaker = CircuitBreaker(
+                g.breaker_failure_threshold, g.breaker_open_s, g.breaker_half_open_probes
+            )
+            self.backoff = Backoff(g.backoff_base_s, g.backoff_max_s)
+            self.seen = RecentKeys(g.dedupe_capacity)
+        except ValueError as exc:
+            raise UserError(
+                f"the gateway's settings do not make sense: {exc}",
+                hint="check the CASATWIN_GATEWAY_* variables (`casatwin config`)",
+            ) from None
         self.stats = GatewayStats()
         self.transitions: deque[Transition] = deque(maxlen=1000)
         self.clock = clock
