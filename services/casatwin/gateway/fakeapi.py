@@ -15,6 +15,7 @@ loopback so that the gateway's HTTP client, timeouts and parser are exercised fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -55,6 +56,7 @@ class FakeTrafficApi:
         self.faults.set(faults.parse_mode(settings.fault), settings.fault_count)
         self.requests: Counter[str] = Counter()  # data requests served, by fault mode
         self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
         self.port = settings.port
 
     @property
@@ -76,6 +78,7 @@ class FakeTrafficApi:
     async def start(self) -> None:
         # handler_cancellation: a client that gives up ends a `timeout` request at once
         self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
+        self._stopping.clear()
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()
@@ -92,9 +95,15 @@ class FakeTrafficApi:
         )
 
     async def stop(self) -> None:
+        self._stopping.set()  # requests held by `slow` and `timeout` end now
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _hold(self, seconds: float) -> None:
+        """Wait ``seconds`` before answering, or less if the server is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     # -- the document -------------------------------------------------------------------
 
@@ -112,9 +121,9 @@ class FakeTrafficApi:
         self.requests[mode.value] += 1
         headers = {"X-Fault-Mode": mode.value}
         if mode is FaultMode.SLOW:
-            await asyncio.sleep(self.settings.slow_s)
+            await self._hold(self.settings.slow_s)
         elif mode is FaultMode.TIMEOUT:
-            await asyncio.sleep(self.settings.hang_s)
+            await self._hold(self.settings.hang_s)
         elif mode is FaultMode.HTTP500:
             return web.Response(status=500, text="internal error (fault mode http500)\n")
         elif mode is FaultMode.DISCONNECT:
