@@ -225,7 +225,8 @@ def test_breaker_opens_half_opens_and_closes_in_each_fault_mode(broker_settings,
 
     async def scenario():
         async with fake_api(clock) as api:
-            settings = gateway_settings(broker_settings, api.url)
+            # open long enough for the test to switch the API back before a second trial
+            settings = gateway_settings(broker_settings, api.url, breaker_open_s=0.8)
             async with running_gateway(settings) as gateway:
                 await until(lambda: gateway.stats.published > 0, "a first reading")
                 await switch(api, mode)
