@@ -47,13 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "services/casatwin/city/sources/casablanca.yaml) into a pack and print its counts.",
     )
     build.add_argument("sketch", type=Path, help="the sketch file")
-    build.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        help="pack file to write, .json or .json.gz "
-        "(default: the sketch's name with .json.gz, in the current directory)",
-    )
+    _add_output(build, "the sketch's")
     build.set_defaults(handler=run_build)
 
     imp = actions.add_parser(
@@ -64,13 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "connected part and reports what it dropped. Data © OpenStreetMap contributors, ODbL.",
     )
     imp.add_argument("file", type=Path, help="the extract, FILE.osm or FILE.osm.pbf")
-    imp.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        help="pack file to write, .json or .json.gz "
-        "(default: the extract's name with .json.gz, in the current directory)",
-    )
+    _add_output(imp, "the extract's")
     imp.add_argument("--name", help="the pack's name (default: the file's name)")
     imp.add_argument("--title", help="the pack's title (default: its name)")
     imp.add_argument("--units-per-station", type=int, default=4, help="police units per station")
@@ -78,6 +66,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--highway-stations", type=int, default=6, help="detector stations to place on motorways"
     )
     imp.set_defaults(handler=run_import)
+
+
+def _add_output(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help=f"pack file to write, .json or .json.gz (default: {whose} name with .json.gz, "
+        "in the current directory)",
+    )
 
 
 def _print_json(obj: object) -> None:

@@ -421,20 +421,27 @@ def _check_zones(zones: list[dict[str, Any]], inside: Any) -> list[str]:
                 f"no-parking zone {zid}: parking_kind {z.get('parking_kind')!r} "
                 f"is not one of {list(PARKING_KINDS)}"
             )
-        if len(polygon) < 3:
-            out.append(f"no-parking zone {zid}: a polygon needs at least 3 vertices")
-            continue
-        if any(not inside(*p) for p in polygon):
-            out.append(f"no-parking zone {zid}: a vertex is outside the city's bounds")
+        problem = _polygon_problem(polygon, inside)
+        if problem:
+            out.append(f"no-parking zone {zid}: {problem}")
             continue
         lat = np.array([p[0] for p in polygon])
         lon = np.array([p[1] for p in polygon])
-        if not polygon_is_simple(lon, lat):
-            out.append(f"no-parking zone {zid}: the polygon crosses itself")
-        elif not points_in_polygon(lon.mean(), lat.mean(), lon, lat):
+        if not points_in_polygon(lon.mean(), lat.mean(), lon, lat):
             # not an error in general, but our zones are small convex-ish areas
             out.append(f"no-parking zone {zid}: its centre lies outside the polygon")
     return out
+
+
+def _polygon_problem(polygon: list[Any], inside: Any) -> str | None:
+    """What is wrong with a feature's polygon ``[[lat, lon], ...]``, or None."""
+    if len(polygon) < 3:
+        return "a polygon needs at least 3 vertices"
+    if any(not (isinstance(p, list) and len(p) == 2 and inside(*p)) for p in polygon):
+        return "a vertex is outside the city's bounds"
+    if not polygon_is_simple([p[1] for p in polygon], [p[0] for p in polygon]):
+        return "the polygon crosses itself"
+    return None
 
 
 def _check_police(stations: list[dict[str, Any]], nodes: dict[str, Any], inside: Any) -> list[str]:
@@ -513,17 +520,12 @@ def _check_districts(
         if not d.get("name"):
             out.append(f"district {did}: has no name")
         polygon = d.get("polygon") or []
-        if len(polygon) < 3:
-            out.append(f"district {did}: a polygon needs at least 3 vertices")
-            continue
-        if any(not inside(*p) for p in polygon):
-            out.append(f"district {did}: a vertex is outside the city's bounds")
+        problem = _polygon_problem(polygon, inside)
+        if problem:
+            out.append(f"district {did}: {problem}")
             continue
         plat = np.array([p[0] for p in polygon])
         plon = np.array([p[1] for p in polygon])
-        if not polygon_is_simple(plon, plat):
-            out.append(f"district {did}: the polygon crosses itself")
-            continue
         sound.append(i)
         inside_d = points_in_polygon(lon, lat, plon, plat)
         overlap = inside_d & (hits > 0)

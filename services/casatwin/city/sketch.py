@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from casatwin.city.build import DEFAULT_LANES, DEFAULT_LIMITS_KMH, PackBuilder, slug
-from casatwin.city.geometry import LocalProjection, haversine_m, polygon_is_simple
+from casatwin.city.geometry import LocalProjection, haversine_m
 from casatwin.city.model import PARKING_KINDS, ROAD_CLASSES
 from casatwin.errors import UserError
 
@@ -497,10 +497,6 @@ class _Compiler:
                 polygon = self._octagon(self._coord(entry["around"], what), entry, what)
             else:
                 raise self.fail(f"{what}: give a `polygon:` or `around:` with `radius_m:`")
-            lat = [p[0] for p in polygon]
-            lon = [p[1] for p in polygon]
-            if len(polygon) < 3 or not polygon_is_simple(lon, lat):
-                raise self.fail(f"{what}: the polygon crosses itself or has under 3 vertices")
             out.append(
                 {
                     "id": str(entry.get("id", f"z{k:02d}")),
