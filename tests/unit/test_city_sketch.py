@@ -216,3 +216,27 @@ def test_cli_build_of_a_bad_sketch_is_one_clear_error(tmp_path, capsys):
     assert err.startswith("casatwin: error: bad.yaml: road 'Avenue Est-Ouest': path needs")
     assert "Traceback" not in err
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(roads="Avenue"), "roads should be a list of mappings"),
+        (lambda d: d.update(points=[1, 2]), "points should be a mapping"),
+        (lambda d: d.update(intersections=["Centre"]), "intersections should be a list"),
+        (lambda d: d.update(max_segment_m="far"), "max_segment_m='far' should be a number"),
+        (lambda d: d.update(bounds=[1, 2]), "bounds [1, 2] should be [south, west, north, east]"),
+        (lambda d: d["roads"][0].update(lanes=9), "lanes=9 should be 1..6"),
+        (lambda d: d["roads"][0].update(limit_kmh="fast"), "limit_kmh='fast' should be 5..130"),
+        (lambda d: d["intersections"][0].update(roads=[["x"], "y"]), "no road named ['x']"),
+        (lambda d: d["no_parking_zones"][0].update(polygon=7), "polygon should list at least 3"),
+        (lambda d: d["police_stations"][0].update(units="many"), "units='many' should be a count"),
+        (lambda d: d["police_stations"][0].update(code="test"), "needs a name and a code"),
+        (lambda d: d["landmarks"][0].pop("at"), "landmark 'Le Carrefour': None should be"),
+        (lambda d: d["districts"][1].update(seed=d["districts"][0]["seed"]), "coincide"),
+    ],
+)
+def test_malformed_sketches_are_user_errors(change, message):
+    data = small_sketch()
+    change(data)
+    assert message in _error(data)

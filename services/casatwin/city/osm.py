@@ -14,6 +14,7 @@ attribution says so.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,22 @@ IMPLIED_ONEWAY = ("motorway", "motorway_link")
 IMPLICIT_LIMITS_KMH = {"urban": 60.0, "rural": 100.0, "trunk": 100.0, "motorway": 120.0}
 SIGNAL_SEARCH_M = 30.0  # signals often stand on an approach, a few metres before the junction
 BOUNDS_MARGIN_DEG = 0.002
-PROGRESS_EVERY = 200_000
+PROGRESS_EVERY_S = 5.0
 
 log = logs.get_logger("city.import")
+
+
+class _Progress:
+    """Logs an event with its counters at most every ``PROGRESS_EVERY_S`` seconds."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def tick(self, event: str, **fields: object) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            log.info(event, **fields)
 
 
 @dataclass
@@ -90,11 +104,11 @@ def read(path: Path) -> OsmExtract:
         .with_locations()
         .with_filter(osmium.filter.KeyFilter("highway", "amenity"))
     )
+    progress = _Progress()
     try:
         for obj in processor:
             out.objects += 1
-            if out.objects % PROGRESS_EVERY == 0:
-                log.info("reading the extract", objects=out.objects, roads=len(out.ways))
+            progress.tick("reading the extract", objects=out.objects, roads=len(out.ways))
             if obj.is_node():
                 if obj.tags.get("highway") == "traffic_signals":
                     out.signals.append((obj.location.lat, obj.location.lon))
@@ -174,9 +188,9 @@ def build(
         round(float(lons.max()) + BOUNDS_MARGIN_DEG, 4),
     )
     builder = PackBuilder(name, title, bounds, attribution=ATTRIBUTION, snap_m=0.5)
+    progress = _Progress()
     for k, way in enumerate(sorted(extract.ways, key=lambda w: w["id"]), start=1):
-        if k % PROGRESS_EVERY == 0:
-            log.info("building the graph", roads=k, of=len(extract.ways))
+        progress.tick("building the graph", roads=k, of=len(extract.ways))
         tags = way["tags"]
         road_class, limit, lanes, direction = road_attributes(tags)
         coords = way["coords"][::-1] if direction < 0 else way["coords"]

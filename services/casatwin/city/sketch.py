@@ -112,13 +112,30 @@ class _Compiler:
             raise self.fail(f"bounds {b!r} should be [south, west, north, east]")
         return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
 
+    def _section(self, key: str, kind: type) -> Any:
+        """A top-level section: a mapping, or a list of mappings (empty if absent)."""
+        value = self.data.get(key) or kind()
+        if not isinstance(value, kind) or (
+            kind is list and not all(isinstance(e, dict) for e in value)
+        ):
+            shape = "a mapping" if kind is dict else "a list of mappings (`- name: ...`)"
+            raise self.fail(f"{key} should be {shape}")
+        return value
+
+    def _number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.data.get(key, default)
+        if not isinstance(value, (int, float)) or not low <= value <= high:
+            raise self.fail(f"{key}={value!r} should be a number in {low:g}..{high:g}")
+        return float(value)
+
     def _inside(self, lat: float, lon: float) -> bool:
         south, west, north, east = self.bounds
         return south <= lat <= north and west <= lon <= east
 
     def _points(self) -> dict[str, tuple[float, float]]:
         out = {}
-        for name, value in (self.data.get("points") or {}).items():
+        points = self._section("points", dict)
+        for name, value in points.items():
             out[str(name)] = self._coord(value, f"point {name!r}", named=False)
         return out
 
@@ -151,7 +168,7 @@ class _Compiler:
             title=str(self.data.get("title", self.data["name"])),
             bounds=self.bounds,
             attribution=str(self.data.get("attribution", "")),
-            max_segment_m=float(self.data.get("max_segment_m", 150.0)),
+            max_segment_m=self._number("max_segment_m", 150.0, 20.0, 1000.0),
         )
         for road in roads:
             road.nodes = builder.add_road(
@@ -179,11 +196,11 @@ class _Compiler:
     # -- roads -----------------------------------------------------------------------------
 
     def _roads(self) -> list[Road]:
-        limits = {**DEFAULT_LIMITS_KMH, **(self.data.get("limits_kmh") or {})}
-        lanes = {**DEFAULT_LANES, **(self.data.get("lanes") or {})}
+        limits = {**DEFAULT_LIMITS_KMH, **self._section("limits_kmh", dict)}
+        lanes = {**DEFAULT_LANES, **self._section("lanes", dict)}
         roads = []
-        entries = self.data["roads"]
-        if not isinstance(entries, list) or not entries:
+        entries = self._section("roads", list)
+        if not entries:
             raise self.fail("roads should be a non-empty list")
         for k, entry in enumerate(entries, start=1):
             if not isinstance(entry, dict) or not entry.get("name"):
@@ -421,7 +438,7 @@ class _Compiler:
         nodes_of: dict[str, set[str]] = {}
         for road in roads:
             nodes_of.setdefault(road.name, set()).update(road.nodes)
-        for entry in self.data.get("intersections") or []:
+        for entry in self._section("intersections", list):
             name = str(entry.get("name", ""))
             what = f"intersection {name!r}"
             if not name:
@@ -452,7 +469,7 @@ class _Compiler:
             if not isinstance(names, list) or len(names) < 2:
                 raise self.fail(f"{what}: roads should list at least two road names")
             for road in names:
-                if road not in nodes_of:
+                if not isinstance(road, str) or road not in nodes_of:
                     raise self.fail(f"{what}: no road named {road!r}")
             common = set.intersection(*(nodes_of[road] for road in names))
             if not common:
@@ -483,7 +500,7 @@ class _Compiler:
 
     def _zones(self) -> list[dict[str, Any]]:
         out = []
-        for k, entry in enumerate(self.data.get("no_parking_zones") or [], start=1):
+        for k, entry in enumerate(self._section("no_parking_zones", list), start=1):
             name = str(entry.get("name", ""))
             what = f"no-parking zone {name or k!r}"
             kind = entry.get("parking_kind")
@@ -492,7 +509,7 @@ class _Compiler:
                     f"{what}: parking_kind {kind!r} is not one of {list(PARKING_KINDS)}"
                 )
             if "polygon" in entry:
-                polygon = [self._coord(p, what) for p in entry["polygon"]]
+                polygon = self._polygon(entry["polygon"], what)
             elif "around" in entry:
                 polygon = self._octagon(self._coord(entry["around"], what), entry, what)
             else:
@@ -506,6 +523,11 @@ class _Compiler:
                 }
             )
         return out
+
+    def _polygon(self, value: Any, what: str) -> list[tuple[float, float]]:
+        if not isinstance(value, list) or len(value) < 3:
+            raise self.fail(f"{what}: polygon should list at least 3 [lat, lon] vertices")
+        return [self._coord(p, f"{what}, vertex {i + 1}") for i, p in enumerate(value)]
 
     def _octagon(
         self, centre: tuple[float, float], entry: dict[str, Any], what: str
@@ -522,7 +544,7 @@ class _Compiler:
 
     def _police(self, builder: PackBuilder) -> list[dict[str, Any]]:
         out = []
-        for entry in self.data.get("police_stations") or []:
+        for entry in self._section("police_stations", list):
             name = str(entry.get("name", ""))
             code = str(entry.get("code", ""))
             what = f"police station {name or code!r}"
@@ -547,7 +569,7 @@ class _Compiler:
 
     def _highway(self, builder: PackBuilder) -> list[dict[str, Any]]:
         out = []
-        for k, entry in enumerate(self.data.get("highway_stations") or [], start=1):
+        for k, entry in enumerate(self._section("highway_stations", list), start=1):
             name = str(entry.get("name", f"station {k}"))
             what = f"highway station {name!r}"
             lat, lon = self._coord(entry.get("at"), what)
@@ -574,7 +596,7 @@ class _Compiler:
     def _landmarks(self) -> list[dict[str, Any]]:
         out = []
         seen: set[str] = set()
-        for entry in self.data.get("landmarks") or []:
+        for entry in self._section("landmarks", list):
             name = str(entry.get("name", ""))
             if not name:
                 raise self.fail("a landmark has no name")
@@ -589,7 +611,7 @@ class _Compiler:
     # -- districts -------------------------------------------------------------------------
 
     def _districts(self) -> list[dict[str, Any]]:
-        entries = self.data.get("districts") or []
+        entries = self._section("districts", list)
         seeds: list[tuple[int, tuple[float, float]]] = []
         polygons: dict[int, list[tuple[float, float]]] = {}
         for k, entry in enumerate(entries):
@@ -598,7 +620,7 @@ class _Compiler:
             if not name:
                 raise self.fail(f"{what} has no name")
             if "polygon" in entry:
-                polygons[k] = [self._coord(p, what) for p in entry["polygon"]]
+                polygons[k] = self._polygon(entry["polygon"], what)
             elif "seed" in entry:
                 seeds.append((k, self._coord(entry["seed"], what)))
             else:
@@ -636,10 +658,9 @@ class _Compiler:
                     continue
                 # keep p with (o - s)·p <= (|o|² - |s|²) / 2
                 nx, ny = ox - sx, oy - sy
-                c = (ox * ox + oy * oy - sx * sx - sy * sy) / 2
-                cell = _clip(cell, nx, ny, c)
-                if not cell:
+                if math.hypot(nx, ny) < 1.0:
                     raise self.fail(f"district seeds {seeds[i]} and {seeds[j]} coincide")
+                cell = _clip(cell, nx, ny, (ox * ox + oy * oy - sx * sx - sy * sy) / 2)
             cells[i] = [self._clamp(self._latlon(x, y)) for x, y in cell]
         return cells
 
