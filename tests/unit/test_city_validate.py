@@ -150,3 +150,14 @@ def test_cli_stats_prints_one_json_object(capsys):
     stats = orjson.loads(out)
     assert stats["name"] == "casablanca"
     assert stats["directed_segments"] >= 1500 and stats["districts"] >= 10
+
+
+def test_cli_stats_of_a_broken_pack_is_one_clear_error(tmp_path, grid, capsys):
+    raw = copy.deepcopy(grid)
+    raw["intersections"][0]["plan"]["cycle_s"] = 500
+    path = _write(tmp_path, raw, "broken.json")
+    assert cli.main(["city", "stats", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"casatwin: error: {path} is not a valid city pack:")
+    assert "intersection i001: cycle_s=500" in err
+    assert "Traceback" not in err
