@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from casatwin.city.build import DEFAULT_LANES, DEFAULT_LIMITS_KMH, PackBuilder, slug
-from casatwin.city.geometry import LocalProjection, haversine_m
+from casatwin.city.geometry import LocalProjection, haversine_m, project_on_segments
 from casatwin.city.model import PARKING_KINDS, ROAD_CLASSES
 from casatwin.errors import UserError
 
@@ -285,12 +285,7 @@ class _Compiler:
                         continue
                     xy = self._xy(other)
                     a, b = xy[:-1], xy[1:]
-                    ab = b - a
-                    length2 = (ab**2).sum(axis=1)
-                    t = np.clip(
-                        ((ex - a[:, 0]) * ab[:, 0] + (ey - a[:, 1]) * ab[:, 1]) / length2, 0, 1
-                    )
-                    d = np.hypot(a[:, 0] + t * ab[:, 0] - ex, a[:, 1] + t * ab[:, 1] - ey)
+                    t, d = project_on_segments(ex, ey, a[:, 0], a[:, 1], b[:, 0], b[:, 1])
                     leg = int(np.argmin(d))
                     if best is None or d[leg] < best[0]:
                         best = (float(d[leg]), j, leg, float(t[leg]))
