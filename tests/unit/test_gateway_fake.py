@@ -105,3 +105,15 @@ def test_bad_values_break_two_stations_and_add_an_unknown_one(stations):
     assert bad[2:-1] == good[2:]
     assert bad[-1].station_id == faults.UNKNOWN_STATION
     assert tmdd.parse(tmdd.render(bad), 10**6)[-1].station_id == faults.UNKNOWN_STATION
+
+
+def test_the_default_city_feeds_its_motorway_stations():
+    from casatwin.city.load import load_city
+    from casatwin.config import Settings
+
+    pack = load_city(Settings().city)  # what `casatwin gateway fake-api` serves by default
+    served = traffic.snapshot(traffic.profiles(pack, seed=7), at(8, 15), 20.0, seed=7)
+    assert [s.station_id for s in served] == [h.id for h in pack.highway_stations]
+    assert len(served) >= 6
+    parsed = tmdd.parse(tmdd.render(served), 10**6)
+    assert {r.station_id for r in parsed} == {h.id for h in pack.highway_stations}

@@ -70,9 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def load_pack(settings: Settings) -> CityPack:
-    from casatwin.city.load import load
+    from casatwin.city.load import load_city
 
-    return load(settings.city.pack)
+    return load_city(settings.city)
 
 
 def run_gateway(args: argparse.Namespace, settings: Settings) -> int:
