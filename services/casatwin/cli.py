@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "casatwin.city.cli",
     "casatwin.simulator.cli",
     "casatwin.bus.cli",
+    "casatwin.registry.cli",
+    "casatwin.rules.cli",
     "casatwin.benchmarks",
     "casatwin.configcli",
 )

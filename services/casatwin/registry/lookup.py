@@ -1,0 +1,168 @@
+"""Batched lookups for the processor: vehicle → its current driver and licence state.
+
+One query per batch finds the vehicles, the open taxi shift and the driver through
+primary and unique keys (no scan), a second one the drivers' recorded offences (the repeat
+rule needs them). Records are plain frozen dataclasses: they pickle to Spark executors and
+turn into the infraction message's ``vehicle`` and ``driver`` objects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from casatwin.registry import db
+from casatwin.rules.engine import DriverHistory, PastOffence
+
+BATCH = 5_000  # keys per query; the processor's micro-batches fit in one
+
+_SELECT = (
+    "SELECT v.vehicle_id, v.plate, v.kind, v.owner_name, v.owner_cin,"
+    " d.cin, d.first_name, d.last_name, d.birth_date, d.licence_no, d.licence_category,"
+    " d.issue_date, d.probation_end, d.points, d.status"
+    " FROM vehicles v"
+    " LEFT JOIN taxi_shifts s ON s.open_vehicle = v.vehicle_id"
+    " LEFT JOIN drivers d ON d.cin = COALESCE(s.cin, v.owner_cin)"
+)
+
+
+@dataclass(frozen=True)
+class DriverRecord:
+    cin: str
+    first_name: str
+    last_name: str
+    birth_date: str  # ISO dates
+    licence_no: str
+    licence_category: str
+    issue_date: str
+    probation_end: str
+    points: int
+    status: str  # valid | suspended | annulled
+    offences: tuple[PastOffence, ...] = ()  # recorded offences (event_ts, class), oldest first
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_name} {self.last_name}"
+
+    @property
+    def probation_end_ms(self) -> int:
+        day = dt.date.fromisoformat(self.probation_end)
+        return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp() * 1000)
+
+    def history(self) -> DriverHistory:
+        """What the rules engine needs to know about this driver."""
+        return DriverHistory(
+            cin=self.cin,
+            points=self.points,
+            status=self.status,
+            probation_end_ms=self.probation_end_ms,
+            offences=self.offences,
+        )
+
+    def to_message(self) -> dict[str, Any]:
+        """The infraction message's ``driver`` object (masked later for public views)."""
+        return {
+            "cin": self.cin,
+            "name": self.name,
+            "licence_no": self.licence_no,
+            "licence_category": self.licence_category,
+            "probation_end": self.probation_end,
+            "points": self.points,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class VehicleRecord:
+    vehicle_id: str
+    plate: str
+    kind: str  # taxi_petit | taxi_grand | private | police
+    owner: str  # a person's name, a taxi licence holder, or the police
+    driver: DriverRecord | None  # who drives it now; None when nobody known does
+
+    def history(self) -> DriverHistory | None:
+        return None if self.driver is None else self.driver.history()
+
+    def to_message(self) -> dict[str, Any]:
+        """The infraction message's ``vehicle`` object."""
+        return {
+            "vehicle_id": self.vehicle_id,
+            "plate": self.plate,
+            "kind": self.kind,
+            "owner": self.owner,
+        }
+
+
+def lookup_vehicles(
+    conn: db.Connection, vehicle_ids: Iterable[str], *, offences_since_ms: int | None = None
+) -> dict[str, VehicleRecord]:
+    """The vehicles among ``vehicle_ids`` that the registry knows, by id.
+
+    Unknown ids are simply absent. ``offences_since_ms`` bounds the offences returned with
+    each driver (default: all of them).
+    """
+    return _lookup(conn, "v.vehicle_id", vehicle_ids, offences_since_ms, key=0)
+
+
+def lookup_plates(
+    conn: db.Connection, plates: Iterable[str], *, offences_since_ms: int | None = None
+) -> dict[str, VehicleRecord]:
+    """The vehicles among ``plates`` that the registry knows, by plate."""
+    return _lookup(conn, "v.plate", plates, offences_since_ms, key=1)
+
+
+def _lookup(
+    conn: db.Connection,
+    column: str,
+    keys: Iterable[str],
+    since_ms: int | None,
+    key: int,
+) -> dict[str, VehicleRecord]:
+    wanted = list(dict.fromkeys(keys))
+    rows: list[tuple[Any, ...]] = []
+    cursor = conn.cursor()
+    for i in range(0, len(wanted), BATCH):
+        cursor.execute(f"{_SELECT} WHERE {column} IN %s", (wanted[i : i + BATCH],))
+        rows.extend(cursor.fetchall())
+    cins = [row[5] for row in rows if row[5] is not None]
+    offences = driver_offences(conn, cins, since_ms=since_ms)
+    return {row[key]: _record(row, offences) for row in rows}
+
+
+def driver_offences(
+    conn: db.Connection, cins: list[str], *, since_ms: int | None = None
+) -> dict[str, tuple[PastOffence, ...]]:
+    """Recorded offences (event time, class) of each driver, oldest first."""
+    out: dict[str, list[PastOffence]] = {}
+    if not cins:
+        return {}
+    cursor = conn.cursor()
+    since = "" if since_ms is None else " AND event_ts >= %s"
+    for i in range(0, len(cins), BATCH):
+        args: tuple[Any, ...] = (cins[i : i + BATCH],)
+        if since_ms is not None:
+            args += (since_ms,)
+        cursor.execute(
+            "SELECT cin, event_ts, offence_class FROM infractions"
+            f" WHERE cin IN %s{since} ORDER BY cin, event_ts",
+            args,
+        )
+        for cin, ts, cls in cursor.fetchall():
+            out.setdefault(cin, []).append(PastOffence(int(ts), int(cls)))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _record(row: tuple[Any, ...], offences: dict[str, tuple[PastOffence, ...]]) -> VehicleRecord:
+    vehicle_id, plate, kind, owner_name, owner_cin, cin = row[:6]
+    driver = None
+    if cin is not None:
+        driver = DriverRecord(*row[5:15], offences=offences.get(cin, ()))
+    if owner_name:
+        owner = owner_name
+    elif driver is not None and owner_cin == driver.cin:
+        owner = driver.name
+    else:
+        owner = owner_cin or ""
+    return VehicleRecord(vehicle_id, plate, kind, owner, driver)
