@@ -70,6 +70,19 @@ def scratch_database(server: MariaDBServer, name: str, *, migrate: bool = True) 
     return settings
 
 
+def query(settings: MariaDBSettings, sql: str, args: object = None) -> list[tuple]:
+    """The rows of one statement, on a connection of its own."""
+    from casatwin.registry import db
+
+    conn = db.open_connection(settings)
+    try:
+        cursor = conn.cursor()
+        cursor.execute(sql, args)
+        return list(cursor.fetchall())
+    finally:
+        conn.close()
+
+
 REGISTRY_AS_OF = "2025-06-01"
 
 

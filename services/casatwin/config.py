@@ -133,7 +133,9 @@ class RegistrySettings:
         "Drivers `make run` makes sure the registry holds (at least 13,000: one per taxi; the "
         "benchmark loads 10,000,000); 0 skips the registry load at start-up.",
     )
-    seed: int = setting(52, "Random seed of the synthetic registry; the same seed, the same people.")
+    seed: int = setting(
+        52, "Random seed of the synthetic registry; the same seed, the same people."
+    )
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,9 @@ def test_cins_and_licences_are_unique_and_sorted():
 def test_generation_is_deterministic_and_windows_join_up():
     whole = ids.drivers_tsv(SPEC, 60_000, 70_000)  # crosses the chunk boundary at 65,536
     assert whole == ids.drivers_tsv(SPEC, 60_000, 65_000) + ids.drivers_tsv(SPEC, 65_000, 70_000)
-    assert whole == b"".join(line + b"\n" for line in ids.drivers_tsv(SPEC, 0, N).splitlines()[60_000:70_000])
+    assert whole == b"".join(
+        line + b"\n" for line in ids.drivers_tsv(SPEC, 0, N).splitlines()[60_000:70_000]
+    )
     other = ids.drivers_tsv(ids.Spec(53, SPEC.as_of), 60_000, 70_000)
     assert other != whole
     vehicles = ids.private_vehicles_tsv(SPEC, 1000, 70_000)
@@ -107,12 +109,20 @@ def test_plates_are_unique_over_the_whole_space_in_use():
     number, letter, code = ids.plate_parts(np.arange(3_000_000))
     keys = (number * 10 + letter) * 100 + code
     assert len(np.unique(keys)) == 3_000_000
-    assert ids.plate(5) == f"{number[5]}-{ids.PLATE_LETTERS[letter[5]]}-{ids.PREFECTURE_CODES[code[5]]}"
+    assert (
+        ids.plate(5)
+        == f"{number[5]}-{ids.PLATE_LETTERS[letter[5]]}-{ids.PREFECTURE_CODES[code[5]]}"
+    )
 
 
 @pytest.mark.parametrize(
     "typed,stored",
-    [("12345 b 6", "12345-ب-6"), ("12345-B-6", "12345-ب-6"), ("7|ط|13", "7-ط-13"), ("12-ب-6", "12-ب-6")],
+    [
+        ("12345 b 6", "12345-ب-6"),
+        ("12345-B-6", "12345-ب-6"),
+        ("7|ط|13", "7-ط-13"),
+        ("12-ب-6", "12-ب-6"),
+    ],
 )
 def test_plates_as_people_type_them(typed, stored):
     assert ids.normalise_plate(typed) == stored

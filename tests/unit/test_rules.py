@@ -61,7 +61,9 @@ TABLE = [
 
 
 @pytest.mark.parametrize(
-    "facts,cls,fine,r24,r15,points,court,delit", [row[1:] for row in TABLE], ids=[r[0] for r in TABLE]
+    "facts,cls,fine,r24,r15,points,court,delit",
+    [row[1:] for row in TABLE],
+    ids=[r[0] for r in TABLE],
 )
 def test_the_table(facts, cls, fine, r24, r15, points, court, delit):
     d = decide(facts, driver(30), BOOK)
@@ -72,7 +74,7 @@ def test_the_table(facts, cls, fine, r24, r15, points, court, delit):
     assert d.legal_basis  # French text for the operator, always
 
 
-def test_the_délit_goes_to_court_and_says_why():
+def test_the_delit_goes_to_court_and_says_why():
     d = decide(speeding(112), driver(30), BOOK)
     assert d.court_reasons == ("delit",)
     assert "délit" in d.legal_basis and "tribunal" in d.legal_basis
@@ -151,8 +153,9 @@ def test_the_seeds_case_a_driver_with_too_few_points():
     assert message["licence_status_after"] == "annulled"
     assert message["court_reasons"] == ["points_exhausted"]
     assert message["points_before"] == 2 and message["points_after"] == 0
-    assert "Le solde atteint 0 : permis annulé (Art. 22), dossier transmis au tribunal" in (
-        message["legal_basis"]
+    assert (
+        "Le solde atteint 0 : permis annulé (Art. 22), dossier transmis au tribunal"
+        in (message["legal_basis"])
     )
 
 
@@ -211,7 +214,13 @@ def test_facts_that_are_no_offence_are_refused(facts, message):
 
 def test_facts_from_an_infraction_message():
     facts = OffenceFacts.from_infraction(
-        {"type": "illegal_parking", "event_ts": T, "measured": 300, "limit": 0, "parking_kind": "dangerous"}
+        {
+            "type": "illegal_parking",
+            "event_ts": T,
+            "measured": 300,
+            "limit": 0,
+            "parking_kind": "dangerous",
+        }
     )
     assert facts.parking_kind == "dangerous" and facts.event_ts == T
 
@@ -255,20 +264,37 @@ def _rule(raw: dict, rule_id: str) -> dict:
     "change,expected",
     [
         (lambda r: _rule(r, "red_light").update({"class": 5}), "rule red_light: field 'class'"),
-        (lambda r: _rule(r, "red_light").pop("points"), "rule red_light: field 'points' is missing"),
         (
-            lambda r: _rule(r, "speeding.20_to_30").update({"points": {"value": 2, "unverified": ""}}),
+            lambda r: _rule(r, "red_light").pop("points"),
+            "rule red_light: field 'points' is missing",
+        ),
+        (
+            lambda r: _rule(r, "speeding.20_to_30").update(
+                {"points": {"value": 2, "unverified": ""}}
+            ),
             "rule speeding.20_to_30: field 'points': 'unverified' should say why",
         ),
         (
             lambda r: _rule(r, "speeding.20_to_30").update({"over_kmh": [21, 30]}),
             "rule speeding.20_to_30: field 'over_kmh': starts at 21",
         ),
-        (lambda r: _rule(r, "parking.other").update({"parking_kind": "kerb"}), "rule parking.other: field 'parking_kind'"),
-        (lambda r: _rule(r, "red_light").update({"colour": "red"}), "rule red_light: unknown field 'colour'"),
-        (lambda r: r["rules"].append(dict(_rule(r, "red_light"))), "rule red_light: the id is used twice"),
+        (
+            lambda r: _rule(r, "parking.other").update({"parking_kind": "kerb"}),
+            "rule parking.other: field 'parking_kind'",
+        ),
+        (
+            lambda r: _rule(r, "red_light").update({"colour": "red"}),
+            "rule red_light: unknown field 'colour'",
+        ),
+        (
+            lambda r: r["rules"].append(dict(_rule(r, "red_light"))),
+            "rule red_light: the id is used twice",
+        ),
         (lambda r: r["classes"][2].update({"reduced_24h": 900}), "class 2: reduced amounts"),
-        (lambda r: r["court"].update({"repeat_period_days": -1}), "court: field 'repeat_period_days'"),
+        (
+            lambda r: r["court"].update({"repeat_period_days": -1}),
+            "court: field 'repeat_period_days'",
+        ),
         (lambda r: r.update({"format": "other/1"}), "field 'format'"),
     ],
 )

@@ -35,7 +35,9 @@ LOAD_TARGET_S = 120.0
 LOOKUP_TARGET_P95_MS = 20.0
 
 
-def bench_load(settings: Settings, drivers: int = BENCH_DRIVERS, replace: bool = False) -> dict[str, Any]:
+def bench_load(
+    settings: Settings, drivers: int = BENCH_DRIVERS, replace: bool = False
+) -> dict[str, Any]:
     """Generate and load ``drivers`` drivers into an empty registry; then the raw reference."""
     _migrate(settings)
     load_before = os.getloadavg()
@@ -111,7 +113,9 @@ def bench_lookup(
             # Distinct keys: mostly private vehicles spread over the whole table, some taxis.
             cars = rng.sample(range(private), min(private, batch * 9 // 10))
             taxis = rng.sample(range(fleet.FLEET_SIZE), batch - len(cars))
-            return [identities.private_vehicle_id(k) for k in cars] + [fleet.taxi_id(t) for t in taxis]
+            return [identities.private_vehicle_id(k) for k in cars] + [
+                fleet.taxi_id(t) for t in taxis
+            ]
 
         def driver_keys() -> list[str]:
             return [identities.cin(i) for i in rng.sample(range(have), batch)]
@@ -128,7 +132,8 @@ def bench_lookup(
             found.append(len(lookup_vehicles(conn, keys)))
 
         plate_keys = [
-            identities.plate(fleet.FLEET_SIZE + k) for k in rng.sample(range(private), min(private, batch))
+            identities.plate(fleet.FLEET_SIZE + k)
+            for k in rng.sample(range(private), min(private, batch))
         ]
         _timings(lambda: vehicles(vehicle_keys()), 20)  # warm the buffer pool
         lookup = _timings(lambda: vehicles(vehicle_keys()), batches)
@@ -162,8 +167,4 @@ def _timings(fn: Any, repeat: int) -> dict[str, float]:
 
 
 def _migrate(settings: Settings) -> None:
-    conn = db.open_connection(settings.mariadb)
-    try:
-        schema.migrate(conn)
-    finally:
-        conn.close()
+    schema.migrate_database(settings.mariadb)

@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     load.add_argument(
-        "--drivers", type=int, help="drivers the registry should hold (default: CASATWIN_REGISTRY_DRIVERS)"
+        "--drivers",
+        type=int,
+        help="drivers the registry should hold (default: CASATWIN_REGISTRY_DRIVERS)",
     )
     load.add_argument("--seed", type=int, help="random seed (default: CASATWIN_REGISTRY_SEED)")
     load.add_argument(
@@ -72,13 +74,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="show a driver: licence, points history, infractions",
         description="Show a driver's file, found by CIN, licence number, plate or vehicle id.",
     )
-    driver.add_argument("key", help="CIN (BE123456), licence (06/00012345), plate (12345-B-6) or vehicle id (TX-00042)")
+    driver.add_argument(
+        "key",
+        help="CIN (BE123456), licence (06/00012345), plate (12345-B-6) or vehicle id (TX-00042)",
+    )
     driver.set_defaults(handler=run_driver)
 
     bench = actions.add_parser(
         "bench-lookup",
         help="p50/p95/p99 of batched vehicle lookups (JSON)",
-        description="Time batched lookups on the registry (loading 10M drivers first if it has fewer).",
+        description="Time batched lookups (loading 10M drivers first if the registry has fewer).",
     )
     bench.add_argument("--batch", type=int, default=1000, help="keys per batch (default 1000)")
     bench.add_argument("--batches", type=int, default=300, help="batches to time (default 300)")
@@ -89,27 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from casatwin.registry import db, schema
+    from casatwin.registry import schema
 
-    server = db.open_connection(settings.mariadb, database=None)
-    try:
-        name = settings.mariadb.database
-        server.cursor().execute(
-            f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4"
-        )
-    except db.Error as exc:
-        raise UserError(
-            f"cannot create database {settings.mariadb.database!r}: {exc.args[-1]}",
-            hint="create it as an administrator, or grant CREATE to the casatwin user",
-        ) from None
-    finally:
-        server.close()
-    conn = db.open_connection(settings.mariadb)
-    try:
-        applied = schema.migrate(conn, target=args.to)
-        version = max(schema.applied_versions(conn), default=0)
-    finally:
-        conn.close()
+    applied, version = schema.migrate_database(settings.mariadb, target=args.to)
     if applied:
         print(f"applied {len(applied)} migration(s); schema version {version}")
     else:
@@ -181,6 +168,8 @@ def run_bench_lookup(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.batch < 1 or args.batches < 5:
         raise UserError("--batch must be at least 1 and --batches at least 5")
-    result = bench.bench_lookup(settings, batch=args.batch, batches=args.batches, drivers=args.drivers)
+    result = bench.bench_lookup(
+        settings, batch=args.batch, batches=args.batches, drivers=args.drivers
+    )
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0

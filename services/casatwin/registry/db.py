@@ -11,6 +11,7 @@ indexes, so that no service reads a half-made registry. Dates come back as ISO s
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -88,7 +89,9 @@ def connect(settings: MariaDBSettings, *, check_schema: bool = True) -> Connecti
     return conn
 
 
-def _connect_error(exc: BaseException, settings: MariaDBSettings, database: str | None) -> UserError:
+def _connect_error(
+    exc: BaseException, settings: MariaDBSettings, database: str | None
+) -> UserError:
     code = error_code(exc)
     where = f"{settings.host}:{settings.port}"
     if code in CR_UNREACHABLE:
@@ -147,10 +150,9 @@ def transaction(
 
 
 def _rollback(conn: Connection) -> None:
-    try:
+    # If the connection is gone, the server rolls back on its own.
+    with contextlib.suppress(MySQLdb.Error):
         conn.rollback()
-    except MySQLdb.Error:
-        pass  # the connection is gone; the server rolls back on its own
 
 
 def scalar(cursor: Cursor, sql: str, args: Any = None) -> Any:

@@ -7,7 +7,7 @@ the same first 100,000, and two machines generate byte-identical files.
 
 * CIN: a Casablanca-area letter prefix and six digits (``BE123456``), issued in order, so
   the file is sorted by the primary key and InnoDB appends instead of splitting pages;
-* licence numbers ``NN/NNNNNNNN`` (issuing prefecture code / serial), unique by construction;
+* licence numbers ``NN/NNNNNNNN`` (issuing prefecture code / serial), unique and ascending;
 * probation: licences under two years old hold 20 points instead of 30 (Art. 23);
 * points: most drivers at their full capital, a tail down to 0 (annulled); a few suspended;
 * taxis: taxi ``t`` of :mod:`casatwin.fleet` is driven by driver ``t`` (a seasoned, valid
@@ -48,34 +48,42 @@ POLICE_PLATE_LETTER = "ش"
 PLATE_NUMBERS = 99_999
 PLATE_CAPACITY = PLATE_NUMBERS * len(PLATE_LETTERS) * len(PREFECTURE_CODES)
 _PLATE_STEP = 1_000_003  # prime, coprime with PLATE_CAPACITY: a bijection over plate space
-_LICENCE_STEP = 48_271  # coprime with 10**8
-_LICENCE_SPACE = 10**8
+_LICENCE_STRIDE = 5  # serials leave gaps, as cancelled numbers do
+_LICENCE_BLOCK = 1_300_000  # drivers per issuing-office code (all codes cover MAX_DRIVERS)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.replace("\n", "").split("|"))
+
 
 LICENCE_CATEGORIES = ("B", "A", "A1", "C", "D", "EB", "EC")
 LICENCE_CATEGORY_SHARES = (0.86, 0.03, 0.02, 0.04, 0.02, 0.01, 0.02)
 
-MALE_NAMES = (
-    "Mohamed Ahmed Youssef Omar Hamza Mehdi Karim Rachid Abdelaziz Abdellah Said Mustapha "
-    "Khalid Hicham Nabil Driss Hassan Ayoub Amine Anas Ismail Othmane Reda Soufiane Tarik "
-    "Yassine Zakaria Adil Aziz Brahim Jamal Lahcen Mourad Noureddine Redouane Samir Younes "
-    "Abderrahim Abdelkader Mohammed Bilal Ilyas Marouane Taha Walid Yahya Jalal Fouad Mounir "
-    "Abdelhak Aziz Badr Chakib Hamid Idriss Kamal Larbi Mostafa Nordine Saad Slimane Yassir"
-).split()
-FEMALE_NAMES = (
-    "Fatima Khadija Aicha Meryem Salma Zineb Hajar Imane Nadia Samira Latifa Naima Hanane "
-    "Sanae Asmae Houda Ghizlane Btissam Laila Loubna Malika Nawal Rachida Siham Wafae Yasmine "
-    "Kawtar Oumaima Chaimae Sara Hind Amina Hayat Souad Karima Nezha Ikram Majda Mouna Rajae"
-).split()
-LAST_NAMES = (
-    "Alaoui|Benali|Bennani|Berrada|Chraibi|El Amrani|El Fassi|El Idrissi|Tazi|Lahlou|Bennis|"
-    "Benjelloun|Sqalli|Kettani|Cherkaoui|Ouazzani|El Ouafi|Hajji|Amrani|Bouzid|Ziani|Naciri|"
-    "Filali|Skalli|Lamrani|Mansouri|Rami|Jabri|Kabbaj|Sebti|Tahiri|Zniber|Guessous|Benkirane|"
-    "El Khatib|Belkadi|Bakkali|Bouazza|Daoudi|Essaidi|Fikri|Haddad|Iraqi|Jamai|Kadiri|Lazrak|"
-    "Mernissi|Naji|Ouali|Rahmouni|Saadi|Talbi|Ouahbi|Zouaoui|El Mansouri|El Hachimi|Bouchta|"
-    "Aït Taleb|Aït Ali|Amzil|Boukhari|Chafik|Doukkali|El Bouhali|Fassi Fihri|Ghali|Hilali|Kasmi|"
-    "Mekouar|Moussaoui|Nejjar|Slaoui|Tounsi|Yacoubi|Zerhouni|Benslimane|Benchekroun|Alami|"
-    "Bouhaddou|El Alami|Hamdaoui|Zeroual|Khattabi|Belhaj|Ennaji|Sabri|Elkouri|Benmoussa"
-).split("|")
+MALE_NAMES = _names("""
+Mohamed|Ahmed|Youssef|Omar|Hamza|Mehdi|Karim|Rachid|Abdelaziz|Abdellah|Said|Mustapha|
+Khalid|Hicham|Nabil|Driss|Hassan|Ayoub|Amine|Anas|Ismail|Othmane|Reda|Soufiane|Tarik|
+Yassine|Zakaria|Adil|Aziz|Brahim|Jamal|Lahcen|Mourad|Noureddine|Redouane|Samir|Younes|
+Abderrahim|Abdelkader|Mohammed|Bilal|Ilyas|Marouane|Taha|Walid|Yahya|Jalal|Fouad|
+Mounir|Abdelhak|Badr|Chakib|Hamid|Idriss|Kamal|Larbi|Mostafa|Nordine|Saad|
+Slimane|Yassir
+""")
+FEMALE_NAMES = _names("""
+Fatima|Khadija|Aicha|Meryem|Salma|Zineb|Hajar|Imane|Nadia|Samira|Latifa|Naima|Hanane|
+Sanae|Asmae|Houda|Ghizlane|Btissam|Laila|Loubna|Malika|Nawal|Rachida|Siham|Wafae|
+Yasmine|Kawtar|Oumaima|Chaimae|Sara|Hind|Amina|Hayat|Souad|Karima|Nezha|Ikram|Majda|
+Mouna|Rajae
+""")
+LAST_NAMES = _names("""
+Alaoui|Benali|Bennani|Berrada|Chraibi|El Amrani|El Fassi|El Idrissi|Tazi|Lahlou|
+Bennis|Benjelloun|Sqalli|Kettani|Cherkaoui|Ouazzani|El Ouafi|Hajji|Amrani|Bouzid|
+Ziani|Naciri|Filali|Skalli|Lamrani|Mansouri|Rami|Jabri|Kabbaj|Sebti|Tahiri|Zniber|
+Guessous|Benkirane|El Khatib|Belkadi|Bakkali|Bouazza|Daoudi|Essaidi|Fikri|Haddad|
+Iraqi|Jamai|Kadiri|Lazrak|Mernissi|Naji|Ouali|Rahmouni|Saadi|Talbi|Ouahbi|Zouaoui|
+El Mansouri|El Hachimi|Bouchta|Aït Taleb|Aït Ali|Amzil|Boukhari|Chafik|Doukkali|
+El Bouhali|Fassi Fihri|Ghali|Hilali|Kasmi|Mekouar|Moussaoui|Nejjar|Slaoui|Tounsi|
+Yacoubi|Zerhouni|Benslimane|Benchekroun|Alami|Bouhaddou|El Alami|Hamdaoui|Zeroual|
+Khattabi|Belhaj|Ennaji|Sabri|Elkouri|Benmoussa
+""")
 
 _DATE_ORIGIN = np.datetime64("1920-01-01", "D")
 _DATE_END = np.datetime64("2080-01-01", "D")
@@ -130,7 +138,9 @@ class _Rows:
     def text(self, table: NDArray[np.uint8], index: NDArray[np.int64], end: int = TAB) -> None:
         self.put(table[index], end)
 
-    def digits(self, values: NDArray[np.int64], width: int, *, strip: bool = False, end: int = TAB) -> None:
+    def digits(
+        self, values: NDArray[np.int64], width: int, *, strip: bool = False, end: int = TAB
+    ) -> None:
         """Zero-padded decimal digits (``strip``: without the leading zeros)."""
         block = np.empty((len(values), width), np.uint8)
         rest = values.astype(np.int64, copy=True)
@@ -204,7 +214,13 @@ def private_vehicles_for(drivers: int) -> int:
 
 
 @cache
-def _name_tables() -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+def _name_tables() -> tuple[
+    NDArray[np.uint8],
+    NDArray[np.uint8],
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.float64],
+]:
     first = _table(MALE_NAMES + FEMALE_NAMES)
     last = _table(LAST_NAMES)
     male_p = _zipf(len(MALE_NAMES), 0.9)
@@ -219,7 +235,7 @@ def _zipf(n: int, s: float) -> NDArray[np.float64]:
 
 
 def driver_columns(spec: Spec, chunk: int) -> dict[str, NDArray[np.int64]]:
-    """Every attribute of the drivers of ``chunk`` as integer codes (rows ``chunk*CHUNK_ROWS`` on)."""
+    """Every attribute of the drivers of ``chunk`` (rows from ``chunk * CHUNK_ROWS``), coded."""
     rng = np.random.default_rng([spec.seed, 1, chunk])
     index = np.arange(chunk * CHUNK_ROWS, (chunk + 1) * CHUNK_ROWS, dtype=np.int64)
     n = len(index)
@@ -248,7 +264,9 @@ def driver_columns(spec: Spec, chunk: int) -> dict[str, NDArray[np.int64]]:
     issue = spec.as_of_day - held
     issue_m = (_DATE_ORIGIN + issue).astype("datetime64[M]")
     day_of_month = (_DATE_ORIGIN + issue) - issue_m.astype("datetime64[D]")
-    probation_end = ((issue_m + 24).astype("datetime64[D]") + day_of_month - _DATE_ORIGIN).astype(np.int64)
+    probation_end = ((issue_m + 24).astype("datetime64[D]") + day_of_month - _DATE_ORIGIN).astype(
+        np.int64
+    )
     on_probation = probation_end > spec.as_of_day
 
     category = np.where(taxi, 0, rng.choice(len(LICENCE_CATEGORIES), n, p=LICENCE_CATEGORY_SHARES))
@@ -261,8 +279,10 @@ def driver_columns(spec: Spec, chunk: int) -> dict[str, NDArray[np.int64]]:
     points = np.where(taxi, np.maximum(points, 1), points)
     status = np.where(points == 0, 2, np.where((rng.random(n) < 0.004) & ~taxi, 1, 0))
 
-    serial = (index * _LICENCE_STEP + 12_345) % _LICENCE_SPACE
-    office = rng.integers(0, len(PREFECTURE_CODES), n)
+    # Licences are numbered in issue order too: ascending like the CINs, so the unique
+    # index on them grows at its right edge during a load instead of being rebuilt.
+    serial = index * _LICENCE_STRIDE + rng.integers(0, _LICENCE_STRIDE, n)
+    office = index // _LICENCE_BLOCK
     return {
         "index": index,
         "first": first,
@@ -329,7 +349,9 @@ def private_vehicles_tsv(spec: Spec, start: int, stop: int) -> bytes:
     for chunk in range(start // CHUNK_ROWS, (stop - 1) // CHUNK_ROWS + 1):
         rng = np.random.default_rng([spec.seed, 2, chunk])
         k = np.arange(chunk * CHUNK_ROWS, (chunk + 1) * CHUNK_ROWS, dtype=np.int64)
-        owner = k * DRIVERS_PER_PRIVATE_VEHICLE + rng.integers(0, DRIVERS_PER_PRIVATE_VEHICLE, len(k))
+        owner = k * DRIVERS_PER_PRIVATE_VEHICLE + rng.integers(
+            0, DRIVERS_PER_PRIVATE_VEHICLE, len(k)
+        )
         lo = max(start - chunk * CHUNK_ROWS, 0)
         hi = min(stop - chunk * CHUNK_ROWS, CHUNK_ROWS)
         parts.append(_private_rows(k[lo:hi], owner[lo:hi]))

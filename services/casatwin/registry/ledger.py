@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from casatwin.registry import db
-from casatwin.registry.lookup import driver_offences
+from casatwin.registry.lookup import day_ms, driver_offences
 from casatwin.rules.engine import DAY_MS, Decision, DriverHistory
 
 MAX_BATCH = 500  # infractions per transaction
@@ -103,7 +103,7 @@ def _record(
                 cin=cin,
                 points=int(points),
                 status=status,
-                probation_end_ms=_day_ms(probation_end),
+                probation_end_ms=day_ms(probation_end),
                 offences=offences.get(cin, ()),
             )
 
@@ -223,11 +223,6 @@ def _field(infraction: Mapping[str, Any], name: str, kind: type) -> Any:
     try:
         return kind(value)
     except (TypeError, ValueError):
-        raise InvalidInfraction(f"infraction field {name!r}={value!r} is not {kind.__name__}") from None
-
-
-def _day_ms(iso_day: str) -> int:
-    import datetime as dt
-
-    day = dt.date.fromisoformat(str(iso_day))
-    return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp() * 1000)
+        raise InvalidInfraction(
+            f"infraction field {name!r}={value!r} is not {kind.__name__}"
+        ) from None

@@ -285,9 +285,7 @@ def _bulk(
     totals = {"drivers": drivers[1] - drivers[0], "vehicles": private[1] - private[0]}
     done = {"drivers": 0, "vehicles": 0}
     big = sum(totals.values()) > FILE_ROWS
-    executor = (
-        ProcessPoolExecutor(1, mp_context=get_context("spawn")) if big else _Inline()
-    )
+    executor = ProcessPoolExecutor(1, mp_context=get_context("spawn")) if big else _Inline()
     rebuild: threading.Thread | None = None
     rebuild_error: list[BaseException] = []
     phase_started = time.monotonic()
@@ -387,7 +385,9 @@ def _defer_indexes(cursor: db.Cursor, table: str) -> None:
         unique, columns = indexes.setdefault(name, (not non_unique, []))
         columns.append(f"`{column}`" + (f"({sub_part})" if sub_part else ""))
     for name, (unique, columns) in indexes.items():
-        definition = f"{'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS `{name}` ({', '.join(columns)})"
+        definition = (
+            f"{'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS `{name}` ({', '.join(columns)})"
+        )
         cursor.execute(
             "INSERT IGNORE INTO registry_deferred_indexes (table_name, index_name, definition)"
             " VALUES (%s, %s, %s)",
@@ -396,7 +396,9 @@ def _defer_indexes(cursor: db.Cursor, table: str) -> None:
     if indexes:
         drops = ", ".join(f"DROP INDEX `{name}`" for name in indexes)
         cursor.execute(f"ALTER TABLE {table} {drops}")
-        log.info("secondary indexes deferred to the end of the load", table=table, indexes=len(indexes))
+        log.info(
+            "secondary indexes deferred to the end of the load", table=table, indexes=len(indexes)
+        )
 
 
 def _restore_indexes(cursor: db.Cursor, table: str) -> None:
@@ -418,7 +420,9 @@ def _restore_indexes(cursor: db.Cursor, table: str) -> None:
     )
 
 
-def _rebuild_in_background(settings: MariaDBSettings, table: str, errors: list[BaseException]) -> None:
+def _rebuild_in_background(
+    settings: MariaDBSettings, table: str, errors: list[BaseException]
+) -> None:
     try:
         conn = db.open_connection(settings)
         try:
@@ -442,9 +446,7 @@ def _taxis(cursor: db.Cursor, spec: Spec) -> None:
         " VALUES (%s, %s, %s, %s, %s)",
         [(t.vehicle_id, t.plate, t.kind, None, t.owner_name) for t in taxis],
     )
-    shift_start = int(
-        dt.datetime.combine(spec.as_of, dt.time(6), tzinfo=dt.UTC).timestamp() * 1000
-    )
+    shift_start = int(dt.datetime.combine(spec.as_of, dt.time(0), tzinfo=dt.UTC).timestamp() * 1000)
     # A taxi without an open shift gets its driver back; taxis on a shift keep theirs.
     cursor.execute("SELECT open_vehicle FROM taxi_shifts WHERE open_vehicle IS NOT NULL")
     on_shift = {row[0] for row in cursor.fetchall()}

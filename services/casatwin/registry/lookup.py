@@ -2,16 +2,16 @@
 
 One query per batch finds the vehicles, the open taxi shift and the driver through
 primary and unique keys (no scan), a second one the drivers' recorded offences (the repeat
-rule needs them). Records are plain frozen dataclasses: they pickle to Spark executors and
-turn into the infraction message's ``vehicle`` and ``driver`` objects.
+rule needs them). Records are named tuples: a thousand of them build in a fraction of a
+millisecond (frozen dataclasses took ~8 ms), they pickle to Spark executors, and they turn
+into the infraction message's ``vehicle`` and ``driver`` objects.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from casatwin.registry import db
 from casatwin.rules.engine import DriverHistory, PastOffence
@@ -20,7 +20,7 @@ BATCH = 5_000  # keys per query; the processor's micro-batches fit in one
 
 _SELECT = (
     "SELECT v.vehicle_id, v.plate, v.kind, v.owner_name, v.owner_cin,"
-    " d.cin, d.first_name, d.last_name, d.birth_date, d.licence_no, d.licence_category,"
+    " d.cin, d.first_name, d.last_name, d.licence_no, d.licence_category,"
     " d.issue_date, d.probation_end, d.points, d.status"
     " FROM vehicles v"
     " LEFT JOIN taxi_shifts s ON s.open_vehicle = v.vehicle_id"
@@ -28,15 +28,13 @@ _SELECT = (
 )
 
 
-@dataclass(frozen=True)
-class DriverRecord:
+class DriverRecord(NamedTuple):
     cin: str
     first_name: str
     last_name: str
-    birth_date: str  # ISO dates
     licence_no: str
     licence_category: str
-    issue_date: str
+    issue_date: str  # ISO dates
     probation_end: str
     points: int
     status: str  # valid | suspended | annulled
@@ -48,8 +46,7 @@ class DriverRecord:
 
     @property
     def probation_end_ms(self) -> int:
-        day = dt.date.fromisoformat(self.probation_end)
-        return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp() * 1000)
+        return day_ms(self.probation_end)
 
     def history(self) -> DriverHistory:
         """What the rules engine needs to know about this driver."""
@@ -74,8 +71,7 @@ class DriverRecord:
         }
 
 
-@dataclass(frozen=True)
-class VehicleRecord:
+class VehicleRecord(NamedTuple):
     vehicle_id: str
     plate: str
     kind: str  # taxi_petit | taxi_grand | private | police
@@ -93,6 +89,12 @@ class VehicleRecord:
             "kind": self.kind,
             "owner": self.owner,
         }
+
+
+def day_ms(iso_day: str) -> int:
+    """Epoch ms of 00:00 UTC of an ISO date."""
+    day = dt.date.fromisoformat(iso_day)
+    return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp() * 1000)
 
 
 def lookup_vehicles(
@@ -158,7 +160,7 @@ def _record(row: tuple[Any, ...], offences: dict[str, tuple[PastOffence, ...]]) 
     vehicle_id, plate, kind, owner_name, owner_cin, cin = row[:6]
     driver = None
     if cin is not None:
-        driver = DriverRecord(*row[5:15], offences=offences.get(cin, ()))
+        driver = DriverRecord(*row[5:14], offences.get(cin, ()))
     if owner_name:
         owner = owner_name
     elif driver is not None and owner_cin == driver.cin:

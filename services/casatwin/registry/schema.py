@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from casatwin.config import MariaDBSettings
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
-from casatwin.registry.db import Connection, Error, error_code
+from casatwin.registry.db import Connection, Error, error_code, open_connection
 
 log = get_logger("registry")
 
@@ -71,6 +72,30 @@ def applied_versions(conn: Connection) -> dict[int, str]:
     return {int(v): c for v, c in cursor.fetchall()}
 
 
+def migrate_database(
+    settings: MariaDBSettings, target: int | None = None
+) -> tuple[list[Migration], int]:
+    """Create the database if it is missing, then :func:`migrate`; (applied now, version)."""
+    server = open_connection(settings, database=None)
+    try:
+        server.cursor().execute(
+            f"CREATE DATABASE IF NOT EXISTS `{settings.database}` CHARACTER SET utf8mb4"
+        )
+    except Error as exc:
+        raise UserError(
+            f"cannot create database {settings.database!r}: {exc.args[-1]}",
+            hint="create it as an administrator, or grant CREATE to the casatwin user",
+        ) from None
+    finally:
+        server.close()
+    conn = open_connection(settings)
+    try:
+        applied = migrate(conn, target=target)
+        return applied, max(applied_versions(conn), default=0)
+    finally:
+        conn.close()
+
+
 def migrate(conn: Connection, target: int | None = None) -> list[Migration]:
     """Apply the pending migrations up to ``target`` (default: all); the ones applied now."""
     cursor = conn.cursor()
@@ -87,7 +112,8 @@ def migrate(conn: Connection, target: int | None = None) -> list[Migration]:
             " checksum CHAR(64) NOT NULL, applied_ms BIGINT NOT NULL) ENGINE=InnoDB"
         )
         done = applied_versions(conn)
-        _refuse_newer(done, conn)
+        _refuse_newer(done)
+        _warn_edited(done)
         applied = []
         for migration in migrations():
             if migration.version in done or (target is not None and migration.version > target):
@@ -122,7 +148,7 @@ def migrate(conn: Connection, target: int | None = None) -> list[Migration]:
 def require_current(conn: Connection, database: str) -> None:
     """:class:`UserError` unless every migration of this code has been applied."""
     done = applied_versions(conn)
-    _refuse_newer(done, conn)
+    _refuse_newer(done)
     missing = [m for m in migrations() if m.version not in done]
     if not missing:
         return
@@ -150,8 +176,8 @@ def require_indexes(conn: Connection) -> None:
         )
 
 
-def _refuse_newer(done: dict[int, str], conn: Connection) -> None:
-    known = {m.version: m for m in migrations()}
+def _refuse_newer(done: dict[int, str]) -> None:
+    known = {m.version for m in migrations()}
     newer = sorted(v for v in done if v not in known)
     if newer:
         raise UserError(
@@ -159,6 +185,10 @@ def _refuse_newer(done: dict[int, str], conn: Connection) -> None:
             f"({latest_version()})",
             hint="upgrade casatwin on this node",
         )
+
+
+def _warn_edited(done: dict[int, str]) -> None:
+    known = {m.version: m for m in migrations()}
     for version, checksum in done.items():
         if known[version].checksum != checksum:
             log.warning(

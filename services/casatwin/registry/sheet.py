@@ -21,7 +21,10 @@ HISTORY_ROWS = 20
 CIN_RE = re.compile(r"^([A-Z]{1,2})(\d{1,6})$")
 LICENCE_RE = re.compile(r"^\d{2}/\d{1,8}$")
 VEHICLE_ID_RE = re.compile(r"^(TX|PV|PU)-[A-Z0-9-]+$")
-EXAMPLES = "a CIN (BE123456), a licence number (06/00012345), a plate (12345-B-6) or a vehicle id (TX-00042)"
+EXAMPLES = (
+    "a CIN (BE123456), a licence number (06/00012345), a plate (12345-B-6) "
+    "or a vehicle id (TX-00042)"
+)
 
 
 @dataclass
@@ -29,10 +32,17 @@ class Sheet:
     key: str
     driver: DriverRecord | None
     vehicle: VehicleRecord | None = None  # the vehicle the key named, if it named one
-    drives: list[tuple[Any, ...]] = field(default_factory=list)  # (vehicle_id, kind, plate, since_ms)
+    birth_date: str = ""
+    drives: list[tuple[Any, ...]] = field(
+        default_factory=list
+    )  # (vehicle_id, kind, plate, since_ms)
     owns: list[tuple[Any, ...]] = field(default_factory=list)  # (vehicle_id, kind, plate)
-    points: list[tuple[Any, ...]] = field(default_factory=list)  # (ts, delta, balance, status, reason, infraction_id)
-    infractions: list[tuple[Any, ...]] = field(default_factory=list)  # (event_ts, type, measured, limit, class, fine, points, court, plate, id)
+    points: list[tuple[Any, ...]] = field(
+        default_factory=list
+    )  # (ts, delta, balance, status, reason, infraction_id)
+    infractions: list[tuple[Any, ...]] = field(
+        default_factory=list
+    )  # (event_ts, type, measured, limit, class, fine, points, court, plate, id)
 
 
 def find(conn: db.Connection, key: str) -> Sheet:
@@ -78,7 +88,7 @@ def _cin_forms(cin: str) -> list[str]:
 def _driver_where(conn: db.Connection, where: str, args: tuple[Any, ...]) -> DriverRecord | None:
     cursor = conn.cursor()
     cursor.execute(
-        "SELECT cin, first_name, last_name, birth_date, licence_no, licence_category,"
+        "SELECT cin, first_name, last_name, licence_no, licence_category,"
         f" issue_date, probation_end, points, status FROM drivers WHERE {where} LIMIT 1",
         args,
     )
@@ -88,6 +98,7 @@ def _driver_where(conn: db.Connection, where: str, args: tuple[Any, ...]) -> Dri
 
 def _fill(conn: db.Connection, sheet: Sheet, cin: str) -> None:
     cursor = conn.cursor()
+    sheet.birth_date = db.scalar(cursor, "SELECT birth_date FROM drivers WHERE cin = %s", (cin,))
     cursor.execute(
         "SELECT s.vehicle_id, v.kind, v.plate, s.started_ms FROM taxi_shifts s"
         " JOIN vehicles v ON v.vehicle_id = s.vehicle_id WHERE s.open_driver = %s",
@@ -125,7 +136,7 @@ def render(sheet: Sheet, today: dt.date) -> str:
     assert d is not None
     probation = dt.date.fromisoformat(d.probation_end)
     lines += [
-        f"Driver      {d.name} — CIN {d.cin}, born {d.birth_date}",
+        f"Driver      {d.name} — CIN {d.cin}, born {sheet.birth_date}",
         f"Licence     {d.licence_no}, category {d.licence_category}, issued {d.issue_date}"
         f" (probation {'until' if probation > today else 'ended'}"
         f" {d.probation_end})",
@@ -143,7 +154,18 @@ def render(sheet: Sheet, today: dt.date) -> str:
         )
     lines.append("")
     lines.append(f"Infractions ({_count(sheet.infractions)})")
-    for ts, kind, measured, limit, cls, fine, points, court, plate, infraction_id in sheet.infractions:
+    for (
+        ts,
+        kind,
+        measured,
+        limit,
+        cls,
+        fine,
+        points,
+        court,
+        plate,
+        infraction_id,
+    ) in sheet.infractions:
         what = f"{kind} {measured:.0f}/{limit:.0f} km/h" if kind == "speeding" else kind
         outcome = "court" if court else f"{fine} MAD"
         lines.append(

@@ -9,6 +9,7 @@ decisions relying on them say so.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -170,7 +171,9 @@ class _Reader:
             self.problem(source, "the file should hold a mapping (format, version, rules, ...)")
             return None
         if raw.get("format") != FORMAT:
-            self.problem("top level", f"field 'format' should be {FORMAT!r}, got {raw.get('format')!r}")
+            self.problem(
+                "top level", f"field 'format' should be {FORMAT!r}, got {raw.get('format')!r}"
+            )
             return None
         version = self.value(raw, "version", "top level", "", _text)
         title = raw.get("title", "")
@@ -244,7 +247,9 @@ class _Reader:
                 continue
             fine, r24, r15 = amounts
             if not r24 <= r15 <= fine:
-                self.problem(where, "reduced amounts should be reduced_24h <= reduced_15d <= fine_mad")
+                self.problem(
+                    where, "reduced amounts should be reduced_24h <= reduced_15d <= fine_mad"
+                )
             out[number] = FineClass(number, fine, r24, r15, court_range, article)
         for extra in set(raw) - set(CLASSES):
             self.problem(f"class {extra}", "unknown class (only 1, 2 and 3 exist)")
@@ -326,8 +331,10 @@ class _Reader:
             self.problem("rules", "no speeding rule")
         else:
             if bands[0].over_kmh[0] != 0:
-                self.problem(f"rule {bands[0].id}", "field 'over_kmh': the first band should start at 0")
-            for prev, nxt in zip(bands, bands[1:]):
+                self.problem(
+                    f"rule {bands[0].id}", "field 'over_kmh': the first band should start at 0"
+                )
+            for prev, nxt in itertools.pairwise(bands):
                 if prev.over_kmh[1] != nxt.over_kmh[0]:
                     self.problem(
                         f"rule {nxt.id}",
@@ -345,7 +352,9 @@ class _Reader:
         for kind in PARKING_KINDS:
             found = [r for r in rules if r.parking_kind == kind]
             if len(found) != 1:
-                self.problem("rules", f"expected one illegal_parking rule for {kind!r}, found {len(found)}")
+                self.problem(
+                    "rules", f"expected one illegal_parking rule for {kind!r}, found {len(found)}"
+                )
 
 
 def _article_of(item: Any) -> str:

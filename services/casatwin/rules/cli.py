@@ -56,11 +56,16 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
             f"class {number}: {fine.fine_mad} MAD (24 h: {fine.reduced_24h}, 15 days: "
             f"{fine.reduced_15d}); court {low}-{high} MAD ({fine.article})"
         )
-    print(f"repeat: a class-{book.repeat_class} offence within {book.repeat_period_days} days goes to court")
+    print(
+        f"repeat: a class-{book.repeat_class} offence within {book.repeat_period_days} days"
+        " of another goes to court"
+    )
     for rule in book.rules:
         flags = " délit" if rule.delit else ""
         flags += " dispatch" if rule.dispatch else ""
-        print(f"  {rule.id:<28} class {rule.offence_class}  -{rule.points} pts{flags}  {rule.label}")
+        print(
+            f"  {rule.id:<28} class {rule.offence_class}  -{rule.points} pts{flags}  {rule.label}"
+        )
     if book.unverified:
         print("unverified values (used, and flagged in every decision relying on them):")
         for path, why in book.unverified.items():
@@ -78,7 +83,15 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_decide(args: argparse.Namespace, settings: Settings) -> int:
     from casatwin.errors import UserError
-    from casatwin.rules.engine import DAY_MS, DriverHistory, InvalidFacts, OffenceFacts, PastOffence, decide, load_rule_book
+    from casatwin.rules.engine import (
+        DAY_MS,
+        DriverHistory,
+        InvalidFacts,
+        OffenceFacts,
+        PastOffence,
+        decide,
+        load_rule_book,
+    )
 
     book = load_rule_book(args.book or settings.rules.book or None)
     now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
