@@ -12,7 +12,7 @@ import pytest
 
 from casatwin.config import MariaDBSettings
 from casatwin.devstack.servers import MariaDBServer
-from casatwin.registry import db, loader
+from casatwin.registry import db, loader, sheet
 from casatwin.registry.ledger import InvalidInfraction, record, record_many
 from casatwin.registry.lookup import lookup_vehicles
 from casatwin.rules.engine import DAY_MS, OffenceFacts, decide, load_rule_book
@@ -116,6 +116,10 @@ def test_record_writes_the_infraction_the_points_and_the_balance(ledger_db, conn
     # The next lookup sees the offence: the repeat rule has what it needs.
     history = lookup_vehicles(conn, [vehicle_id])[vehicle_id].history()
     assert history.points == 26 and [o.event_ts for o in history.offences] == [inf["event_ts"]]
+    # And so does the driver's file.
+    text = sheet.render(sheet.find(conn, cin), today=dt.date(2026, 1, 1))
+    assert "-4 → 26  valid     Franchissement d'un feu rouge" in text
+    assert "red_light                class 1  700 MAD  -4 pts  1-ب-6" in text
 
 
 def test_a_replay_writes_nothing_and_returns_the_original_decision(ledger_db, conn):

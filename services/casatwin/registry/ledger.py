@@ -137,7 +137,7 @@ def _record(
                 points_rows.append(
                     (
                         cin, iid, -final.points_removed, after.points, after.status,
-                        f"{final.rule_id}: {final.facts.type}"[:200], final.facts.event_ts,
+                        _reason(final, history), final.facts.event_ts,
                     )
                 )  # fmt: skip
         outcomes[iid] = RecordOutcome(
@@ -162,6 +162,14 @@ def _record(
     if changed:
         _update_drivers(cursor, changed)
     return outcomes
+
+
+def _reason(decision: Decision, before: DriverHistory) -> str:
+    """The points-ledger line an operator reads: the offence and what it did."""
+    text = decision.book.rule(decision.rule_id).label
+    if decision.licence_status_after == "annulled" and before.status != "annulled":
+        text += " — permis annulé"
+    return text[:200]
 
 
 def _update_drivers(cursor: db.Cursor, changed: dict[str, DriverHistory]) -> None:
