@@ -17,7 +17,7 @@ from casatwin.cli import main
 from casatwin.config import MariaDBSettings
 from casatwin.devstack.servers import MariaDBServer, free_port
 from casatwin.errors import UserError
-from casatwin.registry import db, identities, loader, schema
+from casatwin.registry import db, identities, loader, lookup, schema
 from casatwin.registry.lookup import lookup_plates, lookup_vehicles
 from tests.conftest import REGISTRY_AS_OF, scratch_database
 from tests.conftest import query as rows
@@ -210,16 +210,12 @@ def test_lookup_plates(registry: MariaDBSettings):
     assert found[plate].vehicle_id == identities.private_vehicle_id(3)
 
 
-def test_lookups_use_indexes_only(registry: MariaDBSettings):
-    plan = rows(
-        registry,
-        "EXPLAIN SELECT v.vehicle_id, d.cin FROM vehicles v"
-        " LEFT JOIN taxi_shifts s ON s.open_vehicle = v.vehicle_id"
-        " LEFT JOIN drivers d ON d.cin = COALESCE(s.cin, v.owner_cin)"
-        " WHERE v.vehicle_id IN ('TX-00001', 'PV-0000001')",
-    )
-    access = {row[2]: row[3] for row in plan}  # table → join type
-    assert access["v"] == "range" and access["s"] in ("eq_ref", "ref") and access["d"] == "eq_ref"
+def test_lookups_use_keys_only(registry: MariaDBSettings):
+    for column, collation in (("vehicle_id", lookup.ASCII_KEY), ("plate", lookup.TEXT_KEY)):
+        sql = lookup._SELECT.format(keys=lookup.keys_table(collation), column=column)
+        plan = rows(registry, f"EXPLAIN {sql}", (lookup.json_keys(["TX-00001", "PV-0000001"]),))
+        access = {row[2]: row[3] for row in plan}  # table → join type
+        assert access == {"k": "ALL", "v": "eq_ref", "s": "eq_ref", "d": "eq_ref"}, plan
 
 
 # ---------------------------------------------------------------------------------------

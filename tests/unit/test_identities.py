@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections import Counter
 from functools import cache
@@ -106,9 +107,11 @@ def test_private_vehicles_rows():
 
 
 def test_plates_are_unique_over_the_whole_space_in_use():
-    number, letter, code = ids.plate_parts(np.arange(3_000_000))
+    n = 1_500_000  # taxis and the private vehicles of 6M drivers
+    number, letter, code = ids.plate_parts(np.arange(n))
     keys = (number * 10 + letter) * 100 + code
-    assert len(np.unique(keys)) == 3_000_000
+    assert len(np.unique(keys)) == n
+    assert math.gcd(ids._PLATE_STEP, ids.PLATE_CAPACITY) == 1  # a bijection for any count
     assert (
         ids.plate(5)
         == f"{number[5]}-{ids.PLATE_LETTERS[letter[5]]}-{ids.PREFECTURE_CODES[code[5]]}"

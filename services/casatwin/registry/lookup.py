@@ -2,9 +2,13 @@
 
 One query per batch finds the vehicles, the open taxi shift and the driver through
 primary and unique keys (no scan), a second one the drivers' recorded offences (the repeat
-rule needs them). Records are named tuples: a thousand of them build in a fraction of a
-millisecond (frozen dataclasses took ~8 ms), they pickle to Spark executors, and they turn
-into the infraction message's ``vehicle`` and ``driver`` objects.
+rule needs them). The keys travel as one JSON array joined through ``JSON_TABLE``: for
+1,000 keys that is ~20% cheaper than an ``IN (...)`` list, for the server (no range
+analysis of 1,000 constants) and for the client (one string to escape, not 1,000).
+
+Records are named tuples: a thousand of them build in about a millisecond (frozen
+dataclasses took several), they pickle to Spark executors, and they turn into the
+infraction message's ``vehicle`` and ``driver`` objects.
 """
 
 from __future__ import annotations
@@ -13,16 +17,31 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+import orjson
+
 from casatwin.registry import db
 from casatwin.rules.engine import DriverHistory, PastOffence
 
 BATCH = 5_000  # keys per query; the processor's micro-batches fit in one
 
+ASCII_KEY = "CHARACTER SET ascii COLLATE ascii_bin"
+TEXT_KEY = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+
+
+def keys_table(collation: str = ASCII_KEY) -> str:
+    """A derived table ``k(id)`` of the keys passed as one JSON array parameter."""
+    return f"JSON_TABLE(%s, '$[*]' COLUMNS (id VARCHAR(64) {collation} PATH '$')) AS k"
+
+
+def json_keys(keys: list[str]) -> str:
+    return orjson.dumps(keys).decode()
+
+
 _SELECT = (
     "SELECT v.vehicle_id, v.plate, v.kind, v.owner_name, v.owner_cin,"
     " d.cin, d.first_name, d.last_name, d.licence_no, d.licence_category,"
     " d.issue_date, d.probation_end, d.points, d.status"
-    " FROM vehicles v"
+    " FROM {keys} JOIN vehicles v ON v.{column} = k.id"
     " LEFT JOIN taxi_shifts s ON s.open_vehicle = v.vehicle_id"
     " LEFT JOIN drivers d ON d.cin = COALESCE(s.cin, v.owner_cin)"
 )
@@ -105,19 +124,20 @@ def lookup_vehicles(
     Unknown ids are simply absent. ``offences_since_ms`` bounds the offences returned with
     each driver (default: all of them).
     """
-    return _lookup(conn, "v.vehicle_id", vehicle_ids, offences_since_ms, key=0)
+    return _lookup(conn, "vehicle_id", ASCII_KEY, vehicle_ids, offences_since_ms, key=0)
 
 
 def lookup_plates(
     conn: db.Connection, plates: Iterable[str], *, offences_since_ms: int | None = None
 ) -> dict[str, VehicleRecord]:
     """The vehicles among ``plates`` that the registry knows, by plate."""
-    return _lookup(conn, "v.plate", plates, offences_since_ms, key=1)
+    return _lookup(conn, "plate", TEXT_KEY, plates, offences_since_ms, key=1)
 
 
 def _lookup(
     conn: db.Connection,
     column: str,
+    collation: str,
     keys: Iterable[str],
     since_ms: int | None,
     key: int,
@@ -125,8 +145,9 @@ def _lookup(
     wanted = list(dict.fromkeys(keys))
     rows: list[tuple[Any, ...]] = []
     cursor = conn.cursor()
+    sql = _SELECT.format(keys=keys_table(collation), column=column)
     for i in range(0, len(wanted), BATCH):
-        cursor.execute(f"{_SELECT} WHERE {column} IN %s", (wanted[i : i + BATCH],))
+        cursor.execute(sql, (json_keys(wanted[i : i + BATCH]),))
         rows.extend(cursor.fetchall())
     cins = [row[5] for row in rows if row[5] is not None]
     offences = driver_offences(conn, cins, since_ms=since_ms)
@@ -141,14 +162,14 @@ def driver_offences(
     if not cins:
         return {}
     cursor = conn.cursor()
-    since = "" if since_ms is None else " AND event_ts >= %s"
+    since = "" if since_ms is None else " AND i.event_ts >= %s"
     for i in range(0, len(cins), BATCH):
-        args: tuple[Any, ...] = (cins[i : i + BATCH],)
+        args: tuple[Any, ...] = (json_keys(cins[i : i + BATCH]),)
         if since_ms is not None:
             args += (since_ms,)
         cursor.execute(
-            "SELECT cin, event_ts, offence_class FROM infractions"
-            f" WHERE cin IN %s{since} ORDER BY cin, event_ts",
+            f"SELECT i.cin, i.event_ts, i.offence_class FROM {keys_table()}"
+            f" JOIN infractions i ON i.cin = k.id{since} ORDER BY i.cin, i.event_ts",
             args,
         )
         for cin, ts, cls in cursor.fetchall():
