@@ -159,7 +159,8 @@ def load(
         phase = time.monotonic()
         _taxis(cursor, spec)
         if police_units is not None:
-            report.police_units = _police(cursor, police_units)
+            _police(cursor, police_units)
+        report.police_units = _count(cursor, "SELECT COUNT(*) FROM police_units WHERE active")
         cursor.execute(
             "UPDATE registry_meta SET drivers = %s, private_vehicles = %s, loaded_ms = %s",
             (drivers, want_private, int(time.time() * 1000)),
@@ -456,7 +457,7 @@ def _taxis(cursor: db.Cursor, spec: Spec) -> None:
     )
 
 
-def _police(cursor: db.Cursor, units: list[PoliceUnit]) -> int:
+def _police(cursor: db.Cursor, units: list[PoliceUnit]) -> None:
     """Upsert the city pack's police units and their vehicles; retire units it dropped."""
     cursor.executemany(
         "INSERT INTO police_units (unit_id, station_id, station_name, home_lat, home_lon,"
@@ -490,4 +491,3 @@ def _police(cursor: db.Cursor, units: list[PoliceUnit]) -> int:
         " VALUES (%s, %s, %s, %s, %s)",
         rows,
     )
-    return len(units)
