@@ -7,7 +7,7 @@ Each measures a reference with the same client in the same run:
   secondary indexes, i.e. what the server alone does with ready data;
 * ``registry-lookup``: batches of 1,000 vehicle ids through :func:`lookup_vehicles`
   (vehicle, open shift, driver, recorded offences) against a plain ``SELECT`` of 1,000
-  drivers by primary key.
+  drivers by primary key, made the cheapest way found (sorted keys through ``JSON_TABLE``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from casatwin import fleet
 from casatwin.config import Settings
 from casatwin.logs import get_logger
 from casatwin.registry import db, identities, loader, schema
-from casatwin.registry.lookup import lookup_plates, lookup_vehicles
+from casatwin.registry.lookup import json_keys, keys_table, lookup_plates, lookup_vehicles
 
 log = get_logger("registry")
 
@@ -123,7 +123,11 @@ def bench_lookup(
         cursor = conn.cursor()
 
         def plain_select(keys: list[str]) -> None:
-            cursor.execute("SELECT cin, points FROM drivers WHERE cin IN %s", (keys,))
+            # The cheapest way found to fetch 1,000 rows by key with this client.
+            cursor.execute(
+                f"SELECT d.cin, d.points FROM {keys_table()} JOIN drivers d ON d.cin = k.id",
+                (json_keys(sorted(keys)),),
+            )
             cursor.fetchall()
 
         found = []
@@ -149,7 +153,8 @@ def bench_lookup(
         **{f"{k}_ms": v for k, v in lookup.items()},
         "target_p95_ms": LOOKUP_TARGET_P95_MS,
         "plates_p95_ms": plates["p95"],
-        "reference": f"plain SELECT of {batch} drivers by primary key, same client",
+        "reference": f"plain SELECT of {batch} drivers by primary key (sorted, JSON_TABLE),"
+        " same client",
         **{f"reference_{k}_ms": v for k, v in reference.items()},
         "ratio_p95_to_reference": round(lookup["p95"] / reference["p95"], 2),
         "load_avg": [round(x, 2) for x in load_before],
