@@ -17,7 +17,7 @@ from casatwin.cli import main
 from casatwin.config import MariaDBSettings
 from casatwin.devstack.servers import MariaDBServer, free_port
 from casatwin.errors import UserError
-from casatwin.registry import db, identities, loader, lookup, schema
+from casatwin.registry import db, identities, loader, lookup, schema, shifts
 from casatwin.registry.lookup import lookup_plates, lookup_vehicles
 from tests.conftest import REGISTRY_AS_OF, scratch_database
 from tests.conftest import query as rows
@@ -215,7 +215,7 @@ def test_lookups_use_keys_only(registry: MariaDBSettings):
         sql = lookup._SELECT.format(keys=lookup.keys_table(collation), column=column)
         plan = rows(registry, f"EXPLAIN {sql}", (lookup.json_keys(["TX-00001", "PV-0000001"]),))
         access = {row[2]: row[3] for row in plan}  # table → join type
-        assert access == {"k": "ALL", "v": "eq_ref", "s": "eq_ref", "d": "eq_ref"}, plan
+        assert access == {"k": "ALL", "v": "eq_ref", "d": "eq_ref"}, plan
 
 
 # ---------------------------------------------------------------------------------------
@@ -292,3 +292,35 @@ def test_load_bench_and_bench_lookup_print_json(mariadb: MariaDBServer, monkeypa
     result = orjson.loads(capsys.readouterr().out)
     assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
     assert result["found_per_batch"] == 50 and result["reference_p95_ms"] > 0
+
+
+def test_start_shift_moves_a_driver_and_keeps_lookups_right(mariadb: MariaDBServer):
+    settings = scratch_database(mariadb, "casatwin_t_shifts")
+    loader.load(settings, 13_000, seed=52, as_of=AS_OF)
+    conn = db.connect(settings)
+    try:
+        at = 1_760_000_000_000
+        shifts.start_shift(conn, "TX-00001", "B000002", at)  # B000002 leaves TX-00002
+        found = lookup_vehicles(conn, ["TX-00001", "TX-00002"])
+        assert found["TX-00001"].driver.cin == "B000002"
+        assert found["TX-00002"].driver is None
+        history = rows(
+            settings,
+            "SELECT vehicle_id, cin, ended_ms FROM taxi_shifts"
+            " WHERE vehicle_id IN ('TX-00001', 'TX-00002') ORDER BY shift_id",
+        )
+        assert history == [
+            ("TX-00001", "B000001", at), ("TX-00002", "B000002", at), ("TX-00001", "B000002", None),
+        ]  # fmt: skip
+        loader.load(settings, 13_000, seed=52)  # a reload keeps the shifts as they are now
+        assert lookup_vehicles(conn, ["TX-00001"])["TX-00001"].driver.cin == "B000002"
+        assert lookup_vehicles(conn, ["TX-00002"])["TX-00002"].driver is None
+        with pytest.raises(UserError, match="not a taxi"):
+            shifts.start_shift(conn, identities.private_vehicle_id(0), "B000003", at)
+        with pytest.raises(UserError, match="shifts only move forward"):
+            shifts.start_shift(conn, "TX-00001", "B000003", at - 1)
+        rows(settings, "UPDATE drivers SET status = 'suspended' WHERE cin = 'B000004'")
+        with pytest.raises(UserError, match="licence suspended"):
+            shifts.start_shift(conn, "TX-00003", "B000004", at)
+    finally:
+        conn.close()

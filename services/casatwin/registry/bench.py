@@ -95,7 +95,11 @@ def raw_load_rate(settings: Settings, rows: int = loader.FILE_ROWS) -> float:
 def bench_lookup(
     settings: Settings, batch: int = 1000, batches: int = 300, drivers: int = BENCH_DRIVERS
 ) -> dict[str, Any]:
-    """p50/p95/p99 of batched vehicle lookups on a registry of ``drivers`` drivers."""
+    """p50/p95/p99 of batched vehicle lookups on a registry of ``drivers`` drivers.
+
+    Keys are drawn before the clock starts; the lookups and the reference alternate, so
+    that both see the same machine.
+    """
     _migrate(settings)
     conn = db.connect(settings.mariadb)
     try:
@@ -107,42 +111,52 @@ def bench_lookup(
             have = drivers
         private = identities.private_vehicles_for(have)
         rng = random.Random(7)
-        load_before = os.getloadavg()
+
+        def sample(population: int, k: int) -> list[int]:
+            return rng.sample(range(population), min(population, k))
 
         def vehicle_keys() -> list[str]:
             # Distinct keys: mostly private vehicles spread over the whole table, some taxis.
-            cars = rng.sample(range(private), min(private, batch * 9 // 10))
-            taxis = rng.sample(range(fleet.FLEET_SIZE), batch - len(cars))
+            cars = sample(private, batch * 9 // 10)
             return [identities.private_vehicle_id(k) for k in cars] + [
-                fleet.taxi_id(t) for t in taxis
+                fleet.taxi_id(t) for t in sample(fleet.FLEET_SIZE, batch - len(cars))
             ]
 
-        def driver_keys() -> list[str]:
-            return [identities.cin(i) for i in rng.sample(range(have), batch)]
-
+        rounds = [
+            (
+                vehicle_keys(),
+                [identities.cin(i) for i in sample(have, batch)],
+                [identities.plate(fleet.FLEET_SIZE + k) for k in sample(private, batch)],
+                [fleet.taxi_id(t) for t in sample(fleet.FLEET_SIZE, batch)],
+            )
+            for _ in range(batches + 20)
+        ]
         cursor = conn.cursor()
 
-        def plain_select(keys: list[str]) -> None:
+        def plain_select(keys: list[str]) -> int:
             # The cheapest way found to fetch 1,000 rows by key with this client.
             cursor.execute(
                 f"SELECT d.cin, d.points FROM {keys_table()} JOIN drivers d ON d.cin = k.id",
                 (json_keys(sorted(keys)),),
             )
-            cursor.fetchall()
+            return len(cursor.fetchall())
 
+        load_before = os.getloadavg()
+        samples: dict[str, list[float]] = {"lookup": [], "reference": [], "plates": [], "taxis": []}
         found = []
-
-        def vehicles(keys: list[str]) -> None:
-            found.append(len(lookup_vehicles(conn, keys)))
-
-        plate_keys = [
-            identities.plate(fleet.FLEET_SIZE + k)
-            for k in rng.sample(range(private), min(private, batch))
-        ]
-        _timings(lambda: vehicles(vehicle_keys()), 20)  # warm the buffer pool
-        lookup = _timings(lambda: vehicles(vehicle_keys()), batches)
-        reference = _timings(lambda: plain_select(driver_keys()), batches)
-        plates = _timings(lambda: lookup_plates(conn, plate_keys), max(20, batches // 5))
+        for i, (vehicles, cins, plates, taxis) in enumerate(rounds):
+            timed = {
+                "lookup": lambda v=vehicles: found.append(len(lookup_vehicles(conn, v))),
+                "reference": lambda c=cins: plain_select(c),
+                "plates": lambda p=plates: lookup_plates(conn, p),
+                "taxis": lambda t=taxis: lookup_vehicles(conn, t),
+            }
+            for name, fn in timed.items():
+                started = time.perf_counter()
+                fn()
+                if i >= 20:  # the first rounds warm the caches
+                    samples[name].append((time.perf_counter() - started) * 1000)
+        lookup, reference, plates_ms, taxis_ms = (_percentiles(samples[k]) for k in samples)
     finally:
         conn.close()
     return {
@@ -152,21 +166,18 @@ def bench_lookup(
         "found_per_batch": round(float(np.mean(found[20:])), 1),
         **{f"{k}_ms": v for k, v in lookup.items()},
         "target_p95_ms": LOOKUP_TARGET_P95_MS,
-        "plates_p95_ms": plates["p95"],
+        "plates_p95_ms": plates_ms["p95"],
+        "fleet_taxis_p95_ms": taxis_ms["p95"],
         "reference": f"plain SELECT of {batch} drivers by primary key (sorted, JSON_TABLE),"
         " same client",
         **{f"reference_{k}_ms": v for k, v in reference.items()},
         "ratio_p95_to_reference": round(lookup["p95"] / reference["p95"], 2),
-        "load_avg": [round(x, 2) for x in load_before],
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
     }
 
 
-def _timings(fn: Any, repeat: int) -> dict[str, float]:
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
+def _percentiles(samples: list[float]) -> dict[str, float]:
     p50, p95, p99 = np.percentile(samples, [50, 95, 99])
     return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2)}
 

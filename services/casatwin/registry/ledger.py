@@ -132,8 +132,8 @@ def _record(
         if history is not None:
             after = history.with_offence(final)
             histories[cin] = after
+            changed[cin] = after  # at least its latest offence changes
             if final.points_removed or after.status != history.status:
-                changed[cin] = after
                 points_rows.append(
                     (
                         cin, iid, -final.points_removed, after.points, after.status,
@@ -173,12 +173,19 @@ def _reason(decision: Decision, before: DriverHistory) -> str:
 
 
 def _update_drivers(cursor: db.Cursor, changed: dict[str, DriverHistory]) -> None:
-    """Every changed balance and status in one statement (the rows are locked already)."""
-    values = " UNION ALL ".join(["SELECT %s AS cin, %s AS points, %s AS status"] * len(changed))
-    args = [x for h in changed.values() for x in (h.cin, h.points, h.status)]
+    """Every new balance, status and latest offence in one statement (rows locked already)."""
+    values = " UNION ALL ".join(
+        ["SELECT %s AS cin, %s AS points, %s AS status, %s AS last_ms"] * len(changed)
+    )
+    args = [
+        x
+        for h in changed.values()
+        for x in (h.cin, h.points, h.status, max(o.event_ts for o in h.offences))
+    ]
     cursor.execute(
         f"UPDATE drivers d JOIN ({values}) n ON d.cin = n.cin"
-        " SET d.points = n.points, d.status = n.status",
+        " SET d.points = n.points, d.status = n.status,"
+        " d.last_offence_ms = GREATEST(COALESCE(d.last_offence_ms, n.last_ms), n.last_ms)",
         args,
     )
 

@@ -36,7 +36,7 @@ from casatwin.city.model import CityPack
 from casatwin.config import MariaDBSettings
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
-from casatwin.registry import db, identities, schema
+from casatwin.registry import db, identities, schema, shifts
 from casatwin.registry.identities import Spec
 
 log = get_logger("registry")
@@ -455,6 +455,7 @@ def _taxis(cursor: db.Cursor, spec: Spec) -> None:
         "INSERT IGNORE INTO taxi_shifts (vehicle_id, cin, started_ms) VALUES (%s, %s, %s)",
         [(t.vehicle_id, t.driver_cin, shift_start) for t in taxis if t.vehicle_id not in on_shift],
     )
+    shifts.sync_drivers(cursor)
 
 
 def _police(cursor: db.Cursor, units: list[PoliceUnit]) -> None:

@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS drivers (
   probation_end    DATE NOT NULL COMMENT 'two years after issue: 20 points instead of 30',
   points           TINYINT UNSIGNED NOT NULL,
   status           ENUM('valid', 'suspended', 'annulled') NOT NULL DEFAULT 'valid',
+  last_offence_ms  BIGINT NULL COMMENT 'latest offence in the ledger: lookups skip the ledger when NULL',
   PRIMARY KEY (cin),
   UNIQUE KEY uq_drivers_licence (licence_no),
   CONSTRAINT ck_drivers_points CHECK (points <= 30)
@@ -28,6 +29,8 @@ CREATE TABLE IF NOT EXISTS vehicles (
   owner_cin   VARCHAR(10) CHARACTER SET ascii COLLATE ascii_bin NULL
               COMMENT 'owner when a registered driver (and then the usual driver)',
   owner_name  VARCHAR(120) NULL COMMENT 'owner that is not a driver: taxi licence holder, police',
+  driver_cin  VARCHAR(10) CHARACTER SET ascii COLLATE ascii_bin NULL
+              COMMENT 'who drives it now when not its owner: the open shift''s driver (registry.shifts)',
   PRIMARY KEY (vehicle_id),
   UNIQUE KEY uq_vehicles_plate (plate),
   KEY ix_vehicles_owner (owner_cin)
@@ -35,7 +38,9 @@ CREATE TABLE IF NOT EXISTS vehicles (
 
 -- Which driver drives which taxi. A shift is open until ended_ms is set; the generated
 -- columns carry the key only while open, so that the unique indexes say "one open shift
--- per taxi" and "one open shift per driver" (NULLs never collide).
+-- per taxi" and "one open shift per driver" (NULLs never collide). The open shift's driver
+-- is also vehicles.driver_cin, written in the same transaction, so that a lookup reaches
+-- the driver without visiting this table.
 CREATE TABLE IF NOT EXISTS taxi_shifts (
   shift_id     BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   vehicle_id   VARCHAR(24) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
