@@ -311,3 +311,43 @@ def test_unreadable_and_invalid_yaml_files_are_refused(tmp_path: Path):
     bad.write_text("rules: [unclosed")
     with pytest.raises(RuleBookError, match="not valid YAML"):
         load_rule_book(bad)
+
+
+# ---------------------------------------------------------------------------------------
+# The command line
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture):
+    """Run `casatwin ...` in-process; logging goes back to how it was afterwards."""
+    import logging
+
+    from casatwin.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield lambda *args: (main(list(args)), *capsys.readouterr())
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_rules_decide_shows_the_seeds_case(cli):
+    status, out, _ = cli(
+        "rules", "decide", "speeding", "--measured", "95", "--limit", "60", "--points", "2"
+    )
+    assert status == 0
+    message = yaml.safe_load(out)  # JSON is YAML
+    assert message["court"] and message["licence_status_after"] == "annulled"
+
+
+def test_rules_check_names_the_rule_and_the_field(cli, tmp_path: Path):
+    path = tmp_path / "book.yaml"
+    path.write_text(yaml.safe_dump(_broken(lambda r: _rule(r, "red_light").update({"class": 4}))))
+    status, _, err = cli("rules", "check", str(path))
+    assert status == 2
+    assert "rule red_light: field 'class': should be one of 1, 2, 3, got 4" in err
+    assert "expected one red_light rule" not in err  # no echo of the same mistake
+    status, out, _ = cli("rules", "check", str(bundled_path()))
+    assert status == 0 and "valid rule book 2025.1, 8 rules" in out
+    status, out, _ = cli("rules", "show")
+    assert status == 0 and "court.repeat_period_days" in out

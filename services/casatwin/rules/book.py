@@ -261,6 +261,7 @@ class _Reader:
             return []
         out: list[Rule] = []
         seen: set[str] = set()
+        problems_before = len(self.problems)
         max_points = capital if isinstance(capital, int) else 100
         for position, item in enumerate(raw, start=1):
             rule_id = item.get("id") if isinstance(item, dict) else None
@@ -274,7 +275,8 @@ class _Reader:
             rule = self.rule(item, rule_id, where, classes, max_points)
             if rule is not None:
                 out.append(rule)
-        self.coverage(out)
+        if len(self.problems) == problems_before:  # a broken rule would show as a gap too
+            self.coverage(out)
         return out
 
     def rule(
