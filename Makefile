@@ -5,13 +5,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup system-packages run test lint format bench clean
 
 ## setup: Debian packages that are missing, then the virtualenv with the project
-setup: $(STAMP)
+setup: system-packages $(STAMP)
+
+# First: pip builds mysqlclient against libmariadb-dev.
+system-packages:
 	@scripts/install-system-packages
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[spark,dev]'

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from casatwin.bus.admin import ensure_topics
-from casatwin.config import KafkaSettings, Settings
+from casatwin.config import KafkaSettings, MariaDBSettings, Settings
 from casatwin.devstack.servers import MariaDBServer, MongoWireServer, TansuBroker, free_port
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -55,6 +55,58 @@ def mariadb(servers_dir: Path) -> Iterator[MariaDBServer]:
     server.start()
     yield server
     server.stop()
+
+
+def scratch_database(server: MariaDBServer, name: str, *, migrate: bool = True) -> MariaDBSettings:
+    """A fresh database ``name`` on ``server`` (dropped first), migrated unless told not to."""
+    from casatwin.registry import db, schema
+
+    server.sql(f"DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    settings = MariaDBSettings(host=server.host, port=server.port, user=server.user, database=name)
+    if migrate:
+        conn = db.open_connection(settings)
+        schema.migrate(conn)
+        conn.close()
+    return settings
+
+
+def query(settings: MariaDBSettings, sql: str, args: object = None) -> list[tuple]:
+    """The rows of one statement, on a connection of its own."""
+    from casatwin.registry import db
+
+    conn = db.open_connection(settings)
+    try:
+        cursor = conn.cursor()
+        cursor.execute(sql, args)
+        return list(cursor.fetchall())
+    finally:
+        conn.close()
+
+
+REGISTRY_AS_OF = "2025-06-01"
+
+
+@pytest.fixture(scope="session")
+def registry(mariadb: MariaDBServer, tmp_path_factory: pytest.TempPathFactory) -> MariaDBSettings:
+    """A migrated database with a small registry, shared by the session: read it, do not
+    change it (ledger tests make their own). 20,000 drivers, every taxi of the fleet with
+    its driver (TX-00001 is driven by B000001), private vehicles, the grid's police units.
+    """
+    import datetime as dt
+
+    from casatwin.city.load import from_dict
+    from casatwin.city.synthetic import grid
+    from casatwin.registry import loader
+
+    settings = scratch_database(mariadb, "casatwin_registry")
+    loader.load(
+        settings,
+        20_000,
+        seed=52,
+        as_of=dt.date.fromisoformat(REGISTRY_AS_OF),
+        police_units=loader.police_units_of(from_dict(grid())),
+    )
+    return settings
 
 
 @pytest.fixture

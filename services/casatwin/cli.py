@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "casatwin.simulator.cli",
     "casatwin.gateway.cli",
     "casatwin.bus.cli",
+    "casatwin.registry.cli",
+    "casatwin.rules.cli",
     "casatwin.benchmarks",
     "casatwin.configcli",
 )

@@ -89,6 +89,13 @@ class MariaDBSettings:
         "", "MariaDB password (empty for the `make run` instance).", secret=True
     )
     database: str = setting("casatwin", "MariaDB database.")
+    connect_timeout_s: float = setting(5.0, "How long to wait for MariaDB to answer a connection.")
+    buffer_pool_mb: int = setting(
+        2048,
+        "InnoDB buffer pool of the MariaDB that `make run` and `make bench` start: the 10M-driver "
+        "registry's hot pages (~1.5 GB) fit, so lookups never wait for the disk. Memory is "
+        "only taken as pages are used. Production sizes its own in the Ansible role.",
+    )
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,31 @@ class FakeApiSettings:
 
 
 @dataclass(frozen=True)
+class RegistrySettings:
+    """The driver registry (synthetic identities generated into MariaDB)."""
+
+    drivers: int = setting(
+        100_000,
+        "Drivers `make run` makes sure the registry holds (at least 13,000: one per taxi; the "
+        "benchmark loads 10,000,000); 0 skips the registry load at start-up.",
+    )
+    seed: int = setting(
+        52, "Random seed of the synthetic registry; the same seed, the same people."
+    )
+
+
+@dataclass(frozen=True)
+class RulesSettings:
+    """The loi 52-05 rule book."""
+
+    book: str = setting(
+        "",
+        "Rule book file (YAML); empty uses the bundled loi 52-05 book. Copy it to correct "
+        "unverified values (`casatwin rules show` lists them).",
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings, one section per concern."""
 
@@ -204,6 +236,8 @@ class Settings:
     simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     fake_api: FakeApiSettings = field(default_factory=FakeApiSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+    rules: RulesSettings = field(default_factory=RulesSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -51,7 +51,10 @@ def service_environment(settings: Settings) -> dict[str, str]:
 
 def prepare(settings: Settings) -> None:
     """Everything the services expect to exist before they start."""
+    from casatwin.registry.setup import prepare as prepare_registry
+
     ensure_topics(settings.kafka)
+    prepare_registry(settings)  # schema migrations and the driver registry
 
 
 def banner(settings: Settings, processes: dict[str, str]) -> str:

@@ -1,0 +1,1 @@
+"""The driver registry, the fines and points ledger, and their schema (MariaDB)."""

@@ -1,0 +1,1 @@
+"""Loi 52-05 as data (the rule book) and the pure function that decides an infraction."""
