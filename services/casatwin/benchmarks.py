@@ -22,7 +22,9 @@ import orjson
 from casatwin.config import Settings
 
 # name → "module:function"; each issue adds its benchmarks here.
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "simulator": "casatwin.simulator.bench:benchmark",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
