@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge
 
 from casatwin import metrics
 from casatwin.bus import messages, topics
-from casatwin.bus.admin import ensure_topics
+from casatwin.bus.admin import ensure_topics, wait_for_broker
 from casatwin.bus.producer import Producer
 from casatwin.config import Settings
 from casatwin.logs import get_logger
@@ -57,6 +57,7 @@ CHUNKS_PER_STEP = 5  # real time: a step's fixes go out in this many evenly spac
 PROGRESS_EVERY_S = 10.0
 BACKPRESSURE_FILL = 0.5  # as fast as possible: wait for the broker when the buffer is this full
 BACKPRESSURE_WAIT_S = 2.0
+BROKER_CHECK_S = 5.0  # at start, how long to wait for the broker before giving up
 
 Command = Callable[[Fleet], Any]
 Listener = Callable[[FleetEvent], Any]
@@ -93,6 +94,7 @@ class SimulatorService:
     def start(self) -> None:
         """Check the broker (UserError if unreachable), create missing topics, open the
         producer and the metrics endpoint."""
+        wait_for_broker(self.settings.kafka, timeout_s=BROKER_CHECK_S)
         ensure_topics(self.settings.kafka)
         self.producer = Producer(self.settings.kafka, self.client_id)
         metrics.serve(self.settings.simulator.metrics_port, "simulator")
