@@ -284,3 +284,17 @@ def test_an_unreachable_broker_is_one_clear_error(base_settings, pack_file):
 def test_start_ms_needs_a_simulated_clock(base_settings, pack_file):
     result = casatwin(["simulator", "--start-ms", "1"], cli_env(base_settings, pack_file))
     assert_one_clear_error(result, "--start-ms")
+
+
+def test_the_benchmark_measures_all_three_rates(broker_settings, pack_file):
+    from casatwin.simulator.bench import measure
+
+    settings = broker_settings.replace(city={"pack": str(pack_file)})
+    result = measure(settings, vehicles=200, seconds=0.5)
+    assert result["vehicles"] == 200 + 4
+    assert result["updates_per_s"] > 0 and result["publish_rate_per_s"] > 0
+    assert result["raw_produce_per_s"] > 0 and result["undelivered"] == 0
+    assert result["publish_vs_raw"] == pytest.approx(
+        result["publish_rate_per_s"] / result["raw_produce_per_s"], rel=0.01
+    )
+    assert isinstance(result["fits_realtime"], bool)

@@ -10,8 +10,8 @@ Records (JSON objects, times in epoch ms):
 ``speeding``         vehicle_id, segment_id, road, lat, lon, event_ts (the fix with the
                      largest excess), start_ts, end_ts, fixes, measured (km/h), limit
 ``red_light``        vehicle_id, intersection_id, intersection, segment_id (approach),
-                     lat, lon (stop line), event_ts (crossing), measured (km/h), limit,
-                     phase_colour ("red")
+                     lat, lon (stop line), event_ts (crossing), measured (seconds the light
+                     had been red), limit (0), speed_kmh, phase_colour ("red")
 ``illegal_parking``  vehicle_id, zone_id, zone, parking_kind, lat, lon, event_ts (parked
                      at), start_ts, end_ts (left; absent while still parked), measured
                      (seconds parked so far), limit (0: no stop allowed)
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from casatwin.city.geometry import points_in_polygon
+from casatwin.city.signals import RED
 from casatwin.simulator.telemetry import Fix
 from casatwin.simulator.traffic import Fleet, FleetEvent
 
@@ -122,6 +123,7 @@ class GroundTruth:
         pack = self.fleet.net.pack
         intersection = pack.intersections[event.intersection]
         lat, lon = self.fleet.net.latlon(np.array([event.segment]), np.array([event.offset_m]))
+        red_for_s = _red_for_s(self.fleet, event.segment, event.t_s)
         self.records.append(
             {
                 "type": "red_light",
@@ -132,8 +134,9 @@ class GroundTruth:
                 "lat": round(float(lat[0]), 6),
                 "lon": round(float(lon[0]), 6),
                 "event_ts": _ms(event.t_s),
-                "measured": round(event.speed_ms * 3.6, 1),
-                "limit": float(pack.seg_limit_kmh[event.segment]),
+                "measured": round(red_for_s, 1),
+                "limit": 0.0,
+                "speed_kmh": round(event.speed_ms * 3.6, 1),
                 "phase_colour": "red",
             }
         )
@@ -167,3 +170,13 @@ class GroundTruth:
 
 def _ms(t_s: float) -> int:
     return round(t_s * 1000)
+
+
+def _red_for_s(fleet: Fleet, segment: int, t_s: float) -> float:
+    """How long the approach's light had been red at ``t_s`` (tenth of a second)."""
+    table = fleet.net.signals
+    back = t_s - np.arange(0.0, float(table.cycle_s[segment]), 0.1)
+    still_red = table.colour(np.full(len(back), segment), back) == RED
+    return (
+        float(np.argmin(still_red) * 0.1) if not still_red.all() else float(table.cycle_s[segment])
+    )

@@ -49,6 +49,7 @@ COMMON_EVENT_KEYS = ("type", "vehicle", "at")
 TAXI_ID = re.compile(r"^TX-(\d{5})$")
 RUN_UP_S = 6.0  # how long a red-light runner drives before its stop line
 INTO_RED_S = 4.0  # how far into the red phase it crosses (at most half the red)
+RED_MARGIN_S = 3.0  # and at least this long before the red ends
 
 
 class ScenarioError(UserError):
@@ -485,20 +486,25 @@ class ScenarioPlayer:
         return {r.plan.vehicle for r in self.running}
 
     def _time_red_light(self, plan: RedLightPlan, earliest_s: float) -> _Running:
-        """Start the run so that the stop line is crossed a few seconds into a red phase."""
+        """Start the run so that the stop line is crossed well inside a red phase: a few
+        seconds after red begins (or as soon as it can get there, if red is under way),
+        and never in the last seconds before green."""
         net = self.fleet.net
         run_up_m = min(plan.speed_ms * RUN_UP_S, max(net.stop_m[plan.approach] - 1.0, 0.0))
         lead_s = run_up_m / plan.speed_ms
         cycle = float(net.signals.cycle_s[plan.approach])
-        t = earliest_s + lead_s + np.arange(0.0, 3 * cycle, 0.1)
-        red = net.signals.colour(np.full(len(t), plan.approach), t) == RED
-        starts = np.flatnonzero(red[1:] & ~red[:-1]) + 1
-        for k in starts:
-            ends = np.flatnonzero(~red[k:])
-            length = (ends[0] if len(ends) else len(red) - k) * 0.1
-            cross = float(t[k]) + min(INTO_RED_S, length / 2)
-            self.crossing_s[plan.event.vehicle_id] = cross
-            return _Running(plan, cross - lead_s)
+        first = earliest_s + lead_s  # the earliest it can be at the line
+        t = first + np.arange(-INTO_RED_S, 3 * cycle, 0.1)
+        red = np.concatenate(
+            [[False], net.signals.colour(np.full(len(t), plan.approach), t) == RED, [False]]
+        )
+        edges = np.flatnonzero(np.diff(red.astype(np.int8)))
+        for begin, end in zip(edges[::2], edges[1::2]):  # red runs [begin, end) in samples
+            r0, r1 = float(t[begin]), float(t[end - 1]) + 0.1
+            cross = max(r0 + min(INTO_RED_S, (r1 - r0) / 2), first)
+            if cross <= r1 - RED_MARGIN_S:
+                self.crossing_s[plan.event.vehicle_id] = cross
+                return _Running(plan, cross - lead_s)
         raise ScenarioError(  # a signal plan without red cannot happen with a valid pack
             f"{plan.event.fields['intersection']}: the approach is never red"
         )
