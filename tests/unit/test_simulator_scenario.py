@@ -1,6 +1,7 @@
 """Scenario files (format and city checks), telemetry, sensors and the ground truth."""
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,3 +259,28 @@ def test_telemetry_and_sensor_messages_keep_their_contracts(played):
     assert sum(r["vehicles"] for r in readings) > 100
     assert max(r["queue_len"] for r in readings) >= 2
     assert {r["phase"] for r in readings} == {"A", "B"}
+
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+EXPECTED = {
+    "e2e": {"speeding": {"TX-00101"}, "red_light": {"TX-00102"}, "illegal_parking": {"TX-00103"}},
+    "classes": {
+        "speeding": {f"TX-0020{i}" for i in range(1, 6)},
+        "red_light": {"TX-00206"},
+        "illegal_parking": {"TX-00207", "TX-00208", "TX-00209"},
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_the_repository_scenarios_play_on_casablanca(name):
+    if load.bundled_path("casablanca") is None:
+        pytest.skip("the Casablanca pack is not bundled on this branch yet")
+    scenario = scenarios.load(REPOSITORY / "scenarios" / f"{name}.yaml")
+    sim = Simulation(load.load("casablanca"), SimulatorSettings(), START_MS, scenario)
+    while sim.elapsed_s < scenario.duration_s:
+        sim.tick()
+    found: dict[str, set[str]] = {}
+    for record in sim.ground_truth():
+        found.setdefault(record["type"], set()).add(record["vehicle_id"])
+    assert found == EXPECTED[name]

@@ -181,11 +181,22 @@ class Fleet:
     unit_task: dict[int, int] = field(default_factory=dict)
     tags: dict[int, str | None] = field(default_factory=dict)
     events: list[FleetEvent] = field(default_factory=list)
-    parker_next_zone: BoolArray | None = None
-    _rear_pos: FloatArray | None = None
-    _rear_v: FloatArray | None = None
-    _rear_set: IntArray | None = None
-    _signalised: IntArray | None = None
+    # illegal parkers alternate: a trip to a zone, then an ordinary trip
+    parker_next_zone: BoolArray = field(init=False)
+    # the rearmost vehicle of every (segment, lane), for those about to enter it
+    _rear_pos: FloatArray = field(init=False)
+    _rear_v: FloatArray = field(init=False)
+    _rear_set: IntArray = field(init=False)
+    _signalised: IntArray = field(init=False)  # segments that approach a signal
+
+    def __post_init__(self) -> None:
+        self.index = {vehicle_id: i for i, vehicle_id in enumerate(self.ids)}
+        self.parker_next_zone = np.zeros(len(self.ids), dtype=bool)
+        groups = self.net.n_segments * self.net.max_lanes
+        self._rear_pos = np.full(groups, np.inf)
+        self._rear_v = np.zeros(groups)
+        self._rear_set = np.empty(0, dtype=np.int64)
+        self._signalised = np.flatnonzero(self.net.has_signal)
 
     # -- construction --------------------------------------------------------------------
 
@@ -261,13 +272,6 @@ class Fleet:
                 np.zeros(len(pack.intersections)),
             ),
         )
-        fleet.index = {vid: i for i, vid in enumerate(ids)}
-        fleet.parker_next_zone = np.zeros(n, dtype=bool)
-        groups = net.n_segments * net.max_lanes
-        fleet._rear_pos = np.full(groups, np.inf)
-        fleet._rear_v = np.zeros(groups)
-        fleet._rear_set = np.empty(0, dtype=np.int64)
-        fleet._signalised = np.flatnonzero(net.has_signal)
         fleet._place_free_taxis(np.flatnonzero(free_taxi))
         fleet._station_police(police, len(taxi_slots))
         return fleet
@@ -312,23 +316,9 @@ class Fleet:
         self.counters.steps += 1
         self._unpark(t_s)
         driving = self.state == DRIVING
-        seg, pos, v = self.seg, self.pos, self.v
-        length = net.length_m[seg]
-        nxt = self.next_seg
-
-        limit = net.limit_ms[seg]
-        v0 = np.where(np.isnan(self.v0_override), limit * self.speed_factor, self.v0_override)
-        lower_ahead = (nxt >= 0) & (net.limit_ms[np.maximum(nxt, 0)] < limit)
-        if lower_ahead.any():
-            ahead = np.flatnonzero(lower_ahead)
-            v0_next = net.limit_ms[nxt[ahead]] * self.speed_factor[ahead]
-            room = length[ahead] - pos[ahead]
-            brake = (v[ahead] ** 2 - v0_next**2) / (2 * model.comfort_decel)
-            near = (room < np.maximum(brake, 0) + ANTICIPATION_M) & np.isnan(
-                self.v0_override[ahead]
-            )
-            v0[ahead[near]] = np.minimum(v0[ahead[near]], v0_next[near])
-        v0 = np.maximum(v0, 0.1)
+        pos, v = self.pos, self.v
+        limit = net.limit_ms[self.seg]
+        v0 = self._desired_speed(limit)
 
         gap, lead_v = self._leaders(driving, v0)
         gap[self.overtakes] = np.inf
@@ -354,7 +344,26 @@ class Fleet:
         slow = driving & (v_new < QUEUED_BELOW_MS)
         self.wait_s[slow] += dt
         self._cross_junctions(driving, t_s + dt)
+        # onto a slower road: the anticipation above nearly always did it; make it certain
+        self.v = np.where(
+            lawful, np.minimum(self.v, LAW_ABIDING_CAP * net.limit_ms[self.seg]), self.v
+        )
         self._arrive(t_s + dt)
+
+    def _desired_speed(self, limit: FloatArray) -> FloatArray:
+        """The limit times each driver's factor (or a script's speed), lowered ahead of a
+        junction into a slower road so that the new limit is met on arrival."""
+        net, pos, v, nxt = self.net, self.pos, self.v, self.next_seg
+        scripted = ~np.isnan(self.v0_override)
+        v0 = np.where(scripted, self.v0_override, limit * self.speed_factor)
+        ahead = np.flatnonzero((nxt >= 0) & (net.limit_ms[np.maximum(nxt, 0)] < limit) & ~scripted)
+        if len(ahead):
+            v0_next = net.limit_ms[nxt[ahead]] * self.speed_factor[ahead]
+            room = net.length_m[self.seg[ahead]] - pos[ahead]
+            brake = (v[ahead] ** 2 - v0_next**2) / (2 * self.model.comfort_decel)
+            near = room < np.maximum(brake, 0) + ANTICIPATION_M
+            v0[ahead[near]] = np.minimum(v0[ahead[near]], v0_next[near])
+        return np.maximum(v0, 0.1)
 
     def _leaders(self, driving: BoolArray, v0: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Bumper-to-bumper gap to, and speed of, each vehicle's leader (inf, 0: none),
