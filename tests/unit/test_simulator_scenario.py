@@ -274,8 +274,6 @@ EXPECTED = {
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_the_repository_scenarios_play_on_casablanca(name):
-    if load.bundled_path("casablanca") is None:
-        pytest.skip("the Casablanca pack is not bundled on this branch yet")
     scenario = scenarios.load(REPOSITORY / "scenarios" / f"{name}.yaml")
     sim = Simulation(load.load("casablanca"), SimulatorSettings(), START_MS, scenario)
     while sim.elapsed_s < scenario.duration_s:
@@ -284,3 +282,25 @@ def test_the_repository_scenarios_play_on_casablanca(name):
     for record in sim.ground_truth():
         found.setdefault(record["type"], set()).add(record["vehicle_id"])
     assert found == EXPECTED[name]
+
+
+def test_names_may_use_aliases_any_case_and_no_accents(tmp_path):
+    text = """\
+        city: casablanca
+        events:
+          - {type: speeding, at: 5, road: Bd Zerktouni, from: twin center, speed_kmh: 90,
+             duration_s: 5}
+          - {type: red_light, at: 5, intersection: place mohammed v, approach: avenue hassan ii}
+          - {type: illegal_parking, at: 5, zone: ROND-POINT MERS SULTAN, duration_s: 60}
+          - {type: speeding, at: 5, road: Boulevard Moulay Ismail, from: Ain Sebaa,
+             speed_kmh: 90, duration_s: 5}
+        """
+    scenario = scenarios.load(write(tmp_path, text))
+    sim = Simulation(load.load("casablanca"), SimulatorSettings(), START_MS, scenario)
+    plans = scenarios.resolve(scenario, sim.fleet.net, sim.fleet)
+    pack = sim.fleet.net.pack
+    assert pack.seg_road[plans[0].route[0]] == "Boulevard Zerktouni"
+    assert pack.intersections[plans[1].intersection].name == "Place Mohammed V"
+    assert pack.seg_road[plans[1].approach] == "Avenue Hassan II"
+    assert pack.no_parking_zones[plans[2].zone].name == "Rond-point Mers Sultan"
+    assert pack.seg_road[plans[3].route[0]] == "Boulevard Moulay Ismaïl"

@@ -24,10 +24,11 @@ from typing import Any
 from casatwin import fleet as taxi_fleet
 from casatwin.bus.admin import admin_client, wait_for_broker
 from casatwin.bus.producer import Producer
+from casatwin.city.load import load_city
 from casatwin.config import Settings
 from casatwin.logs import get_logger
 from casatwin.simulator.service import BACKPRESSURE_FILL, SimulatorService
-from casatwin.simulator.simulation import Simulation, load_city
+from casatwin.simulator.simulation import Simulation
 from casatwin.simulator.traffic import Fleet, FleetConfig
 
 log = get_logger("simulator")
@@ -44,7 +45,7 @@ def benchmark(settings: Settings) -> dict[str, Any]:
 def measure(settings: Settings, vehicles: int, seconds: float) -> dict[str, Any]:
     wait_for_broker(settings.kafka)
     settings = settings.replace(simulator={"taxis": vehicles, "metrics_port": 0})
-    pack = load_city(settings)
+    pack = load_city(settings.city)
     load_before = os.getloadavg()[0]
 
     log.info("benchmark: pure stepping", vehicles=vehicles, seconds=seconds)

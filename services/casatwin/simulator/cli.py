@@ -73,10 +73,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import threading
     import time
 
+    from casatwin.city.load import load_city
     from casatwin.errors import UserError
     from casatwin.simulator import scenario as scenarios
     from casatwin.simulator.service import SimulatorService
-    from casatwin.simulator.simulation import Simulation, load_city
+    from casatwin.simulator.simulation import Simulation
 
     realtime = settings.simulator.realtime
     if args.afap or args.realtime:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError(f"--seconds {args.seconds:g} should be positive")
     scenario_path = args.scenario or settings.simulator.scenario
     scenario = scenarios.load(scenario_path) if scenario_path else None
-    pack = load_city(settings)
+    pack = load_city(settings.city)
     seconds = args.seconds
     if seconds is None and scenario is not None:
         seconds = scenario.duration_s

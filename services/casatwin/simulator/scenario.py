@@ -11,6 +11,7 @@ against a city (roads, intersections, zones must exist) and turns each event int
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -342,46 +343,43 @@ class _Names:
         self.fail(event, key, f"no {what} named {name!r} in city {self.pack.name}{hint}")
 
     def road(self, event: ScriptedEvent, key: str) -> str:
-        name = event.fields[key]
-        roads = self.pack.roads()
-        if name not in roads:
-            self.unknown(event, key, "road", roads)
+        """The pack's name of a road (aliases, accents and case do not matter)."""
+        name = self.pack.road_name(event.fields[key])
+        if name not in self.pack.roads():
+            self.unknown(event, key, "road", self.pack.roads())
         return name
 
     def intersection(self, event: ScriptedEvent) -> int:
-        name = event.fields["intersection"]
-        for i, x in enumerate(self.pack.intersections):
-            if name in (x.id, x.name):
-                return i
-        choices = [x.name for x in self.pack.intersections]
-        self.unknown(event, "intersection", "signalised intersection", choices)
+        try:
+            found = self.pack.intersection(event.fields["intersection"])
+        except KeyError:
+            choices = [x.name for x in self.pack.intersections]
+            self.unknown(event, "intersection", "signalised intersection", choices)
+        return self.pack.intersection_index[found.id]
 
     def zone(self, event: ScriptedEvent) -> int:
-        name = event.fields["zone"]
-        for i, z in enumerate(self.pack.no_parking_zones):
-            if name in (z.id, z.name):
-                return i
-        self.unknown(event, "zone", "no-parking zone", [z.name for z in self.pack.no_parking_zones])
+        try:
+            found = self.pack.no_parking_zone(event.fields["zone"])
+        except KeyError:
+            choices = [z.name for z in self.pack.no_parking_zones]
+            self.unknown(event, "zone", "no-parking zone", choices)
+        return self.pack.no_parking_zones.index(found)
 
     def place(self, event: ScriptedEvent, key: str) -> tuple[float, float]:
-        """(lat, lon) of a landmark, intersection, zone or police station."""
-        name = event.fields[key]
-        pack = self.pack
-        for mark in pack.landmarks:
-            if name in (mark.id, mark.name):
-                return mark.lat, mark.lon
-        for x in pack.intersections:
-            if name in (x.id, x.name):
-                node = pack.node_index[x.node]
-                return float(pack.node_lat[node]), float(pack.node_lon[node])
-        for z in pack.no_parking_zones:
-            if name in (z.id, z.name):
-                return float(np.mean([p[0] for p in z.polygon])), float(
-                    np.mean([p[1] for p in z.polygon])
-                )
-        for s in pack.police_stations:
-            if name in (s.id, s.name):
-                return s.lat, s.lon
+        """(lat, lon) of a landmark, intersection, no-parking zone or police station."""
+        pack, name = self.pack, event.fields[key]
+        with contextlib.suppress(KeyError):
+            mark = pack.landmark(name)
+            return mark.lat, mark.lon
+        with contextlib.suppress(KeyError):
+            node = pack.node_index[pack.intersection(name).node]
+            return float(pack.node_lat[node]), float(pack.node_lon[node])
+        with contextlib.suppress(KeyError):
+            polygon = np.array(pack.no_parking_zone(name).polygon)
+            return float(polygon[:, 0].mean()), float(polygon[:, 1].mean())
+        with contextlib.suppress(KeyError):
+            station = pack.police_station(name)
+            return station.lat, station.lon
         choices = [m.name for m in pack.landmarks] + [x.name for x in pack.intersections]
         self.unknown(event, key, "place (landmark, intersection, zone or station)", choices)
 

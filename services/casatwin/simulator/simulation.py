@@ -14,7 +14,7 @@ from typing import Any
 
 from casatwin.bus.messages import IntersectionReading
 from casatwin.city.model import CityPack
-from casatwin.config import Settings, SimulatorSettings
+from casatwin.config import SimulatorSettings
 from casatwin.errors import UserError
 from casatwin.simulator import scenario as scenarios
 from casatwin.simulator.groundtruth import GroundTruth
@@ -107,10 +107,3 @@ class Simulation:
     def ground_truth(self) -> list[dict[str, Any]]:
         """The scripted vehicles' infractions so far (see :mod:`groundtruth`)."""
         return self.truth.snapshot(self.t_ms)
-
-
-def load_city(settings: Settings) -> CityPack:
-    """The city pack the settings name (a bundled pack or a pack file)."""
-    from casatwin.city import load
-
-    return load.load(settings.city.pack)
