@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     # The load comes first: the lookup benchmark runs on the 10M drivers it leaves.
     "registry-load": "casatwin.registry.bench:bench_load",
     "registry-lookup": "casatwin.registry.bench:bench_lookup",
+    "simulator": "casatwin.simulator.bench:benchmark",
 }
 
 

@@ -10,6 +10,7 @@ silently and never one line per message.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -37,6 +38,18 @@ REFUSED = PromCounter(
 )
 
 
+class _LibrdkafkaLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """librdkafka's own log lines (one per reconnect attempt, every ~50 ms while a broker is
+    away) at DEBUG: errors reach the user once, in words, through error callbacks and
+    exceptions (``CASATWIN_GENERAL_LOG_LEVEL=DEBUG`` shows the raw lines)."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.logger.log(logging.DEBUG, msg, *args, **kwargs)
+
+
+LIBRDKAFKA_LOG = _LibrdkafkaLog(logging.getLogger("casatwin.librdkafka"), {})
+
+
 def client_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
     """librdkafka settings shared by producers, consumers and admin clients."""
     return {
@@ -46,6 +59,7 @@ def client_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
         "reconnect.backoff.max.ms": settings.reconnect_backoff_max_ms,
         # One line per broker outage from our own error callback is enough.
         "log.connection.close": False,
+        "logger": LIBRDKAFKA_LOG,
     }
 
 

@@ -335,6 +335,14 @@ class CityPack:
         """A district by id or name; accents and case do not matter ("Maarif")."""
         return _find(self.districts, name_or_id)
 
+    def no_parking_zone(self, name_or_id: str) -> NoParkingZone:
+        """A no-parking zone by id or name; accents and case do not matter ("casa port")."""
+        return _find(self.no_parking_zones, name_or_id)
+
+    def police_station(self, name_or_id: str) -> PoliceStation:
+        """A police station by id or name; accents and case do not matter."""
+        return _find(self.police_stations, name_or_id)
+
     @property
     def _once(self) -> NDArray[np.bool_]:
         """Each stretch of road once: one-way segments, and one direction of two-way ones."""
