@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "casatwin.city.cli",
     "casatwin.simulator.cli",
     "casatwin.bus.cli",
+    "casatwin_dashboard.cli",
     "casatwin.benchmarks",
     "casatwin.configcli",
 )
