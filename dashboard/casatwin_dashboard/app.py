@@ -7,6 +7,7 @@ PyMySQL, scrypt) runs in the loop's executor; the bus is read on threads (see fe
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -160,6 +161,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     view = view if view in VIEWS else "live"
     ws = web.WebSocketResponse(compress=False, heartbeat=20.0, max_msg_size=65536, timeout=5.0)
     await ws.prepare(request)
+    bound_send_buffer(request, dash.settings.dashboard.send_buffer_kb)
     hub = dash.hub
     client = hub.fanout.add(ws, request, view, hub.hello(view, request.query.get("lang", "")))
     client.push(hub.snapshot())
@@ -170,6 +172,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     finally:
         hub.fanout.remove(client)
     return ws
+
+
+def bound_send_buffer(request: web.Request, kib: int) -> None:
+    """Cap the kernel's send buffer of this connection (autotuning would allow megabytes)."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if kib > 0 and sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, kib * 1024)
 
 
 # -- the API ----------------------------------------------------------------------------------

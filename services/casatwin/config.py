@@ -133,6 +133,11 @@ class DashboardSettings:
         "Infraction/dispatch/congestion messages a client may have waiting; beyond, the client "
         "is too slow and is disconnected with a reason (the others are not slowed).",
     )
+    send_buffer_kb: int = setting(
+        512,
+        "Kernel send buffer per WebSocket client (KiB): bounds what a stalled client holds "
+        "and how soon it is found out (0: the kernel's autotuning, up to megabytes).",
+    )
     stall_timeout_s: float = setting(
         15.0, "A client that takes nothing for this long while data waits is disconnected."
     )
