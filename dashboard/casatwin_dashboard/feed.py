@@ -1,9 +1,10 @@
 """Kafka readers on their own threads, handing decoded batches to the event loop.
 
 librdkafka's poll blocks, and JSON decoding is CPU work: both happen on a reader thread,
-never on the event loop. A thread polls a batch, decodes and validates it against the
-topic's contract (:func:`casatwin.bus.messages.check`), and hands the result to the loop
-with ``call_soon_threadsafe``; applying a batch there takes microseconds.
+never on the event loop. A thread polls a batch (returning as soon as one message is
+there: a lone infraction does not wait for a batch to fill), decodes and validates it
+against the topic's contract (:func:`casatwin.bus.messages.check`), and hands the result to
+the loop with ``call_soon_threadsafe``; applying a batch there takes microseconds.
 
 Two readers, no consumer group (every dashboard instance wants every message):
 
@@ -186,7 +187,7 @@ class TopicFeed:
             return
         try:
             while not self._stop.is_set():
-                batch = consumer.messages(reader, self._max_batch, timeout_s=0.2)
+                batch = consumer.messages(reader, self._max_batch, timeout_s=0.2, low_latency=True)
                 if not batch:
                     continue
                 for message in batch:

@@ -57,7 +57,10 @@ def test_infraction_reaches_a_websocket_client_with_all_its_fields(live_settings
     sent = sample_infraction()
 
     async def scenario():
-        async with running_dashboard(live_settings) as (dash, url), aiohttp.ClientSession() as http:
+        async with (
+            running_dashboard(live_settings) as (_dash, url),
+            aiohttp.ClientSession() as http,
+        ):
             ws = await http.ws_connect(f"{url}/ws?view=kiosk")
             hello = await receive_until(ws, lambda m: True)
             assert hello["type"] == "hello" and hello["view"] == "kiosk"
