@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -215,9 +215,22 @@ async def health(request: web.Request) -> web.Response:
             "feeds": feeds,
             "read_model": read_model,
             "city": {"name": dash.pack.name if dash.pack else "", "problem": dash.pack_problem},
+            "push_ms": push_percentiles(dash.hub.fanout.push_ms),
             "dropped_clients": list(dash.hub.fanout.dropped),
         }
     )
+
+
+def push_percentiles(samples: Iterable[float]) -> dict[str, float | None]:
+    """p50/p95/p99 of the last positions pushes (tick → socket), server side."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {"p50": None, "p95": None, "p99": None, "samples": 0}
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    return {"p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99), "samples": len(ordered)}
 
 
 def now_ms() -> int:

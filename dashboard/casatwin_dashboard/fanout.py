@@ -24,9 +24,10 @@ from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from casatwin.logs import get_logger
+from casatwin_dashboard.positions import frame_header
 
 log = get_logger("dashboard")
 
@@ -37,6 +38,11 @@ DROPPED = Counter(
     ["reason"],
 )
 SENT_BYTES = Counter("casatwin_dashboard_sent_bytes_total", "Bytes pushed to WebSocket clients")
+PUSH_SECONDS = Histogram(
+    "casatwin_dashboard_push_seconds",
+    "From a positions tick to its frame handed to a client's socket",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5),
+)
 
 CLOSE_TOO_SLOW = 4008  # application range (4000-4999): the reason is in the close message
 CLOSE_TIMEOUT_S = 5.0
@@ -88,6 +94,7 @@ class Fanout:
         self.queue_max = queue_max
         self.stall_timeout_s = stall_timeout_s
         self._positions = positions
+        self.push_ms: deque[float] = deque(maxlen=5000)  # tick → socket, for /api/health
         self.clients: set[Client] = set()
         self.dropped: deque[dict[str, Any]] = deque(maxlen=50)  # for /api/health
         self.tick = 0
@@ -184,11 +191,16 @@ class Fanout:
                         tick, data = self._positions(client.positions_tick)
                         client.positions_tick = tick
                         kind = WSMsgType.BINARY
+                        frame_ts_ms = frame_header(data)[1]
                     else:
                         break
                     client.sending_since = time.monotonic()
                     await ws.send_frame(data, kind)
                     client.sending_since = None
                     SENT_BYTES.inc(len(data))
+                    if kind is WSMsgType.BINARY:
+                        push_ms = time.time() * 1000 - frame_ts_ms
+                        self.push_ms.append(push_ms)
+                        PUSH_SECONDS.observe(push_ms / 1000)
         except (ConnectionError, RuntimeError):
             self.remove(client)  # the client went away; its handler cleans up

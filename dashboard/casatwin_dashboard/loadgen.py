@@ -35,6 +35,9 @@ class SyntheticFleet:
         limits = pack.seg_limit_kmh[self.segment]
         self.speed_kmh = limits * self.rng.uniform(0.4, 0.95, n)
         self.speed_kmh[::50] = limits[::50] * 1.5
+        self._prefixes = [
+            f'{{"vehicle_id":"{vid}","kind":"{kind}",' for vid, kind in zip(self.ids, self.kinds)
+        ]
 
     def step(self, dt_s: float) -> None:
         self.offset_m += self.speed_kmh / 3.6 * dt_s
@@ -60,28 +63,17 @@ class SyntheticFleet:
         return lat, lon, p.seg_bearing_deg[self.segment]
 
     def messages(self, ts_ms: int) -> list[tuple[str, bytes]]:
-        """(key, value) of one telemetry message per vehicle."""
+        """(key, value) of one telemetry message per vehicle (JSON built by formatting: the
+        feeder must not be what a benchmark measures)."""
         lat, lon, heading = self.positions()
         return [
-            (
-                vid,
-                orjson.dumps(
-                    {
-                        "vehicle_id": vid,
-                        "kind": kind,
-                        "ts": ts_ms,
-                        "lat": round(float(la), 6),
-                        "lon": round(float(lo), 6),
-                        "speed_kmh": round(float(s), 1),
-                        "heading_deg": round(float(h), 1),
-                        "source": "sim",
-                    }
-                ),
+            (vid, f'{prefix}"ts":{ts_ms},"lat":{la:.6f},"lon":{lo:.6f},'
+                  f'"speed_kmh":{s:.1f},"heading_deg":{h:.1f},"source":"sim"}}'.encode())
+            for vid, prefix, la, lo, s, h in zip(
+                self.ids, self._prefixes, lat.tolist(), lon.tolist(),
+                self.speed_kmh.tolist(), heading.tolist(),
             )
-            for vid, kind, la, lo, s, h in zip(
-                self.ids, self.kinds, lat, lon, self.speed_kmh, heading
-            )
-        ]
+        ]  # fmt: skip
 
 
 class FleetFeeder:
@@ -120,3 +112,36 @@ class FleetFeeder:
                 self.late_rounds += 1
                 next_at = time.monotonic()
             self._stop.wait(max(0.0, wait))
+
+
+def main() -> int:
+    """``python -m casatwin_dashboard.loadgen VEHICLES HZ SECONDS``: feed the broker of the
+    ``CASATWIN_*`` settings (the city pack of the settings, or a synthetic grid)."""
+    import sys
+
+    from casatwin.city import load, synthetic
+    from casatwin.config import load as load_settings
+    from casatwin_dashboard.citymap import load_pack
+
+    vehicles, hz, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+    settings = load_settings()
+    pack, _ = load_pack(settings)
+    pack = pack or load.from_dict(synthetic.grid(rows=12, cols=16, spacing_m=400))
+    feeder = FleetFeeder(settings.kafka, SyntheticFleet(pack, vehicles), hz).start()
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        feeder.stop()
+    totals = feeder.producer.report.totals()
+    print(
+        orjson.dumps(
+            {"rounds": feeder.rounds, "late_rounds": feeder.late_rounds, **totals}
+        ).decode()
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,7 +22,9 @@ import orjson
 from casatwin.config import Settings
 
 # name → "module:function"; each issue adds its benchmarks here.
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "dashboard-fanout": "casatwin_dashboard.bench:fanout",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
