@@ -38,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.set_defaults(handler=run_add_operator)
 
 
+def url(settings: Settings) -> str:
+    """Where a person opens the dashboard (``make run`` prints it)."""
+    host = settings.dashboard.host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    return f"http://{shown}:{settings.dashboard.port}/"
+
+
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from casatwin_dashboard.service import run
 

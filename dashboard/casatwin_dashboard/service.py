@@ -12,14 +12,9 @@ from casatwin.config import Settings
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
 from casatwin_dashboard.app import create_app
+from casatwin_dashboard.cli import url
 
 log = get_logger("dashboard")
-
-
-def url(settings: Settings) -> str:
-    host = settings.dashboard.host
-    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    return f"http://{shown}:{settings.dashboard.port}/"
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:

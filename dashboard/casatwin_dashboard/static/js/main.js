@@ -149,7 +149,7 @@ const live = new Live(view, {
     state.vehicles.reset();
     state.vehicles.register(message.vehicles);
     feed.set(message.infractions);
-    for (const item of message.infractions) map.addInfraction(item);
+    for (const item of message.infractions) map.addInfraction(item, live.serverNow() - item.event_ts);
     state.units.clear();
     setUnits(message.units);
     state.congestion.clear();
@@ -177,7 +177,7 @@ const live = new Live(view, {
   infractions(message) {
     feed.add(message.items);
     for (const item of message.items) {
-      map.addInfraction(item);
+      map.addInfraction(item, live.serverNow() - item.event_ts);
       if (item.event_ts >= state.connectedAt - 10000) state.pendingLatency.push(item.event_ts);
     }
     callout(message.items[message.items.length - 1]);
@@ -232,6 +232,7 @@ async function showDetail(item) {
       fetch(`/api/incidents/${encodeURIComponent(item.infraction_id)}/timeline`),
     ]);
     if (a.ok) full = await a.json();
+    else if (a.status === 404) full = { ...item, identity: "unavailable" };
     if (b.ok) timeline = (await b.json()).events;
   } catch (error) {
     // the read model may be behind the live feed: show what the feed had

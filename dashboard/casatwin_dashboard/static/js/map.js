@@ -144,9 +144,12 @@ export class MapView {
     this.baseDirty = true;
   }
 
-  addInfraction(item) {
+  // `ageMs`: how long ago it happened; markers show the last two minutes, by event time.
+  addInfraction(item, ageMs) {
+    if (ageMs > MARKER_LIFE_MS) return;
     const [x, y] = this.projection.project(item.lat, item.lon);
-    this.markers.push({ x, y, cls: item.decision?.class ?? 3, court: !!item.decision?.court, at: performance.now() });
+    const at = performance.now() - Math.max(0, ageMs);
+    this.markers.push({ x, y, cls: item.decision?.class ?? 3, court: !!item.decision?.court, at });
     if (this.markers.length > 300) this.markers.shift();
   }
 
@@ -220,8 +223,8 @@ export class MapView {
     const ctx = this.ctx;
     ctx.clearRect(0, 0, this.width, this.height);
     ctx.drawImage(this.base, 0, 0);
-    this.drawRoutes(ctx);
     this.drawVehicles(ctx, alpha);
+    this.drawRoutes(ctx);
     this.drawMarkers(ctx, now);
     const took = performance.now() - started;
     this.renderTimes.push(took);
@@ -263,8 +266,7 @@ export class MapView {
   }
 
   drawRoutes(ctx) {
-    ctx.setLineDash([6 * this.ratio, 5 * this.ratio]);
-    ctx.lineWidth = 2.5 * this.ratio;
+    // A police unit's route: a dark casing under a dashed line, so it reads over traffic.
     for (const unit of this.units.values()) {
       if (unit.route.length < 2 || !UNIT_COLOR[unit.status]) continue;
       ctx.beginPath();
@@ -272,7 +274,26 @@ export class MapView {
         const [sx, sy] = this.toScreen(x, y);
         if (k === 0) ctx.moveTo(sx, sy); else ctx.lineTo(sx, sy);
       });
+      ctx.setLineDash([]);
+      ctx.lineWidth = 7 * this.ratio;
+      ctx.strokeStyle = "rgba(7, 11, 20, 0.85)";
+      ctx.stroke();
+      ctx.setLineDash([10 * this.ratio, 6 * this.ratio]);
+      ctx.lineWidth = 3.5 * this.ratio;
       ctx.strokeStyle = UNIT_COLOR[unit.status];
+      ctx.stroke();
+      const [ex, ey] = this.toScreen(...unit.route[unit.route.length - 1]);
+      const [bx, by] = this.toScreen(...unit.route[0]);
+      ctx.setLineDash([]);
+      ctx.fillStyle = UNIT_COLOR[unit.status];
+      ctx.beginPath();
+      ctx.arc(bx, by, 6 * this.ratio, 0, 2 * Math.PI);
+      ctx.fill();
+      ctx.strokeStyle = "#ffffff";
+      ctx.lineWidth = 1.5 * this.ratio;
+      ctx.stroke();
+      ctx.beginPath();
+      ctx.arc(ex, ey, 9 * this.ratio, 0, 2 * Math.PI);
       ctx.stroke();
     }
     ctx.setLineDash([]);

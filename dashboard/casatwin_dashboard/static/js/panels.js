@@ -40,8 +40,8 @@ export function decisionText(decision) {
   if (decision.court) {
     parts.push(t("court"));
   } else {
-    parts.push(`${t("payable")} ${decision.fine_mad} ${t("mad")}`);
-    if (decision.reduced_24h) parts.push(`${decision.reduced_24h} ${t("mad")} ${t("reduced_24h")}`);
+    const reduced = decision.reduced_24h ? ` (${decision.reduced_24h} ${t("reduced_24h")})` : "";
+    parts.push(`${decision.fine_mad} ${t("mad")}${reduced}`);
   }
   if (decision.points) parts.push(`−${decision.points} ${t("points")}`);
   return parts.join(" · ");
@@ -80,7 +80,7 @@ export class Feed {
       el("span", { class: `badge c${d.class}` }, `C${d.class}`),
       el("span", { class: "what" }, what(item), " ", el("span", { class: "muted" }, item.vehicle?.plate || item.vehicle?.vehicle_id || "")),
       el("span", { class: "when" }, formatTime(item.event_ts)),
-      el("span", { class: "decision" }, d.court ? el("span", { class: "court-tag" }, t("court")) : el("span", { class: "pay-tag" }, `${d.fine_mad} ${t("mad")}`), " · ", decisionText(d)),
+      el("span", { class: "decision" }, d.court ? el("span", { class: "court-tag" }, t("court")) : el("span", { class: "pay-tag" }, t("payable")), " · ", decisionText(d)),
     );
   }
 }
@@ -160,7 +160,7 @@ export function renderDetail(body, item, timeline) {
       { class: `identity ${shown ? "shown" : ""}` },
       el("strong", {}, t("driver")),
       el("div", {}, describeRecord(item.driver)),
-      el("div", { class: shown ? "audit" : "muted" }, t(shown ? "identity_shown" : "identity_masked")),
+      el("div", { class: shown ? "audit" : "muted" }, t(`identity_${item.identity || "masked"}`)),
     ),
     el("h3", {}, t("timeline")),
     timeline && timeline.length
