@@ -188,6 +188,8 @@ class Fanout:
                         data = client.queue.popleft()
                         kind = WSMsgType.TEXT
                     elif client.positions_tick < self.tick:
+                        # A client's first frame follows its snapshot: connection, not push.
+                        timed = client.positions_tick >= 0
                         tick, data = self._positions(client.positions_tick)
                         client.positions_tick = tick
                         kind = WSMsgType.BINARY
@@ -198,7 +200,7 @@ class Fanout:
                     await ws.send_frame(data, kind)
                     client.sending_since = None
                     SENT_BYTES.inc(len(data))
-                    if kind is WSMsgType.BINARY:
+                    if kind is WSMsgType.BINARY and timed:
                         push_ms = time.time() * 1000 - frame_ts_ms
                         self.push_ms.append(push_ms)
                         PUSH_SECONDS.observe(push_ms / 1000)

@@ -49,6 +49,9 @@ log = get_logger("dashboard")
 FLAG_FOR_S = 180.0  # how long a vehicle stays highlighted after an infraction
 STATS_EVERY_S = 1.0
 REPORT_EVERY_S = 30.0
+# A batch is decoded in one C call that holds the GIL: small batches keep the event loop's
+# waits for it short (the fan-out releases and retakes the GIL at every socket write).
+TELEMETRY_BATCH = 500
 
 
 class Hub:
@@ -78,7 +81,7 @@ class Hub:
             self.feeds = [
                 TopicFeed(
                     "telemetry", kafka, [topics.TELEMETRY], "latest",
-                    decode_telemetry, self.on_telemetry, loop,
+                    decode_telemetry, self.on_telemetry, loop, max_batch=TELEMETRY_BATCH,
                 ),
                 TopicFeed(
                     "events", kafka, list(EVENT_TOPICS), replay,
