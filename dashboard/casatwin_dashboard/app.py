@@ -20,6 +20,7 @@ import yaml
 from aiohttp import WSMsgType, web
 
 from casatwin import __version__
+from casatwin.city.model import CityPack
 from casatwin.config import Settings
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
@@ -237,9 +238,25 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def canonical_district(params: dict[str, str], pack: CityPack | None) -> dict[str, str]:
+    """``district=maarif`` → the pack's spelling (``Maârif``), or a 400 listing the names."""
+    if "district" not in params or pack is None or not pack.districts:
+        return params
+    try:
+        name = pack.district(params["district"].strip()).name
+    except KeyError:
+        known = ", ".join(d.name for d in pack.districts)
+        raise history.bad(
+            f"district={params['district']!r} is not a district of {pack.title}",
+            f"districts: {known}",
+        ) from None
+    return {**params, "district": name}
+
+
 async def infractions(request: web.Request) -> web.Response:
     dash = request.app[DASHBOARD]
-    query = history.infraction_query(request.query, now_ms())
+    params = canonical_district(dict(request.query), dash.pack)
+    query = history.infraction_query(params, now_ms())
     docs, cursor = await dash.run(history.find_infractions, dash.db, query)
     items = [public_infraction(d) for d in docs]
     return json_response({"items": items, "count": len(items), "next_cursor": cursor})

@@ -19,11 +19,10 @@ log = get_logger("dashboard")
 
 def load_pack(settings: Settings) -> tuple[CityPack | None, str]:
     """The city pack of the settings, or (None, why) — the live view runs without roads."""
-    from casatwin.city import load
+    from casatwin.city.load import load_city
 
     try:
-        loader = getattr(load, "load_city", None)
-        pack = loader(settings.city) if loader else load.load(settings.city.pack)
+        pack = load_city(settings.city)
     except UserError as exc:
         log.warning(
             "city pack unavailable; the map shows vehicles without roads",
@@ -83,13 +82,8 @@ def city_json(pack: CityPack | None, problem: str = "") -> dict[str, Any]:
 
 
 def _districts(pack: CityPack) -> list[dict[str, Any]]:
-    """Districts (arrondissements) when the pack has them: name and polygon."""
-    out = []
-    for district in getattr(pack, "districts", None) or []:
-        polygon = getattr(district, "polygon", None)
-        name = getattr(district, "name", None)
-        if polygon is None and isinstance(district, dict):
-            polygon, name = district.get("polygon"), district.get("name")
-        if polygon:
-            out.append({"name": name, "polygon": [list(p) for p in polygon]})
-    return out
+    """Districts (arrondissements): name and polygon, drawn as outlines on the map."""
+    return [
+        {"id": d.id, "name": d.name, "polygon": [list(p) for p in d.polygon]}
+        for d in pack.districts
+    ]

@@ -166,3 +166,15 @@ def png(pixels: np.ndarray, filters: list[int]) -> bytes:
 def test_png_decoder_undoes_every_filter():
     pixels = np.random.default_rng(1).integers(0, 256, (5, 7, 3)).astype(np.uint8)
     assert (decode_png(png(pixels, [0, 1, 2, 3, 4])) == pixels).all()
+
+
+def test_districts_are_matched_as_people_type_them():
+    from casatwin.city.load import load
+    from casatwin_dashboard.app import canonical_district
+
+    casablanca = load("casablanca")
+    assert canonical_district({"district": "maarif"}, casablanca) == {"district": "Maârif"}
+    assert canonical_district({"type": "speeding"}, casablanca) == {"type": "speeding"}
+    with pytest.raises(ApiError) as error:
+        canonical_district({"district": "Gotham"}, casablanca)
+    assert "is not a district of" in error.value.message and "Anfa" in error.value.hint

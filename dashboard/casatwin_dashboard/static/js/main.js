@@ -172,7 +172,7 @@ const live = new Live(view, {
     state.lastFrameTs = frameTs;
     state.frames += 1;
     state.frameBytes = buffer.byteLength;
-    if (!map.city.bounds && !map.userMoved && state.frames < 5) map.fit();
+    if (!map.nodeX.length && !map.userMoved && state.frames < 5) map.fit();
   },
   infractions(message) {
     feed.add(message.items);

@@ -81,11 +81,11 @@ export class MapView {
   // Fit the city's bounds (or the vehicles', without a pack) to the canvas.
   fit() {
     let box = null;
-    if (this.city.bounds) {
-      const [s, w, nn, e] = this.city.bounds;
-      const [x0, y0] = this.projection.project(s, w);
-      const [x1, y1] = this.projection.project(nn, e);
-      box = [x0, y0, x1, y1];
+    if (this.nodeX.length) { // the road network, which is what there is to see
+      box = [Infinity, Infinity, -Infinity, -Infinity];
+      for (let i = 0; i < this.nodeX.length; i++) {
+        box = [Math.min(box[0], this.nodeX[i]), Math.min(box[1], this.nodeY[i]), Math.max(box[2], this.nodeX[i]), Math.max(box[3], this.nodeY[i])];
+      }
     } else if (this.vehicles.count() > 0) {
       const v = this.vehicles;
       box = [Infinity, Infinity, -Infinity, -Infinity];
@@ -167,6 +167,7 @@ export class MapView {
     const s = this.view.scale;
     const widthScale = Math.max(0.6, Math.min(2.5, s * 40)) * this.ratio;
     ctx.lineCap = "round";
+    this.drawDistricts(ctx);
     // One path per road class: a few strokes for the whole network.
     for (const [ci, name] of classes.entries()) {
       const style = ROAD_STYLE[name] || ROAD_STYLE.street;
@@ -207,6 +208,35 @@ export class MapView {
       ctx.globalAlpha = 1;
     }
     this.baseDirty = false;
+  }
+
+  // Arrondissements: faint outlines and names under the roads, for orientation.
+  drawDistricts(ctx) {
+    const districts = this.city.districts || [];
+    if (!districts.length) return;
+    ctx.save();
+    ctx.setLineDash([4 * this.ratio, 6 * this.ratio]);
+    ctx.lineWidth = 1 * this.ratio;
+    ctx.strokeStyle = "rgba(120, 150, 200, 0.22)";
+    ctx.fillStyle = "rgba(150, 175, 215, 0.28)";
+    ctx.font = `600 ${12 * this.ratio}px DejaVu Sans, sans-serif`;
+    ctx.textAlign = "center";
+    for (const d of districts) {
+      ctx.beginPath();
+      let cx = 0;
+      let cy = 0;
+      d.polygon.forEach(([lat, lon], k) => {
+        const [x, y] = this.projection.project(lat, lon);
+        const [sx, sy] = this.toScreen(x, y);
+        cx += sx;
+        cy += sy;
+        if (k === 0) ctx.moveTo(sx, sy); else ctx.lineTo(sx, sy);
+      });
+      ctx.closePath();
+      ctx.stroke();
+      ctx.fillText(d.name.toUpperCase(), cx / d.polygon.length, cy / d.polygon.length);
+    }
+    ctx.restore();
   }
 
   segmentPath(ctx, a, b) {
