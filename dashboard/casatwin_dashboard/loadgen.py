@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from casatwin.bus import topics
-from casatwin.bus.producer import Producer
+from casatwin.bus.producer import DeliveryReport, Producer
 from casatwin.city.model import CityPack
 from casatwin.config import KafkaSettings
 from casatwin.fleet import taxi_id, taxi_kind
@@ -85,6 +85,7 @@ class FleetFeeder:
         self.hz = hz
         self.rounds = 0
         self.late_rounds = 0  # rounds that took longer than their period (machine busy)
+        self.report = DeliveryReport()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleet-feeder", daemon=True)
 
@@ -92,10 +93,11 @@ class FleetFeeder:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self) -> DeliveryReport:
         self._stop.set()
         self._thread.join(10)
-        self.producer.close(5)
+        self.report = self.producer.close(5)
+        return self.report
 
     def _run(self) -> None:
         period = 1.0 / self.hz
@@ -134,7 +136,7 @@ def main() -> int:
         pass
     finally:
         feeder.stop()
-    totals = feeder.producer.report.totals()
+    totals = feeder.report.totals()
     print(
         orjson.dumps(
             {"rounds": feeder.rounds, "late_rounds": feeder.late_rounds, **totals}

@@ -52,6 +52,12 @@ def test_kiosk_works_offline_and_shows_the_city_moving(stack_settings, grid_pack
                         " feed: document.querySelector('#feed').textContent})"
                     )
                     png = await browser.screenshot(artifacts_dir / "kiosk.png")
+                    # The kiosk reconnects by itself when the server drops it (a restart).
+                    await dash.hub.fanout.close_all(1012, "restarting")
+                    await browser.wait_for("!window.__casatwin.state.connected", 10)
+                    await browser.wait_for("window.__casatwin.state.connected", 20)
+                    reconnected = await browser.evaluate("window.__casatwin.state.frames")
+                    await browser.wait_for(f"window.__casatwin.state.frames > {reconnected}", 20)
                     return url, browser.requests, browser.exceptions, before, after, page, png
             finally:
                 feeder.stop()
