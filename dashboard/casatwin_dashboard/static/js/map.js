@@ -265,7 +265,7 @@ export class MapView {
   drawVehicles(ctx, alpha) {
     const v = this.vehicles;
     const { scale, tx, ty } = this.view;
-    const size = Math.max(2, Math.min(6, scale * 25)) * this.ratio;
+    const size = Math.max(3, Math.min(7, scale * 30)) * this.ratio; // readable from afar
     const half = size / 2;
     // One pass per colour: the fill style changes four times per frame, not 13,000 times.
     for (let kind = 0; kind < KIND_COLOR.length; kind++) {
