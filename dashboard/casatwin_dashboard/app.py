@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import pymysql
 import yaml
 from aiohttp import WSMsgType, web
+from pymongo.errors import PyMongoError
 
 from casatwin import __version__
 from casatwin.city.model import CityPack
@@ -123,6 +125,21 @@ async def errors(
         raise
     except UserError as exc:  # a server we need is not reachable
         return json_response({"error": exc.message, "hint": exc.hint}, 503)
+    except PyMongoError as exc:
+        log.warning("read model unavailable", path=request.path, reason=str(exc)[:200])
+        return json_response(
+            {
+                "error": "the history is unavailable: the read model (MongoDB) cannot be reached",
+                "hint": "the live view still works; CASATWIN_MONGO_URL says where it should be",
+            },
+            503,
+        )
+    except pymysql.MySQLError as exc:
+        log.warning("MariaDB unavailable", path=request.path, reason=str(exc)[:200])
+        return json_response(
+            {"error": "MariaDB cannot be reached", "hint": "CASATWIN_MARIADB_* say where it is"},
+            503,
+        )
     except Exception:
         log.exception("request failed", path=request.path)
         return json_response({"error": "internal error (logged)"}, 500)

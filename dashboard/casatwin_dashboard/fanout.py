@@ -206,3 +206,7 @@ class Fanout:
                         PUSH_SECONDS.observe(push_ms / 1000)
         except (ConnectionError, RuntimeError):
             self.remove(client)  # the client went away; its handler cleans up
+        except Exception:
+            log.exception("writer failed; client disconnected", client=client.remote)
+            self.remove(client)
+            await self._close(client, 1011, "internal error")

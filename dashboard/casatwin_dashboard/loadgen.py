@@ -80,7 +80,7 @@ class FleetFeeder:
     """Publishes the fleet's telemetry at ``hz`` on a thread until stopped."""
 
     def __init__(self, settings: KafkaSettings, fleet: SyntheticFleet, hz: float) -> None:
-        self.producer = Producer(settings, "casatwin-dashboard-loadgen")
+        self._producer: Producer | None = Producer(settings, "casatwin-dashboard-loadgen")
         self.fleet = fleet
         self.hz = hz
         self.rounds = 0
@@ -96,17 +96,21 @@ class FleetFeeder:
     def stop(self) -> DeliveryReport:
         self._stop.set()
         self._thread.join(10)
-        self.report = self.producer.close(5)
+        if self._producer is not None:
+            self.report = self._producer.close(5)
+            self._producer = None  # let librdkafka's threads go now, not at interpreter exit
         return self.report
 
     def _run(self) -> None:
         period = 1.0 / self.hz
         next_at = time.monotonic()
+        producer = self._producer
+        assert producer is not None
         while not self._stop.is_set():
             self.fleet.step(period)
             for key, value in self.fleet.messages(int(time.time() * 1000)):
-                self.producer.send(topics.TELEMETRY, value, key=key)
-            self.producer.poll(0)
+                producer.send(topics.TELEMETRY, value, key=key)
+            producer.poll(0)
             self.rounds += 1
             next_at += period
             wait = next_at - time.monotonic()

@@ -289,3 +289,13 @@ def test_login_is_rate_limited(api_settings):
     assert statuses[:3] == [401, 401, 401]
     assert statuses[3] == 429 and "Retry-After" in results[3][2].headers
     assert statuses[4] == 400
+
+
+def test_an_unreachable_read_model_is_a_clear_503_not_a_crash(api_settings):
+    from casatwin.devstack.servers import free_port
+
+    settings = api_settings.replace(mongo={"url": f"mongodb://127.0.0.1:{free_port()}"})
+    (status, body), (health_status, health) = get(settings, "/api/infractions", "/api/health")
+    assert status == 503 and "read model (MongoDB) cannot be reached" in body["error"]
+    assert health_status == 200 and health["status"] == "degraded"
+    assert health["read_model"]["ok"] is False

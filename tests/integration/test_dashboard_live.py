@@ -192,3 +192,49 @@ def test_a_stalled_client_does_not_delay_the_others_and_is_disconnected_with_a_r
     assert close is not None and close[0] == CLOSE_TOO_SLOW
     assert "too slow" in (close[1] or "")
     assert healthy_still_open
+
+
+def test_a_restarted_dashboard_shows_the_recent_past_and_live_units_and_congestion(
+    live_settings,
+):
+    """Infractions published while no dashboard ran are in the next one's snapshot; dispatch
+    and congestion updates reach clients as `units` and `congestion` messages."""
+    before = sample_infraction()
+    publish(live_settings, [before])
+    event = {
+        "dispatch_id": "d-live", "infraction_id": before["infraction_id"], "unit_id": "PU-NE-1",
+        "status": "en_route", "ts": before["event_ts"] + 1000, "eta_s": 180.0,
+        "route": [[33.58, -7.63], [33.59, -7.62]],
+    }  # fmt: skip
+    window = {
+        "key": "s0003", "scope": "segment", "window_start": before["event_ts"] - 300_000,
+        "window_end": before["event_ts"], "count": 9, "avg_speed_kmh": 7.5,
+        "min_speed_kmh": 0.0, "max_speed_kmh": 30.0, "level": "severe", "anomaly": True,
+    }  # fmt: skip
+
+    async def scenario():
+        async with running_dashboard(live_settings) as (_, url), aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"{url}/ws")
+            snapshot = await receive_until(ws, lambda m: m["type"] == "snapshot")
+            publish(live_settings, [event], topics.DISPATCH)
+            units = await receive_until(ws, lambda m: m["type"] == "units")
+            publish(live_settings, [window], topics.CONGESTION)
+            congestion = await receive_until(
+                ws,
+                lambda m: (
+                    m["type"] == "congestion" and any(w["key"] == "s0003" for w in m["items"])
+                ),
+            )
+            stats = await receive_until(ws, lambda m: m["type"] == "stats")
+            await ws.close()
+            return snapshot, units, congestion, stats
+
+    snapshot, units, congestion, stats = asyncio.run(scenario())
+    assert before["infraction_id"] in {i["infraction_id"] for i in snapshot["infractions"]}
+    unit = next(u for u in units["items"] if u["unit_id"] == "PU-NE-1")
+    assert unit["status"] == "en_route" and unit["route"] == event["route"]
+    assert unit["infraction_id"] == before["infraction_id"]
+    level = next(w for w in congestion["items"] if w["key"] == "s0003")
+    assert level["level"] == "severe" and level["anomaly"] is True
+    assert stats["units_available"] == stats["units_total"] - 1
+    assert stats["congested"] >= 1 and len(stats["history"]["infractions"]) == 60

@@ -178,3 +178,11 @@ def test_districts_are_matched_as_people_type_them():
     with pytest.raises(ApiError) as error:
         canonical_district({"district": "Gotham"}, casablanca)
     assert "is not a district of" in error.value.message and "Anfa" in error.value.hint
+
+
+def test_make_run_prints_the_dashboard_urls():
+    from casatwin.config import Settings
+    from casatwin.devstack.runner import banner
+
+    text = banner(Settings(), {"dashboard": "casatwin dashboard"})
+    assert "http://127.0.0.1:8080/" in text and "http://127.0.0.1:8080/kiosk" in text
