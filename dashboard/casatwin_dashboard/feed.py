@@ -20,6 +20,7 @@ the dead-letter queue; the messages stay on the topic, nothing is lost).
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -244,8 +245,8 @@ class TopicFeed:
                 batch = consumer.messages(reader, self._max_batch, timeout_s=0.2, low_latency=True)
                 if not batch:
                     continue
-                for message in batch:
-                    CONSUMED.labels(message.topic()).inc()
+                for topic, count in collections.Counter(m.topic() for m in batch).items():
+                    CONSUMED.labels(topic).inc(count)
                 decoded = self._decode([self._raw_form(m) for m in batch])
                 self.status.messages += len(batch)
                 self.status.last_message_at = time.time()
