@@ -143,3 +143,13 @@ def artifacts_dir() -> Path:
     """Where tests leave files for a person to look at (screenshots, reports)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def grid_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic city pack file (a grid of streets near Casablanca's centre)."""
+    from casatwin.city import load, synthetic
+
+    path = tmp_path_factory.mktemp("packs") / "grid.json"
+    load.write(synthetic.grid(rows=8, cols=10, spacing_m=300), path)
+    return path

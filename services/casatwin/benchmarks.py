@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "registry-load": "casatwin.registry.bench:bench_load",
     "registry-lookup": "casatwin.registry.bench:bench_lookup",
     "simulator": "casatwin.simulator.bench:benchmark",
+    "dashboard-fanout": "casatwin_dashboard.bench:fanout",
 }
 
 

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "casatwin.bus.cli",
     "casatwin.registry.cli",
     "casatwin.rules.cli",
+    "casatwin_dashboard.cli",
     "casatwin.benchmarks",
     "casatwin.configcli",
 )

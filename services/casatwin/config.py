@@ -225,6 +225,52 @@ class RulesSettings:
 
 
 @dataclass(frozen=True)
+class DashboardSettings:
+    """The live dashboard, the kiosk and the history API (one aiohttp application)."""
+
+    host: str = setting(
+        "127.0.0.1", "Address the dashboard listens on (`0.0.0.0` to serve a kiosk on the LAN)."
+    )
+    port: int = setting(8080, "Port of the dashboard (web pages, WebSocket `/ws`, `/api`).")
+    position_hz: float = setting(
+        2.0, "Vehicle position frames per second pushed to each client (latest position wins)."
+    )
+    queue_max_messages: int = setting(
+        500,
+        "Infraction/dispatch/congestion messages a client may have waiting; beyond, the client "
+        "is too slow and is disconnected with a reason (the others are not slowed).",
+    )
+    send_buffer_kb: int = setting(
+        512,
+        "Kernel send buffer per WebSocket client (KiB): bounds what a stalled client holds "
+        "and how soon it is found out (0: the kernel's autotuning, up to megabytes).",
+    )
+    stall_timeout_s: float = setting(
+        15.0, "A client that takes nothing for this long while data waits is disconnected."
+    )
+    recent_infractions: int = setting(
+        200, "Infractions kept in memory for the snapshot a client gets on connect."
+    )
+    replay_messages: int = setting(
+        2000,
+        "At start, messages re-read per partition of the infraction, dispatch and congestion "
+        "topics so that a restarted dashboard shows the recent past.",
+    )
+    vehicle_ttl_s: float = setting(120.0, "A vehicle not heard from for this long leaves the map.")
+    history_minutes: int = setting(60, "Minutes of the infraction and congestion plot.")
+    kiosk_language: str = setting("fr", "Language of `/kiosk`: `fr` or `en`.")
+    session_ttl_s: int = setting(8 * 3600, "Lifetime of an operator's login session.")
+    login_max_failures: int = setting(
+        5, "Failed logins allowed per address and per operator name within the window."
+    )
+    login_window_s: int = setting(900, "Window of the login rate limit, in seconds.")
+    cookie_secure: bool = setting(
+        False, "Mark the session cookie Secure (set true when served over HTTPS)."
+    )
+    metrics_port: int = setting(9407, "Port of the dashboard's /metrics endpoint (0: off).")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings, one section per concern."""
 
@@ -238,6 +284,7 @@ class Settings:
     fake_api: FakeApiSettings = field(default_factory=FakeApiSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     rules: RulesSettings = field(default_factory=RulesSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

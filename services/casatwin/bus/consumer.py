@@ -106,10 +106,23 @@ def list_topics(client: Any, timeout_s: float) -> Any:
 
 
 def messages(
-    consumer: confluent_kafka.Consumer, max_messages: int = 1000, timeout_s: float = 0.5
+    consumer: confluent_kafka.Consumer,
+    max_messages: int = 1000,
+    timeout_s: float = 0.5,
+    *,
+    low_latency: bool = False,
 ) -> list[Message]:
-    """One batch of good messages; transport errors are logged, not raised."""
-    batch = consumer.consume(max_messages, timeout_s)
+    """One batch of good messages; transport errors are logged, not raised.
+
+    ``consume`` waits until the batch is full or the timeout expires, so a lone message can
+    wait ``timeout_s``. With ``low_latency`` the call returns as soon as one message is there,
+    with whatever else has already arrived (for latency-sensitive readers: the dashboard).
+    """
+    if low_latency:
+        first = consumer.poll(timeout_s)
+        batch = [] if first is None else [first, *consumer.consume(max_messages - 1, 0)]
+    else:
+        batch = consumer.consume(max_messages, timeout_s)
     good = []
     for message in batch:
         error = message.error()

@@ -67,6 +67,13 @@ def banner(settings: Settings, processes: dict[str, str]) -> str:
         f" database {settings.mariadb.database}",
         f"  services                 {', '.join(processes) or 'none (--servers-only)'}",
     ]
+    if "dashboard" in processes:
+        from casatwin_dashboard.cli import url
+
+        lines += [
+            f"  dashboard                {url(settings)}",
+            f"  kiosk                    {url(settings)}kiosk",
+        ]
     if "simulator" in processes and settings.simulator.metrics_port:
         lines.append(
             f"  simulator metrics        http://127.0.0.1:{settings.simulator.metrics_port}/metrics"

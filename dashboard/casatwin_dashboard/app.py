@@ -1,0 +1,426 @@
+"""The aiohttp application: pages, the WebSocket, the history API, operator login.
+
+``create_app(settings)`` builds it; ``casatwin dashboard`` runs it. Blocking work (pymongo,
+PyMySQL, scrypt) runs in the loop's executor; the bus is read on threads (see feed.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import pymysql
+import yaml
+from aiohttp import WSMsgType, web
+from pymongo.errors import PyMongoError
+
+from casatwin import __version__
+from casatwin.city.model import CityPack
+from casatwin.config import Settings
+from casatwin.errors import UserError
+from casatwin.logs import get_logger
+from casatwin.readmodel import store
+from casatwin_dashboard import history
+from casatwin_dashboard.citymap import city_json, load_pack, police_units
+from casatwin_dashboard.history import ApiError
+from casatwin_dashboard.hub import Hub
+from casatwin_dashboard.operators import LoginLimiter, OperatorStore, SessionStore
+from casatwin_dashboard.privacy import driver_reference, operator_infraction, public_infraction
+
+log = get_logger("dashboard")
+
+T = TypeVar("T")
+SESSION_COOKIE = "casatwin_session"
+VIEWS = ("live", "kiosk")
+LANGUAGES = ("fr", "en")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
+)
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("casatwin_dashboard") / "static"))
+
+
+def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", **kwargs
+    )
+
+
+class Dashboard:
+    """Everything the handlers share, with the application's lifecycle."""
+
+    def __init__(self, settings: Settings, read_bus: bool = True) -> None:
+        self.settings = settings
+        self.read_bus = read_bus
+        self.pack, self.pack_problem = load_pack(settings)
+        self.city_body = orjson.dumps(city_json(self.pack, self.pack_problem))
+        self.hub = Hub(settings, police_units(self.pack))
+        self.db = store.connect(settings.mongo)
+        self.operators = OperatorStore(settings.mariadb)
+        cfg = settings.dashboard
+        self.sessions = SessionStore(cfg.session_ttl_s)
+        self.limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_s)
+        self.page = (static_dir() / "index.html").read_text()
+        self.openapi = orjson.dumps(
+            yaml.safe_load((Path(__file__).with_name("openapi.yaml")).read_text())
+        )
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))
+
+    async def on_startup(self, app: web.Application) -> None:
+        self.hub.start(read_bus=self.read_bus)
+        self._preparing = asyncio.create_task(self._prepare_stores())
+
+    async def _prepare_stores(self) -> None:
+        """Indexes and tables; a missing server is a warning (the live view works without)."""
+        for what, fn in (
+            ("read model indexes", partial(store.ensure_indexes, self.db)),
+            ("operator tables", self.operators.ensure_schema),
+        ):
+            try:
+                await self.run(fn)
+            except Exception as exc:
+                log.warning(f"{what} not prepared yet", reason=str(exc)[:200])
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        await self.hub.stop()
+
+    async def on_cleanup(self, app: web.Application) -> None:
+        self.db.client.close()
+
+    def operator(self, request: web.Request) -> str | None:
+        return self.sessions.operator(request.cookies.get(SESSION_COOKIE), time.time())
+
+
+DASHBOARD = web.AppKey("dashboard", Dashboard)
+
+
+# -- middlewares ------------------------------------------------------------------------------
+
+
+@web.middleware
+async def errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """API errors as JSON with a message and a hint; a bug as a 500 that says so."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_response(exc.body(), exc.status)
+    except web.HTTPException as exc:
+        if request.path.startswith("/api/") and exc.status >= 400:
+            return json_response({"error": exc.reason}, exc.status)
+        raise
+    except UserError as exc:  # a server we need is not reachable
+        return json_response({"error": exc.message, "hint": exc.hint}, 503)
+    except PyMongoError as exc:
+        log.warning("read model unavailable", path=request.path, reason=str(exc)[:200])
+        return json_response(
+            {
+                "error": "the history is unavailable: the read model (MongoDB) cannot be reached",
+                "hint": "the live view still works; CASATWIN_MONGO_URL says where it should be",
+            },
+            503,
+        )
+    except pymysql.MySQLError as exc:
+        log.warning("MariaDB unavailable", path=request.path, reason=str(exc)[:200])
+        return json_response(
+            {"error": "MariaDB cannot be reached", "hint": "CASATWIN_MARIADB_* say where it is"},
+            503,
+        )
+    except Exception:
+        log.exception("request failed", path=request.path)
+        return json_response({"error": "internal error (logged)"}, 500)
+
+
+@web.middleware
+async def security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    response = await handler(request)
+    if not response.prepared:
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cache-Control", "no-cache")
+    return response
+
+
+# -- pages and the WebSocket ------------------------------------------------------------------
+
+
+def page(view: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        dash = request.app[DASHBOARD]
+        language = request.query.get("lang", "")
+        if language not in LANGUAGES:
+            language = dash.settings.dashboard.kiosk_language if view == "kiosk" else ""
+        html = dash.page.replace("{{view}}", view).replace("{{language}}", language)
+        return web.Response(text=html, content_type="text/html")
+
+    return handler
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    dash = request.app[DASHBOARD]
+    view = request.query.get("view", "live")
+    view = view if view in VIEWS else "live"
+    ws = web.WebSocketResponse(compress=False, heartbeat=20.0, max_msg_size=65536, timeout=5.0)
+    await ws.prepare(request)
+    bound_send_buffer(request, dash.settings.dashboard.send_buffer_kb)
+    hub = dash.hub
+    client = hub.fanout.add(ws, request, view, hub.hello(view, request.query.get("lang", "")))
+    client.push(hub.snapshot())
+    try:
+        async for message in ws:
+            if message.type == WSMsgType.ERROR:
+                break  # clients have nothing to say; pings are answered by aiohttp
+    finally:
+        hub.fanout.remove(client)
+    return ws
+
+
+def bound_send_buffer(request: web.Request, kib: int) -> None:
+    """Cap the kernel's send buffer of this connection (autotuning would allow megabytes)."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if kib > 0 and sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, kib * 1024)
+
+
+# -- the API ----------------------------------------------------------------------------------
+
+
+async def city(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[DASHBOARD].city_body,
+        content_type="application/json",
+        headers={"Cache-Control": "max-age=300"},
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[DASHBOARD].openapi, content_type="application/json")
+
+
+async def health(request: web.Request) -> web.Response:
+    dash = request.app[DASHBOARD]
+    try:
+        await asyncio.wait_for(dash.run(dash.db.command, "ping"), 3.0)
+        read_model = {"ok": True}
+    except Exception as exc:
+        read_model = {"ok": False, "error": str(exc)[:200] or type(exc).__name__}
+    feeds = {f.name: f.status.as_dict() for f in dash.hub.feeds}
+    reading = all(f["state"] == "reading" for f in feeds.values())
+    return json_response(
+        {
+            "status": "ok" if read_model["ok"] and reading else "degraded",
+            "version": __version__,
+            "uptime_s": round(time.time() - dash.hub.started_at, 1),
+            "clients": len(dash.hub.fanout.clients),
+            "vehicles": dash.hub.positions.count_alive(),
+            "feeds": feeds,
+            "read_model": read_model,
+            "city": {"name": dash.pack.name if dash.pack else "", "problem": dash.pack_problem},
+            "push_ms": push_percentiles(dash.hub.fanout.push_ms),
+            "dropped_clients": list(dash.hub.fanout.dropped),
+        }
+    )
+
+
+def push_percentiles(samples: Iterable[float]) -> dict[str, float | None]:
+    """p50/p95/p99 of the last positions pushes (tick → socket), server side."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {"p50": None, "p95": None, "p99": None, "samples": 0}
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    return {"p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99), "samples": len(ordered)}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def canonical_district(params: dict[str, str], pack: CityPack | None) -> dict[str, str]:
+    """``district=maarif`` → the pack's spelling (``Maârif``), or a 400 listing the names."""
+    if "district" not in params or pack is None or not pack.districts:
+        return params
+    try:
+        name = pack.district(params["district"].strip()).name
+    except KeyError:
+        known = ", ".join(d.name for d in pack.districts)
+        raise history.bad(
+            f"district={params['district']!r} is not a district of {pack.title}",
+            f"districts: {known}",
+        ) from None
+    return {**params, "district": name}
+
+
+async def infractions(request: web.Request) -> web.Response:
+    dash = request.app[DASHBOARD]
+    params = canonical_district(dict(request.query), dash.pack)
+    query = history.infraction_query(params, now_ms())
+    docs, cursor = await dash.run(history.find_infractions, dash.db, query)
+    items = [public_infraction(d) for d in docs]
+    return json_response({"items": items, "count": len(items), "next_cursor": cursor})
+
+
+async def infraction(request: web.Request) -> web.Response:
+    dash = request.app[DASHBOARD]
+    infraction_id = request.match_info["infraction_id"]
+    doc = await dash.run(history.find_infraction, dash.db, infraction_id)
+    if doc is None:
+        raise ApiError(404, f"no infraction {infraction_id!r}", "ids come from /api/infractions")
+    operator = dash.operator(request)
+    if operator is None:
+        return json_response(public_infraction(doc))
+    try:  # fail closed: no audit row, no identity
+        await dash.run(
+            dash.operators.record_view,
+            operator,
+            infraction_id,
+            driver_reference(doc),
+            request.remote or "",
+            f"{request.method} {request.path_qs}",
+        )
+    except Exception as exc:
+        log.error(
+            "identity view not audited; identity withheld", operator=operator, reason=str(exc)
+        )
+        raise ApiError(
+            503, "the identity cannot be shown: the audit log cannot be written", "retry later"
+        ) from None
+    log.info("driver identity shown", operator=operator, infraction_id=infraction_id)
+    return json_response(operator_infraction(doc))
+
+
+async def timeline(request: web.Request) -> web.Response:
+    dash = request.app[DASHBOARD]
+    infraction_id = request.match_info["infraction_id"]
+    doc = await dash.run(history.find_infraction, dash.db, infraction_id)
+    events = await dash.run(history.find_timeline, dash.db, infraction_id)
+    if doc is None and not events:
+        raise ApiError(404, f"no incident {infraction_id!r}", "ids come from /api/infractions")
+    return json_response({"infraction": public_infraction(doc) if doc else None, "events": events})
+
+
+async def congestion(request: web.Request) -> web.Response:
+    dash = request.app[DASHBOARD]
+    key = request.match_info["key"]
+    query = history.congestion_query(key, request.query, now_ms())
+    items, truncated = await dash.run(history.find_congestion, dash.db, query)
+    return json_response({"key": key, "items": items, "truncated": truncated})
+
+
+# -- operators ----------------------------------------------------------------------------------
+
+
+def same_origin(request: web.Request) -> None:
+    """Refuse state-changing requests from other sites (SameSite covers the cookie; this
+    covers old browsers)."""
+    origin = request.headers.get("Origin")
+    if origin and origin.split("://", 1)[-1] != request.host:
+        raise ApiError(403, "cross-site request refused")
+
+
+async def login(request: web.Request) -> web.Response:
+    dash = request.app[DASHBOARD]
+    same_origin(request)
+    try:
+        body = await request.json(loads=orjson.loads)
+        name, password = body["name"], body["password"]
+        if not isinstance(name, str) or not isinstance(password, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise history.bad(
+            "the body should be JSON with a name and a password",
+            '{"name": "amina.b", "password": "..."}',
+        ) from None
+    now = time.time()
+    keys = [f"address:{request.remote}", f"name:{name.lower()}"]
+    wait = dash.limiter.retry_after(keys, now)
+    if wait > 0:
+        return json_response(
+            {"error": "too many failed logins", "hint": f"try again in {wait:.0f} s"},
+            429,
+            headers={"Retry-After": str(int(wait) + 1)},
+        )
+    ok = await dash.run(dash.operators.authenticate, name, password)
+    if not ok:
+        dash.limiter.failed(keys, now)
+        log.warning("failed operator login", name=name[:64], address=request.remote)
+        raise ApiError(401, "wrong name or password")
+    dash.limiter.succeeded(keys)
+    token = dash.sessions.create(name, now)
+    log.info("operator logged in", operator=name, address=request.remote)
+    response = json_response({"operator": name})
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=dash.settings.dashboard.session_ttl_s,
+        httponly=True,
+        samesite="Strict",
+        secure=dash.settings.dashboard.cookie_secure,
+        path="/",
+    )
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    dash = request.app[DASHBOARD]
+    same_origin(request)
+    dash.sessions.end(request.cookies.get(SESSION_COOKIE))
+    response = web.Response(status=204)
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def me(request: web.Request) -> web.Response:
+    return json_response({"operator": request.app[DASHBOARD].operator(request)})
+
+
+async def api_not_found(request: web.Request) -> web.Response:
+    raise ApiError(404, f"no such endpoint {request.path}", "see /api/openapi.json")
+
+
+# -- the application ------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings, *, read_bus: bool = True) -> web.Application:
+    """The dashboard application (``read_bus=False`` for API-only tests)."""
+    app = web.Application(middlewares=[errors, security_headers])
+    dash = Dashboard(settings, read_bus=read_bus)
+    app[DASHBOARD] = dash
+    app.on_startup.append(dash.on_startup)
+    app.on_shutdown.append(dash.on_shutdown)
+    app.on_cleanup.append(dash.on_cleanup)
+    app.router.add_get("/", page("live"))
+    app.router.add_get("/kiosk", page("kiosk"))
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/api/openapi.json", openapi)
+    app.router.add_get("/api/city", city)
+    app.router.add_get("/api/infractions", infractions)
+    app.router.add_get("/api/infractions/{infraction_id}", infraction)
+    app.router.add_get("/api/incidents/{infraction_id}/timeline", timeline)
+    app.router.add_get("/api/congestion/{key}", congestion)
+    app.router.add_post("/api/login", login)
+    app.router.add_post("/api/logout", logout)
+    app.router.add_get("/api/me", me)
+    app.router.add_route("*", "/api/{tail:.*}", api_not_found)
+    app.router.add_static("/static", static_dir())
+    return app
