@@ -1,0 +1,328 @@
+"""A Kafka streaming source for Spark, on the Python Data Source API (``casatwin-kafka``).
+
+The JVM ``spark-sql-kafka`` connector cannot be installed here, so the processor reads
+Kafka through librdkafka (``confluent-kafka``) from Python::
+
+    spark.dataSource.register(KafkaSource)
+    spark.readStream.format("casatwin-kafka")
+        .option("bootstrap", "127.0.0.1:9092").option("topics", "casatwin.telemetry")
+        .option("startingOffsets", "latest").option("maxRecordsPerBatch", "100000").load()
+
+Rows are ``key, value`` (binary), ``topic``, ``partition``, ``offset`` and ``timestamp_ms``
+(the record's Kafka timestamp, epoch ms), returned to Spark as Arrow record batches.
+
+How it keeps Spark's guarantees:
+
+* Offsets per partition live in Spark's checkpoint (the offset map of
+  :mod:`~casatwin.processor.kafka_offsets`); nothing is committed to Kafka.
+* ``latestOffset`` asks the broker for the *true* end of each partition (see
+  :class:`~casatwin.bus.watermarks.EndOffsets`) and caps the batch at ``maxRecordsPerBatch``
+  (Spark's admission control, ``ReadMaxRows``). Partitions created while the query runs are
+  read from their earliest offset.
+* A batch is a fixed ``[start, end)`` per partition, so re-running it after a crash reads
+  exactly the same records.
+* The reader object is pickled to the executors; clients are opened lazily where they are
+  used (the planner's consumer on the driver, one cached consumer per Python worker).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import confluent_kafka
+import pyarrow as pa
+from pyspark.sql.datasource import (
+    CaseInsensitiveDict,
+    DataSource,
+    DataSourceStreamReader,
+    InputPartition,
+)
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
+from pyspark.sql.types import (
+    BinaryType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from casatwin.bus.producer import client_config
+from casatwin.bus.watermarks import EndOffsets
+from casatwin.config import KafkaSettings
+from casatwin.logs import get_logger
+from casatwin.processor import kafka_offsets as ko
+
+log = get_logger("processor")
+
+NAME = "casatwin-kafka"
+
+SCHEMA = StructType(
+    [
+        StructField("key", BinaryType(), True),
+        StructField("value", BinaryType(), True),
+        StructField("topic", StringType(), False),
+        StructField("partition", IntegerType(), False),
+        StructField("offset", LongType(), False),
+        StructField("timestamp_ms", LongType(), False),
+    ]
+)
+ARROW_SCHEMA = to_arrow_schema(SCHEMA)
+
+ARROW_BATCH_ROWS = 20_000  # rows per Arrow batch handed to Spark from one task
+
+
+def source_options(
+    settings: KafkaSettings,
+    topics: list[str],
+    client_id: str,
+    starting_offsets: str = "latest",
+    max_records_per_batch: int = 0,
+    records_per_task: int = 50_000,
+    max_tasks: int = 8,
+    read_timeout_s: float = 30.0,
+) -> dict[str, str]:
+    """The options of ``readStream.format("casatwin-kafka")`` for these settings."""
+    return {
+        "bootstrap": settings.bootstrap,
+        "topics": ",".join(topics),
+        "clientId": client_id,
+        "startingOffsets": starting_offsets,
+        "maxRecordsPerBatch": str(max_records_per_batch),
+        "recordsPerTask": str(records_per_task),
+        "maxTasks": str(max_tasks),
+        "readTimeoutMs": str(int(read_timeout_s * 1000)),
+        "reconnectBackoffMaxMs": str(settings.reconnect_backoff_max_ms),
+    }
+
+
+class KafkaSource(DataSource):
+    """``spark.readStream.format("casatwin-kafka")``."""
+
+    @classmethod
+    def name(cls) -> str:
+        return NAME
+
+    def schema(self) -> StructType:
+        return SCHEMA
+
+    def streamReader(self, schema: StructType) -> KafkaStreamReader:
+        return KafkaStreamReader(self.options)
+
+
+class KafkaTask(InputPartition):
+    """One task's work: records ``[start, end)`` of one or more partitions."""
+
+    def __init__(self, ranges: list[ko.OffsetRange]) -> None:
+        super().__init__(ranges)
+        self.ranges = ranges
+
+
+class KafkaStreamReader(DataSourceStreamReader):
+    """Plans micro-batches on the driver and reads their ranges on the executors."""
+
+    def __init__(self, options: Mapping[str, str]) -> None:
+        self.options = CaseInsensitiveDict(options)  # Spark hands options over lower-cased
+        self.topics = ko.topics_of(options.get("topics", ""))
+        if not self.topics:
+            raise ValueError("the casatwin-kafka source needs the option topics=a,b,...")
+        self.starting = ko.parse_starting_offsets(options.get("startingOffsets", ko.LATEST))
+        self.max_records_per_batch = int(options.get("maxRecordsPerBatch") or 0)
+        self.records_per_task = int(options.get("recordsPerTask") or 50_000)
+        self.max_tasks = int(options.get("maxTasks") or 8)
+        self.read_timeout_s = int(options.get("readTimeoutMs") or 30_000) / 1000
+        self.client_id = options.get("clientId") or "casatwin-processor"
+        self.settings = KafkaSettings(
+            bootstrap=options["bootstrap"],
+            reconnect_backoff_max_ms=int(options.get("reconnectBackoffMaxMs") or 5000),
+        )
+        self._broker: EndOffsets | None = None  # the planner's client, opened on first use
+        self._latest: ko.OffsetMap | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Executors get a copy of the reader: never ship (or share) the planner's client.
+        state = dict(self.__dict__)
+        state["_broker"] = None
+        return state
+
+    # -- planning (driver) -----------------------------------------------------------------
+
+    @property
+    def broker(self) -> EndOffsets:
+        if self._broker is None:
+            self._broker = EndOffsets(self.settings, f"{self.client_id}-planner")
+        return self._broker
+
+    def _bounds(self) -> dict[tuple[str, int], tuple[int, int]]:
+        bounds = self.broker.bounds(self.broker.partitions(self.topics))
+        self._latest = ko.to_map({key: end for key, (_, end) in bounds.items()})
+        return bounds
+
+    def initialOffset(self) -> ko.OffsetMap:
+        start = ko.initial_offsets(self.starting, self._bounds())
+        log.info(
+            "kafka source starts",
+            topics=",".join(self.topics),
+            starting_offsets=self.options.get("startingOffsets", ko.LATEST),
+            partitions=sum(len(p) for p in start.values()),
+        )
+        return start
+
+    def getDefaultReadLimit(self) -> ReadLimit:
+        if self.max_records_per_batch > 0:
+            return ReadMaxRows(self.max_records_per_batch)
+        return ReadAllAvailable()
+
+    def latestOffset(self, start: ko.OffsetMap, limit: ReadLimit) -> ko.OffsetMap:
+        bounds = self._bounds()
+        resumed = ko.resume(start, bounds)
+        for topic, partition in resumed.new_partitions:
+            log.info("new partition found; reading it from its start", topic=topic, partition=partition)
+        for (topic, partition), lost in resumed.lost.items():
+            log.warning(
+                "records were deleted by the broker before they were read",
+                topic=topic,
+                partition=partition,
+                lost=lost,
+            )
+        max_rows = limit.max_rows if isinstance(limit, ReadMaxRows) else None
+        available = {key: end for key, (_, end) in bounds.items()}
+        return ko.to_map(ko.limit_offsets(resumed.start, available, max_rows))
+
+    def reportLatestOffset(self) -> ko.OffsetMap | None:
+        return self._latest
+
+    def partitions(self, start: ko.OffsetMap, end: ko.OffsetMap) -> list[KafkaTask]:
+        tasks = ko.plan_tasks(start, end, self.records_per_task, self.max_tasks)
+        return [KafkaTask(ranges) for ranges in tasks]
+
+    def commit(self, end: ko.OffsetMap) -> None:
+        """Nothing to do: the offsets are in Spark's checkpoint, not in Kafka."""
+
+    def stop(self) -> None:
+        if self._broker is not None:
+            self._broker.close()
+            self._broker = None
+
+    # -- reading (executors) ---------------------------------------------------------------
+
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        assert isinstance(partition, KafkaTask)
+        consumer = _worker_consumer(self.settings, f"{self.client_id}-reader")
+        for ranges in ko.rounds(partition.ranges):
+            yield from read_ranges(consumer, ranges, self.read_timeout_s)
+
+
+# One consumer per Python worker process and client id: Spark reuses its Python workers from
+# task to task, and a connected consumer saves the connection set-up on every batch.
+_CONSUMERS: dict[tuple[str, str], confluent_kafka.Consumer] = {}
+
+
+def _worker_consumer(settings: KafkaSettings, client_id: str) -> confluent_kafka.Consumer:
+    key = (settings.bootstrap, client_id)
+    if key not in _CONSUMERS:
+        _CONSUMERS[key] = confluent_kafka.Consumer(
+            client_config(settings, client_id)
+            | {
+                "group.id": f"{client_id}-unused",  # librdkafka insists; no group is joined
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": False,
+                # Records deleted by retention: start from the earliest one kept.
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 10,
+                "queued.max.messages.kbytes": 16384,
+            }
+        )
+    return _CONSUMERS[key]
+
+
+def read_ranges(
+    consumer: confluent_kafka.Consumer,
+    ranges: list[ko.OffsetRange],
+    timeout_s: float,
+    batch_rows: int = ARROW_BATCH_ROWS,
+) -> Iterator[pa.RecordBatch]:
+    """The records of ``ranges`` (one per partition) as Arrow batches, each partition's in
+    offset order.
+
+    Raises :class:`TimeoutError` if the broker does not deliver them within ``timeout_s``
+    (Spark then retries the task); offsets the log does not hold (deleted by retention)
+    are skipped.
+    """
+    wanted = {(r.topic, r.partition): r for r in ranges}
+    next_offset = {key: r.start for key, r in wanted.items()}
+    pending = {key for key, r in wanted.items() if r.count > 0}
+    columns: dict[str, list[Any]] = {name: [] for name in ARROW_SCHEMA.names}
+    consumer.assign([confluent_kafka.TopicPartition(t, p, r.start) for (t, p), r in wanted.items()])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while pending:
+            messages = consumer.consume(10_000, 0.05)
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.fatal():
+                        raise confluent_kafka.KafkaException(error)
+                    continue
+                key = (message.topic(), message.partition())
+                offset = message.offset()
+                if key not in pending or offset < next_offset[key]:
+                    continue
+                if offset >= wanted[key].end:
+                    pending.discard(key)
+                    continue
+                columns["key"].append(message.key())
+                columns["value"].append(message.value())
+                columns["topic"].append(key[0])
+                columns["partition"].append(key[1])
+                columns["offset"].append(offset)
+                columns["timestamp_ms"].append(message.timestamp()[1])
+                next_offset[key] = offset + 1
+                if offset + 1 >= wanted[key].end:
+                    pending.discard(key)
+            if not messages and pending:
+                _skip_missing_offsets(consumer, wanted, next_offset, pending)
+                if time.monotonic() > deadline:
+                    late = ", ".join(f"{t}/{p}@{next_offset[(t, p)]}" for t, p in sorted(pending))
+                    raise TimeoutError(f"records not delivered within {timeout_s:.0f} s: {late}")
+            if len(columns["offset"]) >= batch_rows:
+                yield _arrow_batch(columns)
+                columns = {name: [] for name in ARROW_SCHEMA.names}
+        if columns["offset"]:
+            yield _arrow_batch(columns)
+    finally:
+        consumer.unassign()
+
+
+def _skip_missing_offsets(
+    consumer: confluent_kafka.Consumer,
+    wanted: dict[tuple[str, int], ko.OffsetRange],
+    next_offset: dict[tuple[str, int], int],
+    pending: set[tuple[str, int]],
+) -> None:
+    """Offsets with no record (deleted, or control records): the position moves past them."""
+    positions = consumer.position([confluent_kafka.TopicPartition(t, p) for t, p in pending])
+    for tp in positions:
+        key = (tp.topic, tp.partition)
+        if tp.offset > next_offset[key]:
+            next_offset[key] = min(tp.offset, wanted[key].end)
+            if next_offset[key] >= wanted[key].end:
+                pending.discard(key)
+
+
+def _arrow_batch(columns: dict[str, list[Any]]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(columns["key"], pa.binary()),
+            pa.array(columns["value"], pa.binary()),
+            pa.array(columns["topic"], pa.string()),
+            pa.array(columns["partition"], pa.int32()),
+            pa.array(columns["offset"], pa.int64()),
+            pa.array(columns["timestamp_ms"], pa.int64()),
+        ],
+        schema=ARROW_SCHEMA,
+    )
