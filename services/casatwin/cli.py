@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "casatwin.devstack.cli",
     "casatwin.city.cli",
     "casatwin.simulator.cli",
+    "casatwin.processor.cli",
     "casatwin.bus.cli",
     "casatwin.benchmarks",
     "casatwin.configcli",

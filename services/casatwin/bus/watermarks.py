@@ -68,7 +68,9 @@ class EndOffsets:
             out += [(topic, p) for p in sorted(info.partitions)]
         return out
 
-    def bounds(self, partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, tuple[int, int]]:
+    def bounds(
+        self, partitions: Iterable[TopicPartitionKey]
+    ) -> dict[TopicPartitionKey, tuple[int, int]]:
         """``{(topic, partition): (earliest offset, true end offset)}``."""
         reported = {}
         for topic, partition in partitions:

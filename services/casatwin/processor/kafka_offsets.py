@@ -236,4 +236,3 @@ def backlog(end: OffsetMap, latest: OffsetMap) -> int:
 def topics_of(spec: str) -> list[str]:
     """``"a, b"`` → ``["a", "b"]``."""
     return [t.strip() for t in spec.split(",") if t.strip()]
-

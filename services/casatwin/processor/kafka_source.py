@@ -84,6 +84,7 @@ def source_options(
     records_per_task: int = 50_000,
     max_tasks: int = 8,
     read_timeout_s: float = 30.0,
+    consumer_group: str = "",
 ) -> dict[str, str]:
     """The options of ``readStream.format("casatwin-kafka")`` for these settings."""
     return {
@@ -96,6 +97,7 @@ def source_options(
         "maxTasks": str(max_tasks),
         "readTimeoutMs": str(int(read_timeout_s * 1000)),
         "reconnectBackoffMaxMs": str(settings.reconnect_backoff_max_ms),
+        "consumerGroup": consumer_group,
     }
 
 
@@ -139,13 +141,15 @@ class KafkaStreamReader(DataSourceStreamReader):
             bootstrap=options["bootstrap"],
             reconnect_backoff_max_ms=int(options.get("reconnectBackoffMaxMs") or 5000),
         )
+        self.consumer_group = options.get("consumerGroup") or ""
         self._broker: EndOffsets | None = None  # the planner's client, opened on first use
+        self._committer: confluent_kafka.Consumer | None = None
         self._latest: ko.OffsetMap | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Executors get a copy of the reader: never ship (or share) the planner's client.
         state = dict(self.__dict__)
-        state["_broker"] = None
+        state["_broker"] = state["_committer"] = None
         return state
 
     # -- planning (driver) -----------------------------------------------------------------
@@ -180,7 +184,9 @@ class KafkaStreamReader(DataSourceStreamReader):
         bounds = self._bounds()
         resumed = ko.resume(start, bounds)
         for topic, partition in resumed.new_partitions:
-            log.info("new partition found; reading it from its start", topic=topic, partition=partition)
+            log.info(
+                "new partition found; reading it from its start", topic=topic, partition=partition
+            )
         for (topic, partition), lost in resumed.lost.items():
             log.warning(
                 "records were deleted by the broker before they were read",
@@ -200,28 +206,47 @@ class KafkaStreamReader(DataSourceStreamReader):
         return [KafkaTask(ranges) for ranges in tasks]
 
     def commit(self, end: ko.OffsetMap) -> None:
-        """Nothing to do: the offsets are in Spark's checkpoint, not in Kafka."""
+        """Report the processed offsets to the consumer group, for lag monitoring only:
+        recovery uses Spark's checkpoint, never these."""
+        if not self.consumer_group:
+            return
+        if self._committer is None:
+            self._committer = confluent_kafka.Consumer(
+                client_config(self.settings, f"{self.client_id}-committer")
+                | {"group.id": self.consumer_group, "enable.auto.commit": False}
+            )
+        offsets = [
+            confluent_kafka.TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in ko.from_map(end).items()
+        ]
+        try:
+            self._committer.commit(offsets=offsets, asynchronous=True)
+        except confluent_kafka.KafkaException as exc:
+            log.warning("could not report offsets to the consumer group", reason=str(exc))
 
     def stop(self) -> None:
         if self._broker is not None:
             self._broker.close()
             self._broker = None
+        if self._committer is not None:
+            self._committer.close()
+            self._committer = None
 
     # -- reading (executors) ---------------------------------------------------------------
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, KafkaTask)
-        consumer = _worker_consumer(self.settings, f"{self.client_id}-reader")
+        consumer = cached_consumer(self.settings, f"{self.client_id}-reader")
         for ranges in ko.rounds(partition.ranges):
             yield from read_ranges(consumer, ranges, self.read_timeout_s)
 
 
-# One consumer per Python worker process and client id: Spark reuses its Python workers from
-# task to task, and a connected consumer saves the connection set-up on every batch.
+# One consumer per process and client id: Spark reuses its Python workers from task to task,
+# and a connected consumer saves the connection set-up on every batch.
 _CONSUMERS: dict[tuple[str, str], confluent_kafka.Consumer] = {}
 
 
-def _worker_consumer(settings: KafkaSettings, client_id: str) -> confluent_kafka.Consumer:
+def cached_consumer(settings: KafkaSettings, client_id: str) -> confluent_kafka.Consumer:
     key = (settings.bootstrap, client_id)
     if key not in _CONSUMERS:
         _CONSUMERS[key] = confluent_kafka.Consumer(

@@ -1,0 +1,66 @@
+"""The processor's SparkSession: one per process, configured from the settings."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from casatwin.config import Settings
+from casatwin.processor.kafka_source import KafkaSource
+
+STATE_STORES = {
+    "rocksdb": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+    "hdfs": "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider",
+}
+
+
+def spark_config(settings: Settings, master: str) -> dict[str, str]:
+    """Everything the processor sets on Spark, and why."""
+    p = settings.processor
+    if p.state_store not in STATE_STORES:
+        from casatwin.errors import UserError
+
+        raise UserError(
+            f"CASATWIN_PROCESSOR_STATE_STORE={p.state_store!r} is not a state store",
+            hint=f"choose {' or '.join(STATE_STORES)}",
+        )
+    config = {
+        "spark.master": master,
+        "spark.app.name": "casatwin-processor",
+        "spark.driver.memory": p.driver_memory,
+        "spark.executor.memory": p.executor_memory,
+        # Executors run this very interpreter, which has the casatwin package installed.
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
+        "spark.python.worker.reuse": "true",
+        "spark.sql.shuffle.partitions": str(p.shuffle_partitions),
+        "spark.sql.streaming.stateStore.providerClass": STATE_STORES[p.state_store],
+        # RocksDB: upload a changelog per batch instead of a snapshot (much shorter commits).
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        "spark.sql.streaming.stateStore.maintenanceInterval": "30s",
+        "spark.sql.streaming.minBatchesToRetain": "100",
+        # Poll for new data every 10 ms when idle (the Kafka source answers in ~1 ms).
+        "spark.sql.streaming.pollingDelay": "10ms",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+    }
+    if master.startswith("local"):
+        # Everything in this process: stay on loopback, whatever the hostname resolves to.
+        config["spark.driver.host"] = config["spark.driver.bindAddress"] = "127.0.0.1"
+    return config
+
+
+def build_session(settings: Settings, master: str | None = None) -> SparkSession:
+    """The processor's session (or the existing one of this process, reconfigured)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    for key, value in spark_config(settings, master or settings.processor.master).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    spark.dataSource.register(KafkaSource)
+    return spark
