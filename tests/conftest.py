@@ -91,3 +91,21 @@ def artifacts_dir() -> Path:
     """Where tests leave files for a person to look at (screenshots, reports)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One local Spark session for the whole test session (its JVM takes ~10 s to start).
+
+    Configured as the processor configures it, on two cores with two shuffle partitions.
+    """
+    pytest.importorskip("pyspark")
+    from casatwin.processor.session import build_session
+
+    settings = Settings().replace(
+        general={"data_dir": tmp_path_factory.mktemp("spark")},
+        processor={"shuffle_partitions": 2, "driver_memory": "1g"},
+    )
+    session = build_session(settings, master="local[2]")
+    yield session
+    session.stop()

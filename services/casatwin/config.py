@@ -141,6 +141,11 @@ class ProcessorSettings:
     shuffle_partitions: int = setting(
         2, "Spark shuffle partitions (the per-vehicle state is split into this many)."
     )
+    state_buckets: int = setting(
+        8,
+        "Groups the vehicles' detector state is kept in (a hash of the vehicle id); fewer "
+        "means less work per micro-batch. Changing it forgets the detectors' state.",
+    )
     state_store: str = setting("rocksdb", "State store provider: `rocksdb` or `hdfs` (in memory).")
     starting_offsets: str = setting(
         "latest",

@@ -53,14 +53,17 @@ class EndOffsets:
             self._consumer = confluent_kafka.Consumer(self._config)
         return self._consumer
 
-    def partitions(self, topics: Iterable[str]) -> list[TopicPartitionKey]:
-        """Every partition of ``topics``; :class:`UserError` if a topic does not exist."""
+    def partitions(self, topics: Iterable[str], missing_ok: bool = False) -> list[TopicPartitionKey]:
+        """Every partition of ``topics``; a topic that does not exist has none if
+        ``missing_ok``, else it is a :class:`UserError`."""
         wanted = list(topics)
         metadata = list_topics(self.consumer, self._timeout_s)
         out = []
         for topic in wanted:
             info = metadata.topics.get(topic)
             if info is None or info.error is not None:
+                if missing_ok:
+                    continue
                 raise UserError(
                     f"topic {topic} does not exist on the broker at {self._bootstrap}",
                     hint="`casatwin topics create` creates the CasaTwin topics.",

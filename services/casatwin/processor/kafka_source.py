@@ -145,6 +145,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         self._broker: EndOffsets | None = None  # the planner's client, opened on first use
         self._committer: confluent_kafka.Consumer | None = None
         self._latest: ko.OffsetMap | None = None
+        self._missing: set[str] = set()  # topics not created yet (warned about once)
 
     def __getstate__(self) -> dict[str, Any]:
         # Executors get a copy of the reader: never ship (or share) the planner's client.
@@ -161,7 +162,12 @@ class KafkaStreamReader(DataSourceStreamReader):
         return self._broker
 
     def _bounds(self) -> dict[tuple[str, int], tuple[int, int]]:
-        bounds = self.broker.bounds(self.broker.partitions(self.topics))
+        partitions = self.broker.partitions(self.topics, missing_ok=True)
+        for topic in set(self.topics) - {t for t, _ in partitions} - self._missing:
+            log.warning("topic does not exist (yet); it will be read once created", topic=topic)
+            self._missing.add(topic)
+        self._missing &= set(self.topics) - {t for t, _ in partitions}
+        bounds = self.broker.bounds(partitions)
         self._latest = ko.to_map({key: end for key, (_, end) in bounds.items()})
         return bounds
 
@@ -263,6 +269,12 @@ def cached_consumer(settings: KafkaSettings, client_id: str) -> confluent_kafka.
             }
         )
     return _CONSUMERS[key]
+
+
+def close_cached_consumers() -> None:
+    """Close this process's cached consumers (the broker is going away, say)."""
+    while _CONSUMERS:
+        _CONSUMERS.popitem()[1].close()
 
 
 def read_ranges(

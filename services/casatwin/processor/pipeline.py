@@ -25,11 +25,14 @@ from casatwin.config import KafkaSettings, Settings
 from casatwin.processor.detectors import DetectorConfig
 from casatwin.processor.kafka_source import NAME as KAFKA_SOURCE
 from casatwin.processor.kafka_source import source_options
-from casatwin.processor.stateful import DETECTION_SCHEMA, STATE_SCHEMA, detection_function
+from casatwin.processor.stateful import (
+    DETECTION_SCHEMA,
+    INPUT_COLUMNS,
+    STATE_SCHEMA,
+    detection_function,
+)
 from casatwin.processor.telemetry import FIX_SCHEMA, STAGE, locate, parse
 
-FIX_COLUMNS = ("vehicle_id", "kind", "ts", "lat", "lon", "x", "y", "speed_kmh", "segment",
-               "along_m", "zone", "partition", "offset", "event_time")  # fmt: skip
 
 
 def detector_config(settings: Settings) -> DetectorConfig:
@@ -123,10 +126,13 @@ def _dlq_producer(kafka: KafkaSettings, client_id: str) -> Any:
 
 
 def detections(fixes: DataFrame, settings: Settings) -> DataFrame:
-    """Infractions detected per vehicle (see :mod:`casatwin.processor.detectors`)."""
+    """Infractions detected per vehicle (see :mod:`casatwin.processor.detectors`), the
+    vehicles' state kept in ``state_buckets`` groups (see :mod:`~.stateful`)."""
+    buckets = F.pmod(F.xxhash64("vehicle_id"), F.lit(settings.processor.state_buckets))
     return (
-        fixes.select(*FIX_COLUMNS)
-        .groupBy("vehicle_id")
+        fixes.select(*INPUT_COLUMNS, "event_time")
+        .withColumn("bucket", buckets)
+        .groupBy("bucket")
         .applyInPandasWithState(
             detection_function(settings.city.pack, detector_config(settings)),
             outputStructType=DETECTION_SCHEMA,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib import resources
 
 from pyspark.sql import SparkSession
 
 from casatwin.config import Settings
 from casatwin.processor.kafka_source import KafkaSource
+
+LOG_CONFIG = resources.files("casatwin.processor") / "log4j2.properties"
 
 STATE_STORES = {
     "rocksdb": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
@@ -26,9 +29,12 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
             f"CASATWIN_PROCESSOR_STATE_STORE={p.state_store!r} is not a state store",
             hint=f"choose {' or '.join(STATE_STORES)}",
         )
+    log_config = f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"
     config = {
         "spark.master": master,
         "spark.app.name": "casatwin-processor",
+        "spark.driver.extraJavaOptions": log_config,
+        "spark.executor.extraJavaOptions": log_config,
         "spark.driver.memory": p.driver_memory,
         "spark.executor.memory": p.executor_memory,
         # Executors run this very interpreter, which has the casatwin package installed.
@@ -56,11 +62,13 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
 
 def build_session(settings: Settings, master: str | None = None) -> SparkSession:
     """The processor's session (or the existing one of this process, reconfigured)."""
+    master = master or settings.processor.master
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder
-    for key, value in spark_config(settings, master or settings.processor.master).items():
+    for key, value in spark_config(settings, master).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
     spark.dataSource.register(KafkaSource)
     return spark

@@ -73,51 +73,69 @@ def parse(
     contract: str = topics.TELEMETRY,
 ) -> Parsed:
     """Decode and validate the records of one Arrow batch from the Kafka source against
-    the ``contract`` of a topic."""
-    south, west, north, east = bounds
-    columns: dict[str, list[Any]] = {
-        name: [] for name in ("vehicle_id", "kind", *_NUMBERS, "partition", "offset")
-    }
-    rejected: list[Rejected] = []
+    the ``contract`` of a topic and the city's bounds."""
     values = batch.column("value").to_pylist()
-    keys = batch.column("key").to_pylist()
-    partitions = batch.column("partition").to_pylist()
-    offsets = batch.column("offset").to_pylist()
-    record_topics = batch.column("topic").to_pylist()
-    for raw, key, topic, partition, offset in zip(values, keys, record_topics, partitions, offsets):
+    good: list[dict[str, Any]] = []
+    where: list[int] = []  # row of each good message in the batch
+    reasons: dict[int, str] = {}
+    loads = orjson.loads
+    for row, raw in enumerate(values):
         try:
-            message = orjson.loads(raw) if raw is not None else None
+            message = loads(raw) if raw is not None else None
             if message is None:
                 raise InvalidMessage("empty message (no value)")
             check(contract, message)
-            lat, lon = message["lat"], message["lon"]
-            if not (south <= lat <= north and west <= lon <= east):
-                raise InvalidMessage(
-                    f"position ({lat}, {lon}) is outside the city "
-                    f"(south {south}, west {west}, north {north}, east {east})"
-                )
-        except (orjson.JSONDecodeError, InvalidMessage) as exc:
-            reason = (
-                f"not valid JSON: {exc}" if isinstance(exc, orjson.JSONDecodeError) else str(exc)
+        except orjson.JSONDecodeError as exc:
+            reasons[row] = f"not valid JSON: {exc}"
+        except InvalidMessage as exc:
+            reasons[row] = str(exc)
+        else:
+            good.append(message)
+            where.append(row)
+    columns: dict[str, list[Any]] = {
+        name: [m[name] for m in good] for name in ("vehicle_id", "kind", *_NUMBERS)
+    }
+    outside = _outside(columns["lat"], columns["lon"], bounds)
+    if outside:
+        for k in outside:
+            lat, lon = columns["lat"][k], columns["lon"][k]
+            south, west, north, east = bounds
+            reasons[where[k]] = (
+                f"position ({lat}, {lon}) is outside the city "
+                f"(south {south}, west {west}, north {north}, east {east})"
             )
+        keep = sorted(set(range(len(where))) - set(outside))
+        columns = {name: [col[k] for k in keep] for name, col in columns.items()}
+        where = [where[k] for k in keep]
+    partitions = batch.column("partition").to_pylist()
+    offsets = batch.column("offset").to_pylist()
+    columns["partition"] = [partitions[r] for r in where]
+    columns["offset"] = [offsets[r] for r in where]
+    rejected = []
+    if reasons:
+        keys, record_topics = batch.column("key").to_pylist(), batch.column("topic").to_pylist()
+        for row, reason in sorted(reasons.items()):
+            key = keys[row]
             rejected.append(
                 Rejected(
-                    raw,
+                    values[row],
                     reason,
-                    topic,
-                    partition,
-                    offset,
+                    record_topics[row],
+                    partitions[row],
+                    offsets[row],
                     key.decode("utf-8", "replace") if key is not None else None,
                 )
             )
-            continue
-        columns["vehicle_id"].append(message["vehicle_id"])
-        columns["kind"].append(message["kind"])
-        for name in _NUMBERS:
-            columns[name].append(message[name])
-        columns["partition"].append(partition)
-        columns["offset"].append(offset)
     return Parsed(columns, rejected)
+
+
+def _outside(lat: list[float], lon: list[float], bounds: tuple[float, ...]) -> list[int]:
+    """Positions of the points outside the bounds (south, west, north, east)."""
+    if not lat:
+        return []
+    south, west, north, east = bounds
+    y, x = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
+    return np.flatnonzero((y < south) | (y > north) | (x < west) | (x > east)).tolist()
 
 
 def locate(parsed: Parsed, network: RoadNetwork) -> pa.RecordBatch:
