@@ -74,12 +74,12 @@ class InfractionsQuery:
 
     def start(self, spark: Any, checkpoint: Path) -> Any:
         from casatwin.processor import pipeline
-        from casatwin.processor.network import for_pack
+        from casatwin.processor.network import for_city
         from casatwin.processor.sink import InfractionSink
 
         decider = self.decider or _registry_decider(self.settings)
         self.sink = InfractionSink(
-            self.settings, checkpoint / "journal", decider, for_pack(self.settings.city.pack)
+            self.settings, checkpoint / "journal", decider, for_city(self.settings.city)
         )
         self.sink.start()
         if self.dead_letters is None:

@@ -1,6 +1,6 @@
 """What the processor needs from the city pack, as arrays indexed by segment position.
 
-Built once per process from the pack (:func:`for_pack` caches it per Python worker, since
+Built once per process from the pack (:func:`for_city` caches it per Python worker, since
 Spark reuses its workers from task to task). The signal plans are read through
 :class:`~casatwin.city.signals.SignalTable`, the single source of truth for phases.
 """
@@ -14,9 +14,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from casatwin.city.geometry import project_on_segments
-from casatwin.city.load import load as load_pack
+from casatwin.city.load import load_city
 from casatwin.city.model import CityPack
 from casatwin.city.signals import SignalTable
+from casatwin.config import CitySettings
 from casatwin.processor.mapmatch import MapMatcher
 
 
@@ -84,17 +85,13 @@ class RoadNetwork:
         return out
 
     def district_of(self, lat: float, lon: float) -> str | None:
-        """The district a point lies in, when the pack knows its districts."""
-        lookup = getattr(self.pack, "district_of", None)
-        if lookup is None:
-            return None
-        district = lookup(lat, lon)
-        if district is None:
-            return None
-        return getattr(district, "name", district)
+        """The district a point lies in, or None (outside every district, or a pack with
+        none)."""
+        return self.pack.district_of(lat, lon) or None
 
 
 @lru_cache(maxsize=4)
-def for_pack(pack: str) -> RoadNetwork:
-    """The network of a pack by bundled name or file path, built once per process."""
-    return RoadNetwork(load_pack(pack))
+def for_city(city: CitySettings) -> RoadNetwork:
+    """The network of the city (:func:`~casatwin.city.load.load_city`: the pack with the
+    configured limits), built once per process."""
+    return RoadNetwork(load_city(city))

@@ -21,7 +21,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.streaming.state import GroupStateTimeout
 
 from casatwin.bus import topics
-from casatwin.config import KafkaSettings, Settings
+from casatwin.config import CitySettings, KafkaSettings, Settings
 from casatwin.processor.detectors import DetectorConfig
 from casatwin.processor.kafka_source import NAME as KAFKA_SOURCE
 from casatwin.processor.kafka_source import source_options
@@ -71,7 +71,7 @@ def telemetry_fixes(
         )
         .load()
     )
-    stage = locate_function(settings.kafka, settings.city.pack, client_id, dead_letters)
+    stage = locate_function(settings.kafka, settings.city, client_id, dead_letters)
     fixes = raw.mapInArrow(stage, from_arrow_schema(FIX_SCHEMA))
     return fixes.withColumn("event_time", F.timestamp_millis("ts")).withWatermark(
         "event_time", f"{int(p.watermark_delay_s * 1000)} milliseconds"
@@ -79,15 +79,15 @@ def telemetry_fixes(
 
 
 def locate_function(
-    kafka: KafkaSettings, pack: str, client_id: str, dead_letters: Accumulator[int] | None
+    kafka: KafkaSettings, city: CitySettings, client_id: str, dead_letters: Accumulator[int] | None
 ) -> Any:
     """The ``mapInArrow`` function of the stateless stage (small and picklable)."""
 
     def stage(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from casatwin.bus.dlq import DeadLetterWriter
-        from casatwin.processor.network import for_pack
+        from casatwin.processor.network import for_city
 
-        network = for_pack(pack)
+        network = for_city(city)
         producer = None
         rejected = 0
         for batch in batches:
@@ -134,7 +134,7 @@ def detections(fixes: DataFrame, settings: Settings) -> DataFrame:
         .withColumn("bucket", buckets)
         .groupBy("bucket")
         .applyInPandasWithState(
-            detection_function(settings.city.pack, detector_config(settings)),
+            detection_function(settings.city, detector_config(settings)),
             outputStructType=DETECTION_SCHEMA,
             stateStructType=STATE_SCHEMA,
             outputMode="append",

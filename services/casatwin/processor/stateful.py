@@ -28,8 +28,9 @@ import orjson
 import pandas as pd
 from pyspark.sql.streaming.state import GroupState
 
+from casatwin.config import CitySettings
 from casatwin.processor.detectors import Detection, DetectorConfig, Detectors, Fix, VehicleState
-from casatwin.processor.network import for_pack
+from casatwin.processor.network import for_city
 
 STATE_SCHEMA = "vehicles binary"
 
@@ -51,19 +52,19 @@ Bucket = dict[str, list[Any]]  # vehicle id → [deadline, VehicleState as a dic
 
 
 @lru_cache(maxsize=4)
-def detectors_for(pack: str, config: DetectorConfig) -> Detectors:
-    """One :class:`Detectors` per pack and configuration in each Python worker."""
-    return Detectors(for_pack(pack), config)
+def detectors_for(city: CitySettings, config: DetectorConfig) -> Detectors:
+    """One :class:`Detectors` per city and configuration in each Python worker."""
+    return Detectors(for_city(city), config)
 
 
-def detection_function(pack: str, config: DetectorConfig) -> Any:
-    """The function ``applyInPandasWithState`` calls, bound to a pack and a configuration
+def detection_function(city: CitySettings, config: DetectorConfig) -> Any:
+    """The function ``applyInPandasWithState`` calls, bound to the city and a configuration
     (small and picklable: the network is built in each worker, once)."""
 
     def detect(
         key: tuple[int], frames: Iterator[pd.DataFrame], state: GroupState
     ) -> Iterator[pd.DataFrame]:
-        return detect_bucket(detectors_for(pack, config), frames, state)
+        return detect_bucket(detectors_for(city, config), frames, state)
 
     return detect
 
