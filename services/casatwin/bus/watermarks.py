@@ -4,7 +4,8 @@ The embedded Tansu broker reports as high watermark the first offset of the part
 last record batch + 1, not the end of the log. :class:`EndOffsets` reads the truth: it asks
 for the watermarks, then fetches from ``high - 1`` and takes the last record returned + 1.
 Probes are cached by reported high watermark (a partition whose watermark has not moved
-has not grown), so a quiet topic costs one ListOffsets round trip per call.
+has not grown), so a quiet topic costs one ListOffsets round trip per call; a busy one can
+be read without probes (``exact=False``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class EndOffsets:
         self._bootstrap = settings.bootstrap
         self._timeout_s = timeout_s
         self._consumer: confluent_kafka.Consumer | None = None
-        self._probed: dict[TopicPartitionKey, tuple[int, int]] = {}  # reported high → true end
+        # Per partition: (reported high watermark, end offset known for it, probed or not)
+        self._seen: dict[TopicPartitionKey, tuple[int, int, bool]] = {}
 
     @property
     def consumer(self) -> confluent_kafka.Consumer:
@@ -72,9 +74,16 @@ class EndOffsets:
         return out
 
     def bounds(
-        self, partitions: Iterable[TopicPartitionKey]
+        self, partitions: Iterable[TopicPartitionKey], exact: bool = True
     ) -> dict[TopicPartitionKey, tuple[int, int]]:
-        """``{(topic, partition): (earliest offset, true end offset)}``."""
+        """``{(topic, partition): (earliest offset, end offset)}``.
+
+        ``exact`` reads the true end of every partition that grew. Otherwise a partition
+        still growing reports its high watermark — a lower bound, short of the true end by
+        at most the records of the last producer batch, which the next call picks up — and
+        only a partition that has stopped growing is probed: a busy stream costs no reads,
+        and the tail of a quiet one is found at once.
+        """
         reported = {}
         for topic, partition in partitions:
             low, high = self.consumer.get_watermark_offsets(
@@ -83,23 +92,23 @@ class EndOffsets:
                 cached=False,
             )
             reported[(topic, partition)] = (max(low, 0), max(high, 0))
-        to_probe = {
-            key: high
-            for key, (low, high) in reported.items()
-            if high > low and self._probed.get(key, (-1, -1))[0] != high
-        }
+        to_probe = {}
+        for key, (low, high) in reported.items():
+            seen_high, _, probed = self._seen.get(key, (-1, -1, False))
+            if high > low and not (seen_high == high and probed) and (exact or seen_high == high):
+                to_probe[key] = high
+            elif seen_high != high:
+                self._seen[key] = (high, high, False)
         if to_probe:
             for key, end in self._probe(to_probe).items():
-                self._probed[key] = (to_probe[key], end)
-        out = {}
-        for key, (low, high) in reported.items():
-            cached_high, end = self._probed.get(key, (-1, high))
-            out[key] = (low, end if cached_high == high else high)
-        return out
+                self._seen[key] = (to_probe[key], end, True)
+        return {key: (low, self._seen.get(key, (high, high, False))[1] if high > low else high)
+                for key, (low, high) in reported.items()}  # fmt: skip
 
-    def ends(self, topics: Iterable[str]) -> dict[TopicPartitionKey, int]:
-        """True end offset of every partition of ``topics``."""
-        return {key: end for key, (_, end) in self.bounds(self.partitions(topics)).items()}
+    def ends(self, topics: Iterable[str], exact: bool = True) -> dict[TopicPartitionKey, int]:
+        """End offset of every partition of ``topics`` (see :meth:`bounds`)."""
+        partitions = self.partitions(topics)
+        return {key: end for key, (_, end) in self.bounds(partitions, exact).items()}
 
     def _probe(self, highs: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, int]:
         """Read from ``high - 1`` in every partition; the last record seen + 1 is the end."""
@@ -134,4 +143,4 @@ class EndOffsets:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
-            self._probed.clear()
+            self._seen.clear()

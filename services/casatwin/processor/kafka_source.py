@@ -161,18 +161,18 @@ class KafkaStreamReader(DataSourceStreamReader):
             self._broker = EndOffsets(self.settings, f"{self.client_id}-planner")
         return self._broker
 
-    def _bounds(self) -> dict[tuple[str, int], tuple[int, int]]:
+    def _bounds(self, exact: bool = False) -> dict[tuple[str, int], tuple[int, int]]:
         partitions = self.broker.partitions(self.topics, missing_ok=True)
         for topic in set(self.topics) - {t for t, _ in partitions} - self._missing:
             log.warning("topic does not exist (yet); it will be read once created", topic=topic)
             self._missing.add(topic)
         self._missing &= set(self.topics) - {t for t, _ in partitions}
-        bounds = self.broker.bounds(partitions)
+        bounds = self.broker.bounds(partitions, exact=exact)
         self._latest = ko.to_map({key: end for key, (_, end) in bounds.items()})
         return bounds
 
     def initialOffset(self) -> ko.OffsetMap:
-        start = ko.initial_offsets(self.starting, self._bounds())
+        start = ko.initial_offsets(self.starting, self._bounds(exact=True))
         log.info(
             "kafka source starts",
             topics=",".join(self.topics),
@@ -283,8 +283,9 @@ def read_ranges(
     timeout_s: float,
     batch_rows: int = ARROW_BATCH_ROWS,
 ) -> Iterator[pa.RecordBatch]:
-    """The records of ``ranges`` (one per partition) as Arrow batches, each partition's in
-    offset order.
+    """The records of ``ranges`` (one per partition) as Arrow batches: partition by
+    partition in (topic, partition) order, each in offset order — the same rows in the same
+    order every time, however the broker interleaves its answers.
 
     Raises :class:`TimeoutError` if the broker does not deliver them within ``timeout_s``
     (Spark then retries the task); offsets the log does not hold (deleted by retention)
@@ -293,7 +294,7 @@ def read_ranges(
     wanted = {(r.topic, r.partition): r for r in ranges}
     next_offset = {key: r.start for key, r in wanted.items()}
     pending = {key for key, r in wanted.items() if r.count > 0}
-    columns: dict[str, list[Any]] = {name: [] for name in ARROW_SCHEMA.names}
+    rows: dict[tuple[str, int], list[tuple[Any, ...]]] = {key: [] for key in wanted}
     consumer.assign([confluent_kafka.TopicPartition(t, p, r.start) for (t, p), r in wanted.items()])
     deadline = time.monotonic() + timeout_s
     try:
@@ -312,12 +313,7 @@ def read_ranges(
                 if offset >= wanted[key].end:
                     pending.discard(key)
                     continue
-                columns["key"].append(message.key())
-                columns["value"].append(message.value())
-                columns["topic"].append(key[0])
-                columns["partition"].append(key[1])
-                columns["offset"].append(offset)
-                columns["timestamp_ms"].append(message.timestamp()[1])
+                rows[key].append((message.key(), message.value(), offset, message.timestamp()[1]))
                 next_offset[key] = offset + 1
                 if offset + 1 >= wanted[key].end:
                     pending.discard(key)
@@ -326,13 +322,11 @@ def read_ranges(
                 if time.monotonic() > deadline:
                     late = ", ".join(f"{t}/{p}@{next_offset[(t, p)]}" for t, p in sorted(pending))
                     raise TimeoutError(f"records not delivered within {timeout_s:.0f} s: {late}")
-            if len(columns["offset"]) >= batch_rows:
-                yield _arrow_batch(columns)
-                columns = {name: [] for name in ARROW_SCHEMA.names}
-        if columns["offset"]:
-            yield _arrow_batch(columns)
     finally:
         consumer.unassign()
+    for (topic, partition), records in sorted(rows.items()):
+        for i in range(0, len(records), batch_rows):
+            yield _arrow_batch(topic, partition, records[i : i + batch_rows])
 
 
 def _skip_missing_offsets(
@@ -351,15 +345,17 @@ def _skip_missing_offsets(
                 pending.discard(key)
 
 
-def _arrow_batch(columns: dict[str, list[Any]]) -> pa.RecordBatch:
+def _arrow_batch(topic: str, partition: int, records: list[tuple[Any, ...]]) -> pa.RecordBatch:
+    keys, values, offsets, timestamps = zip(*records, strict=True)
+    n = len(records)
     return pa.RecordBatch.from_arrays(
         [
-            pa.array(columns["key"], pa.binary()),
-            pa.array(columns["value"], pa.binary()),
-            pa.array(columns["topic"], pa.string()),
-            pa.array(columns["partition"], pa.int32()),
-            pa.array(columns["offset"], pa.int64()),
-            pa.array(columns["timestamp_ms"], pa.int64()),
+            pa.array(keys, pa.binary()),
+            pa.array(values, pa.binary()),
+            pa.array([topic] * n, pa.string()),
+            pa.array([partition] * n, pa.int32()),
+            pa.array(offsets, pa.int64()),
+            pa.array(timestamps, pa.int64()),
         ],
         schema=ARROW_SCHEMA,
     )
