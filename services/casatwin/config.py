@@ -173,9 +173,7 @@ class ProcessorSettings:
     speed_tolerance_kmh: float = setting(
         0.0, "Speed over the limit tolerated before a fix counts as speeding."
     )
-    speeding_gap_s: float = setting(
-        10.0, "Seconds without a fix that end a speeding episode."
-    )
+    speeding_gap_s: float = setting(10.0, "Seconds without a fix that end a speeding episode.")
     client_id: str = setting("casatwin-processor", "Kafka client id prefix of the processor.")
     consumer_group: str = setting(
         "casatwin-processor",

@@ -106,8 +106,9 @@ def scenario(ledger_db, tmp_path_factory, broker, mongo, spark):
     with RunningApp(settings, spark):
         publish(settings, fixes[half:])
         wait_for(
-            lambda: len(read_topic(settings, topics.INFRACTIONS, since[topics.INFRACTIONS]))
-            >= expected,
+            lambda: (
+                len(read_topic(settings, topics.INFRACTIONS, since[topics.INFRACTIONS])) >= expected
+            ),
             timeout_s=240,
         )
     return {

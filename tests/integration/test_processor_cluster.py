@@ -98,9 +98,9 @@ def test_the_processor_runs_on_a_standalone_cluster(cluster, mariadb, broker, mo
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        assert wait_for(
-            lambda: read_topic(settings, topics.INFRACTIONS, since), timeout_s=300
-        ), log.read_text()[-3000:]
+        assert wait_for(lambda: read_topic(settings, topics.INFRACTIONS, since), timeout_s=300), (
+            log.read_text()[-3000:]
+        )
     finally:
         processor.send_signal(signal.SIGTERM)
         processor.wait(60)

@@ -60,7 +60,7 @@ def start_processor(settings, log_path):
     return subprocess.Popen(
         [sys.executable, "-m", "casatwin.cli", "processor"],
         env=env,
-        stdout=open(log_path, "ab"),  # noqa: SIM115 - the child owns it
+        stdout=open(log_path, "ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: kill -9 takes the JVM with it
     )

@@ -60,7 +60,7 @@ def test_a_law_abiding_drive_at_the_limit_is_nothing(net, detectors):
 def test_two_way_street_speeding_westbound_is_on_the_westbound_segment(net, detectors):
     path = path_along(net, "Row 0", direction=-1)
     drive = Drive(net, "TX-4", path, speeds_kmh=[50, 90, 90, 50], duration_s=8)
-    found, _, fixes = run(detectors, net, drive)
+    found, _, _ = run(detectors, net, drive)
     assert len(found) == 1
     assert net.pack.seg_bearing_deg[net.pack.segment_index[found[0].segment_id]] == pytest.approx(
         270, abs=1
@@ -149,7 +149,7 @@ def zone_drive(net, vehicle, seconds, speed=0.0):
 
 
 def test_parking_in_a_no_parking_zone_for_the_dwell_time(net, detectors):
-    found, state, fixes = run(detectors, net, zone_drive(net, "TX-10", 130))
+    found, _, fixes = run(detectors, net, zone_drive(net, "TX-10", 130))
     assert fixes[0].zone == 0
     assert [(d.type, d.event_ts, d.evidence_ts, d.zone_id) for d in found] == [
         ("illegal_parking", T0, T0 + 120_000, "z-row0")

@@ -55,7 +55,9 @@ class EndOffsets:
             self._consumer = confluent_kafka.Consumer(self._config)
         return self._consumer
 
-    def partitions(self, topics: Iterable[str], missing_ok: bool = False) -> list[TopicPartitionKey]:
+    def partitions(
+        self, topics: Iterable[str], missing_ok: bool = False
+    ) -> list[TopicPartitionKey]:
         """Every partition of ``topics``; a topic that does not exist has none if
         ``missing_ok``, else it is a :class:`UserError`."""
         wanted = list(topics)

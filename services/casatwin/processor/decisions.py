@@ -64,8 +64,7 @@ class RegistryDecider:
             )
             driver = record.driver.to_message() if record and record.driver else {}
             others = tuple(
-                OffenceFacts.from_infraction(other)
-                for other in simultaneous(detection, detections)
+                OffenceFacts.from_infraction(other) for other in simultaneous(detection, detections)
             )
             facts = OffenceFacts.from_infraction(detection, simultaneous=others)
             decision = decide(facts, record.history() if record else None, book)

@@ -111,7 +111,7 @@ class KafkaSource(DataSource):
     def schema(self) -> StructType:
         return SCHEMA
 
-    def streamReader(self, schema: StructType) -> KafkaStreamReader:
+    def streamReader(self, schema: StructType) -> KafkaStreamReader:  # noqa: N802 - Spark's name
         return KafkaStreamReader(self.options)
 
 
@@ -171,7 +171,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         self._latest = ko.to_map({key: end for key, (_, end) in bounds.items()})
         return bounds
 
-    def initialOffset(self) -> ko.OffsetMap:
+    def initialOffset(self) -> ko.OffsetMap:  # noqa: N802 - Spark's name
         start = ko.initial_offsets(self.starting, self._bounds(exact=True))
         log.info(
             "kafka source starts",
@@ -181,12 +181,12 @@ class KafkaStreamReader(DataSourceStreamReader):
         )
         return start
 
-    def getDefaultReadLimit(self) -> ReadLimit:
+    def getDefaultReadLimit(self) -> ReadLimit:  # noqa: N802 - Spark's name
         if self.max_records_per_batch > 0:
             return ReadMaxRows(self.max_records_per_batch)
         return ReadAllAvailable()
 
-    def latestOffset(self, start: ko.OffsetMap, limit: ReadLimit) -> ko.OffsetMap:
+    def latestOffset(self, start: ko.OffsetMap, limit: ReadLimit) -> ko.OffsetMap:  # noqa: N802 - Spark's name
         bounds = self._bounds()
         resumed = ko.resume(start, bounds)
         for topic, partition in resumed.new_partitions:
@@ -204,7 +204,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         available = {key: end for key, (_, end) in bounds.items()}
         return ko.to_map(ko.limit_offsets(resumed.start, available, max_rows))
 
-    def reportLatestOffset(self) -> ko.OffsetMap | None:
+    def reportLatestOffset(self) -> ko.OffsetMap | None:  # noqa: N802 - Spark's name
         return self._latest
 
     def partitions(self, start: ko.OffsetMap, end: ko.OffsetMap) -> list[KafkaTask]:

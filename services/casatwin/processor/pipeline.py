@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 from pyspark import Accumulator
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import functions as F  # noqa: N812 - Spark's convention
 from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.streaming.state import GroupStateTimeout
 
@@ -32,7 +32,6 @@ from casatwin.processor.stateful import (
     detection_function,
 )
 from casatwin.processor.telemetry import FIX_SCHEMA, STAGE, locate, parse
-
 
 
 def detector_config(settings: Settings) -> DetectorConfig:

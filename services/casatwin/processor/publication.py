@@ -108,10 +108,10 @@ class BatchPublisher:
             if message[self.id_field] in already:
                 out.append(already[message[self.id_field]])
                 continue
-            message = {**message, "published_ts": now_ms}
-            if not self._producer.send(self.topic, encode(message), key=message[self.key_field]):
+            stamped = {**message, "published_ts": now_ms}
+            if not self._producer.send(self.topic, encode(stamped), key=stamped[self.key_field]):
                 raise DeliveryError(f"the producer's buffer is full; batch {batch_id} not sent")
-            out.append(message)
+            out.append(stamped)
         self._producer.flush(self.timeout_s)
         after = self._producer.report.totals()
         failed = after["failed"] - before["failed"]
