@@ -22,7 +22,11 @@ import orjson
 from casatwin.config import Settings
 
 # name → "module:function"; each issue adds its benchmarks here.
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "processor-latency": "casatwin.processor.bench:latency",
+    "processor-throughput": "casatwin.processor.bench:throughput",
+    "processor-latency-settings": "casatwin.processor.bench:latency_settings",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

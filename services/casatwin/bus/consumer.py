@@ -107,8 +107,15 @@ def list_topics(client: Any, timeout_s: float) -> Any:
 def messages(
     consumer: confluent_kafka.Consumer, max_messages: int = 1000, timeout_s: float = 0.5
 ) -> list[Message]:
-    """One batch of good messages; transport errors are logged, not raised."""
-    batch = consumer.consume(max_messages, timeout_s)
+    """One batch of good messages, as soon as there is one (at most ``timeout_s`` of
+    waiting); transport errors are logged, not raised.
+
+    librdkafka's ``consume(n, timeout)`` waits until it has *n* messages or the timeout
+    has passed, which would hold a lone message back for the whole timeout: wait for the
+    first message only, then take whatever else is already queued.
+    """
+    first = consumer.consume(1, timeout_s)
+    batch = first + consumer.consume(max_messages - 1, 0) if first and max_messages > 1 else first
     good = []
     for message in batch:
         error = message.error()

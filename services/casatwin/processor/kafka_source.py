@@ -299,7 +299,10 @@ def read_ranges(
     deadline = time.monotonic() + timeout_s
     try:
         while pending:
-            messages = consumer.consume(10_000, 0.05)
+            # consume() waits for as many messages as asked (or the timeout): ask for what
+            # is still missing, so that a small batch returns as soon as it is complete.
+            missing = sum(wanted[key].end - next_offset[key] for key in pending)
+            messages = consumer.consume(max(1, min(missing, 10_000)), 0.05)
             for message in messages:
                 error = message.error()
                 if error is not None:
