@@ -70,7 +70,6 @@ class InfractionsQuery:
         self.settings = settings
         self.decider = decider
         self.sink: Any = None
-        self.dead_letters: Any = None
 
     def start(self, spark: Any, checkpoint: Path) -> Any:
         from casatwin.processor import pipeline
@@ -82,9 +81,7 @@ class InfractionsQuery:
             self.settings, checkpoint / "journal", decider, for_city(self.settings.city)
         )
         self.sink.start()
-        if self.dead_letters is None:
-            self.dead_letters = spark.sparkContext.accumulator(0)
-        fixes = pipeline.telemetry_fixes(spark, self.settings, self.name, self.dead_letters)
+        fixes = pipeline.telemetry_fixes(spark, self.settings, self.name)
         return (
             pipeline.detections(fixes, self.settings)
             .writeStream.queryName(self.name)
@@ -102,13 +99,8 @@ class InfractionsQuery:
     def progress_fields(self) -> dict[str, Any]:
         from casatwin.processor.sink import INFRACTIONS
 
-        total = sum(
-            s.value for m in INFRACTIONS.collect() for s in m.samples if s.name.endswith("_total")
-        )
-        return {
-            "infractions": int(total),
-            "dead_letters": self.dead_letters.value if self.dead_letters is not None else 0,
-        }
+        samples = (s for metric in INFRACTIONS.collect() for s in metric.samples)
+        return {"infractions": int(sum(s.value for s in samples if s.name.endswith("_total")))}
 
 
 def _registry_decider(settings: Settings) -> Any:
@@ -211,6 +203,7 @@ class ProcessorApp:
             return
         running.last_progress = new[-1]
         rows = sum(p["numInputRows"] for p in new)
+        rejected = sum(records_read(p) for p in new) - rows
         seconds = sum(p["durationMs"].get("triggerExecution", 0) for p in new) / 1000
         lag = source_lag(new[-1])
         LAG.labels(running.spec.name).set(lag)
@@ -226,6 +219,7 @@ class ProcessorApp:
             rows_per_s=round(rows / seconds) if seconds else 0,
             batch_ms=round(seconds * 1000 / len(new)),
             lag=lag,
+            rejected=max(rejected, 0),
             **running.spec.progress_fields(),
         )
 
@@ -248,6 +242,19 @@ class ProcessorApp:
     def reset(self) -> None:
         """Forget every query's checkpoint (offsets, state, sink journal)."""
         shutil.rmtree(self.checkpoints, ignore_errors=True)
+
+
+def records_read(progress: dict[str, Any]) -> int:
+    """Kafka records a batch read (its sources' end minus start offsets); with a decoding
+    source, more than its input rows by the records set aside."""
+    from casatwin.processor import kafka_offsets as ko
+
+    total = 0
+    for source in progress.get("sources", []):
+        start, end = source.get("startOffset"), source.get("endOffset")
+        if isinstance(start, dict) and isinstance(end, dict):
+            total += sum(r.count for r in ko.plan_ranges(start, end))
+    return total
 
 
 def source_lag(progress: dict[str, Any]) -> int:

@@ -27,11 +27,13 @@ How it keeps Spark's guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import confluent_kafka
+import orjson
 import pyarrow as pa
 from pyspark.sql.datasource import (
     CaseInsensitiveDict,
@@ -88,7 +90,7 @@ def source_options(
 ) -> dict[str, str]:
     """The options of ``readStream.format("casatwin-kafka")`` for these settings."""
     return {
-        "bootstrap": settings.bootstrap,
+        "kafka": orjson.dumps(dataclasses.asdict(settings)).decode(),
         "topics": ",".join(topics),
         "clientId": client_id,
         "startingOffsets": starting_offsets,
@@ -96,23 +98,46 @@ def source_options(
         "recordsPerTask": str(records_per_task),
         "maxTasks": str(max_tasks),
         "readTimeoutMs": str(int(read_timeout_s * 1000)),
-        "reconnectBackoffMaxMs": str(settings.reconnect_backoff_max_ms),
         "consumerGroup": consumer_group,
     }
 
 
+def kafka_settings(options: Mapping[str, str]) -> KafkaSettings:
+    """The Kafka settings in a source's options (``kafka``: JSON, or ``bootstrap``)."""
+    if "kafka" in options:
+        return KafkaSettings(**orjson.loads(options["kafka"]))
+    return KafkaSettings(bootstrap=options["bootstrap"])
+
+
+class Decoder(Protocol):
+    """Turns the records of a read task into rows, in the same task (one pass in Python
+    instead of a second Python stage): ``__call__`` maps the Arrow batches of records
+    (:data:`ARROW_SCHEMA`) to Arrow batches of :meth:`schema`. Picklable."""
+
+    def schema(self) -> StructType: ...
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]: ...
+
+
 class KafkaSource(DataSource):
-    """``spark.readStream.format("casatwin-kafka")``."""
+    """``spark.readStream.format("casatwin-kafka")``: the records as they are.
+
+    A subclass with a :meth:`decoder` reads decoded rows instead (``casatwin-telemetry``).
+    """
 
     @classmethod
     def name(cls) -> str:
         return NAME
 
+    def decoder(self) -> Decoder | None:
+        return None
+
     def schema(self) -> StructType:
-        return SCHEMA
+        decoder = self.decoder()
+        return SCHEMA if decoder is None else decoder.schema()
 
     def streamReader(self, schema: StructType) -> KafkaStreamReader:  # noqa: N802 - Spark's name
-        return KafkaStreamReader(self.options)
+        return KafkaStreamReader(self.options, self.decoder())
 
 
 class KafkaTask(InputPartition):
@@ -126,8 +151,9 @@ class KafkaTask(InputPartition):
 class KafkaStreamReader(DataSourceStreamReader):
     """Plans micro-batches on the driver and reads their ranges on the executors."""
 
-    def __init__(self, options: Mapping[str, str]) -> None:
+    def __init__(self, options: Mapping[str, str], decoder: Decoder | None = None) -> None:
         self.options = CaseInsensitiveDict(options)  # Spark hands options over lower-cased
+        self.decoder = decoder
         self.topics = ko.topics_of(options.get("topics", ""))
         if not self.topics:
             raise ValueError("the casatwin-kafka source needs the option topics=a,b,...")
@@ -137,10 +163,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         self.max_tasks = int(options.get("maxTasks") or 8)
         self.read_timeout_s = int(options.get("readTimeoutMs") or 30_000) / 1000
         self.client_id = options.get("clientId") or "casatwin-processor"
-        self.settings = KafkaSettings(
-            bootstrap=options["bootstrap"],
-            reconnect_backoff_max_ms=int(options.get("reconnectBackoffMaxMs") or 5000),
-        )
+        self.settings = kafka_settings(self.options)
         self.consumer_group = options.get("consumerGroup") or ""
         self._broker: EndOffsets | None = None  # the planner's client, opened on first use
         self._committer: confluent_kafka.Consumer | None = None
@@ -243,8 +266,12 @@ class KafkaStreamReader(DataSourceStreamReader):
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, KafkaTask)
         consumer = cached_consumer(self.settings, f"{self.client_id}-reader")
-        for ranges in ko.rounds(partition.ranges):
-            yield from read_ranges(consumer, ranges, self.read_timeout_s)
+        records = (
+            batch
+            for ranges in ko.rounds(partition.ranges)
+            for batch in read_ranges(consumer, ranges, self.read_timeout_s)
+        )
+        yield from records if self.decoder is None else self.decoder(records)
 
 
 # One consumer per process and client id: Spark reuses its Python workers from task to task,

@@ -1,7 +1,8 @@
 """The Spark plan of the processor's stages, shared by its streaming queries.
 
-    Kafka (casatwin-kafka source) ── telemetry_fixes ──▶ fixes with event time + watermark
-        parse + validate (bad records → casatwin.dlq), map-match, no-parking zones
+    Kafka (casatwin-telemetry source) ── telemetry_fixes ──▶ fixes, event time, watermark
+        read, parse + validate (bad records → casatwin.dlq), map-match, no-parking zones,
+        all in the source's read task
     fixes ── detections ──▶ per-vehicle detectors (state store, event-time timers)
 
 A second query (congestion windows, say) builds on :func:`telemetry_fixes` with its own
@@ -10,28 +11,20 @@ checkpoint, and passes ``dead_letters=False`` so that a bad record reaches the D
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
-import pyarrow as pa
-from pyspark import Accumulator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 - Spark's convention
-from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.streaming.state import GroupStateTimeout
 
-from casatwin.bus import topics
-from casatwin.config import CitySettings, KafkaSettings, Settings
+from casatwin.config import Settings
 from casatwin.processor.detectors import DetectorConfig
-from casatwin.processor.kafka_source import NAME as KAFKA_SOURCE
-from casatwin.processor.kafka_source import source_options
 from casatwin.processor.stateful import (
     DETECTION_SCHEMA,
     INPUT_COLUMNS,
     STATE_SCHEMA,
     detection_function,
 )
-from casatwin.processor.telemetry import FIX_SCHEMA, STAGE, locate, parse
+from casatwin.processor.telemetry_source import NAME as TELEMETRY_SOURCE
+from casatwin.processor.telemetry_source import telemetry_options
 
 
 def detector_config(settings: Settings) -> DetectorConfig:
@@ -44,84 +37,19 @@ def detector_config(settings: Settings) -> DetectorConfig:
 
 
 def telemetry_fixes(
-    spark: SparkSession,
-    settings: Settings,
-    query: str,
-    dead_letters: Accumulator[int] | None,
+    spark: SparkSession, settings: Settings, query: str, dead_letters: bool = True
 ) -> DataFrame:
     """Validated, map-matched fixes of ``casatwin.telemetry`` with an event-time watermark.
 
-    With ``dead_letters`` (an accumulator counting them), malformed records go to the DLQ.
+    With ``dead_letters``, malformed records go to the DLQ (one query per application
+    should: a record is set aside once).
     """
     p = settings.processor
-    client_id = f"{p.client_id}-{query}"
-    raw = (
-        spark.readStream.format(KAFKA_SOURCE)
-        .options(
-            **source_options(
-                settings.kafka,
-                [topics.TELEMETRY],
-                client_id,
-                starting_offsets=p.starting_offsets,
-                max_records_per_batch=p.max_records_per_batch,
-                records_per_task=p.records_per_task,
-                consumer_group=p.consumer_group,
-            )
-        )
-        .load()
-    )
-    stage = locate_function(settings.kafka, settings.city, client_id, dead_letters)
-    fixes = raw.mapInArrow(stage, from_arrow_schema(FIX_SCHEMA))
+    options = telemetry_options(settings, f"{p.client_id}-{query}", dead_letters)
+    fixes = spark.readStream.format(TELEMETRY_SOURCE).options(**options).load()
     return fixes.withColumn("event_time", F.timestamp_millis("ts")).withWatermark(
         "event_time", f"{int(p.watermark_delay_s * 1000)} milliseconds"
     )
-
-
-def locate_function(
-    kafka: KafkaSettings, city: CitySettings, client_id: str, dead_letters: Accumulator[int] | None
-) -> Any:
-    """The ``mapInArrow`` function of the stateless stage (small and picklable)."""
-
-    def stage(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from casatwin.bus.dlq import DeadLetterWriter
-        from casatwin.processor.network import for_city
-
-        network = for_city(city)
-        producer = None
-        rejected = 0
-        for batch in batches:
-            parsed = parse(batch, network.pack.bounds)
-            if parsed.rejected and dead_letters is not None:
-                producer = producer or _dlq_producer(kafka, f"{client_id}-dlq")
-                writer = DeadLetterWriter(producer, STAGE)
-                for r in parsed.rejected:
-                    writer.send(
-                        r.raw, r.reason, topic=r.topic, partition=r.partition, offset=r.offset,
-                        key=r.key,
-                    )  # fmt: skip
-                rejected += len(parsed.rejected)
-            if len(parsed):
-                yield locate(parsed, network)
-        if producer is not None:
-            # The task (hence the batch) only succeeds once the DLQ has every dead letter.
-            if producer.flush(30.0):
-                raise RuntimeError("the DLQ did not acknowledge every dead letter in 30 s")
-            dead_letters.add(rejected)  # type: ignore[union-attr]
-
-    return stage
-
-
-_PRODUCERS: dict[tuple[str, str], Any] = {}
-
-
-def _dlq_producer(kafka: KafkaSettings, client_id: str) -> Any:
-    """One DLQ producer per Python worker (Spark reuses workers from task to task)."""
-    from casatwin.bus.producer import Producer
-
-    key = (kafka.bootstrap, client_id)
-    if key not in _PRODUCERS:
-        _PRODUCERS[key] = Producer(kafka, client_id)
-    return _PRODUCERS[key]
 
 
 def detections(fixes: DataFrame, settings: Settings) -> DataFrame:

@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 
 from casatwin.config import Settings
 from casatwin.processor.kafka_source import KafkaSource
+from casatwin.processor.telemetry_source import TelemetrySource
 
 LOG_CONFIG = resources.files("casatwin.processor") / "log4j2.properties"
 
@@ -42,7 +43,10 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
         "spark.pyspark.driver.python": sys.executable,
         "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
         "spark.python.worker.reuse": "true",
+        # PySpark's own pandas calls warn of pandas' future behaviour, once per worker.
+        "spark.executorEnv.PYTHONWARNINGS": "ignore::FutureWarning",
         "spark.sql.shuffle.partitions": str(p.shuffle_partitions),
+        "spark.sql.adaptive.enabled": "false",  # not for streaming (Spark says so, twice)
         "spark.sql.streaming.stateStore.providerClass": STATE_STORES[p.state_store],
         # RocksDB: upload a changelog per batch instead of a snapshot (much shorter commits).
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
@@ -78,4 +82,5 @@ def build_session(settings: Settings, master: str | None = None) -> SparkSession
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.dataSource.register(KafkaSource)
+    spark.dataSource.register(TelemetrySource)
     return spark
