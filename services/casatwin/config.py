@@ -165,7 +165,9 @@ class ProcessorSettings:
         "Where a query with no checkpoint starts: `earliest`, `latest` or a JSON offset map.",
     )
     watermark_delay_s: float = setting(
-        5.0, "How late (event time) a fix may arrive and still be judged; timers wait this long."
+        30.0,
+        "How late (event time) a fix may arrive and still be judged: more than the skew "
+        "between partitions while catching up. Timers of silent vehicles wait this long.",
     )
     dwell_s: float = setting(
         120.0, "Seconds stationary in a no-parking zone before it is illegal parking."

@@ -204,6 +204,11 @@ class ProcessorApp:
         running.last_progress = new[-1]
         rows = sum(p["numInputRows"] for p in new)
         rejected = sum(records_read(p) for p in new) - rows
+        late = sum(
+            op.get("numRowsDroppedByWatermark", 0)
+            for p in new
+            for op in p.get("stateOperators", [])
+        )
         seconds = sum(p["durationMs"].get("triggerExecution", 0) for p in new) / 1000
         lag = source_lag(new[-1])
         LAG.labels(running.spec.name).set(lag)
@@ -220,6 +225,7 @@ class ProcessorApp:
             batch_ms=round(seconds * 1000 / len(new)),
             lag=lag,
             rejected=max(rejected, 0),
+            late_dropped=late,
             **running.spec.progress_fields(),
         )
 
