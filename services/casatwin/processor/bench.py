@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +50,7 @@ RECORD_TAXIS = 3000
 RECORD_SECONDS = 100
 REPLAY_RATE = 50_000
 REPLAY_SECONDS = 60
+START_MS = 1_800_000_000_000
 
 
 # -- shared ----------------------------------------------------------------------------------
@@ -226,15 +226,10 @@ def latency_settings(settings: Settings) -> dict[str, Any]:
     rows = {}
     try:
         for name, change in SWEEP:
-            change = dict(change)
             with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
-                if change.get("checkpoint_dir") == "tmpfs":
-                    change["checkpoint_dir"] = shm
-                else:
-                    change["checkpoint_dir"] = str(
-                        settings.general.data_dir / "bench-checkpoints" / name.replace(" ", "-")
-                    )
-                variant = settings.replace(processor=change)
+                on_disk = settings.general.data_dir / "bench-checkpoints" / name.replace(" ", "-")
+                where = shm if change.get("checkpoint_dir") == "tmpfs" else str(on_disk)
+                variant = settings.replace(processor={**change, "checkpoint_dir": where})
                 p = variant.processor
                 spark.conf.set("spark.sql.shuffle.partitions", str(p.shuffle_partitions))
                 spark.conf.set(
@@ -272,9 +267,9 @@ def _described(settings: Settings) -> dict[str, Any]:
 def raw_consume_rate(settings: Settings, start: ko.OffsetMap, end: ko.OffsetMap) -> float:
     """Messages per second one librdkafka consumer (the source's settings) reads the range
     at, touching each value — the reference the processor is compared to."""
-    from casatwin.processor.kafka_source import cached_consumer
-
     import confluent_kafka
+
+    from casatwin.processor.kafka_source import cached_consumer
 
     consumer = cached_consumer(settings.kafka, "bench-raw")
     ranges = ko.plan_ranges(start, end)
@@ -293,21 +288,31 @@ def raw_consume_rate(settings: Settings, start: ko.OffsetMap, end: ko.OffsetMap)
     return got / elapsed
 
 
-def _replay(bootstrap: str, values: list[bytes], shift_ms: int, rate: int, seconds: int) -> None:
-    """Child process: send re-timed copies of ``values`` at ``rate`` msg/s for ``seconds``."""
+def recorded_values(settings: Settings, start: ko.OffsetMap, end: ko.OffsetMap) -> list[bytes]:
+    from casatwin.processor.kafka_source import cached_consumer, read_ranges
+
+    consumer = cached_consumer(settings.kafka, "bench-recorded")
+    return [
+        value
+        for round_ in ko.rounds(ko.plan_ranges(start, end))
+        for batch in read_ranges(consumer, round_, 60)
+        for value in batch.column("value").to_pylist()
+    ]
+
+
+def replay(bootstrap: str, values: list[bytes], shift_ms: int, rate: int, seconds: int) -> None:
+    """Child process: send re-timed copies of ``values`` at ``rate`` msg/s for ``seconds``
+    (each lap moves the timestamps on, so event time keeps advancing)."""
     from casatwin.bus.producer import Producer
     from casatwin.config import KafkaSettings
 
     producer = Producer(KafkaSettings(bootstrap=bootstrap), "bench-replay")
     decoded = [orjson.loads(v) for v in values]
     span = max(m["ts"] for m in decoded) - min(m["ts"] for m in decoded) + 1000
-    started = time.monotonic()
-    sent = 0
-    lap = 0
+    started, sent, lap = time.monotonic(), 0, 0
     while time.monotonic() - started < seconds:
         for k in range(0, len(decoded), 1000):
-            due = started + sent / rate
-            pause = due - time.monotonic()
+            pause = started + sent / rate - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
             if time.monotonic() - started >= seconds:
@@ -321,87 +326,76 @@ def _replay(bootstrap: str, values: list[bytes], shift_ms: int, rate: int, secon
     producer.flush(30)
 
 
-def throughput(settings: Settings) -> dict[str, Any]:
-    from casatwin.processor.kafka_source import read_ranges
+def processed_rate(progress: list[dict[str, Any]]) -> float:
+    """Input rows per second of batch time over the batches that had rows."""
+    busy = [p for p in progress if p["numInputRows"]]
+    seconds = sum(p["durationMs"]["triggerExecution"] for p in busy) / 1000
+    return sum(p["numInputRows"] for p in busy) / seconds if seconds else 0.0
 
+
+def wait_until_read(query: Any, end: ko.OffsetMap, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        last = query.lastProgress
+        if last and last["sources"] and ko.backlog(last["sources"][0]["endOffset"], end) == 0:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def throughput(settings: Settings) -> dict[str, Any]:
     prepare_registry(settings)
-    start_ms = 1_800_000_000_000
     before = ends(settings, topics.TELEMETRY)
     run_simulator(settings, "--afap", "--taxis", str(RECORD_TAXIS), "--seconds",
-                  str(RECORD_SECONDS), "--start-ms", str(start_ms))  # fmt: skip
+                  str(RECORD_SECONDS), "--start-ms", str(START_MS))  # fmt: skip
     after = ends(settings, topics.TELEMETRY)
     records = sum(r.count for r in ko.plan_ranges(before, after))
     raw_rate = raw_consume_rate(settings, before, after)
-    log.info("recorded and read back raw", records=records, raw_msgs_per_s=round(raw_rate))
+    log.info("simulation recorded", records=records, raw_consume_per_s=round(raw_rate))
+    values = recorded_values(settings, before, after)
 
     settings = settings.replace(processor={"starting_offsets": orjson.dumps(before).decode()})
     with running_processor(settings) as app:
         query = app.running[0].query
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            last = query.lastProgress
-            if last and last["sources"] and last["sources"][0]["endOffset"] == after:
-                break
-            time.sleep(0.5)
-        drained = [p for p in query.recentProgress if p["numInputRows"]]
-        drain_rows = sum(p["numInputRows"] for p in drained)
-        drain_s = sum(p["durationMs"]["triggerExecution"] for p in drained) / 1000
+        wait_until_read(query, after, 900)
+        drained = list(query.recentProgress)
+        drain_rate = processed_rate(drained)
+        log.info("backlog drained", msgs_per_s=round(drain_rate))
 
-        # Sustained: re-timed copies of the recording at a fixed rate, lag sampled.
-        from casatwin.processor.kafka_source import cached_consumer
-
-        consumer = cached_consumer(settings.kafka, "bench-recorded")
-        values = [
-            v
-            for round_ in ko.rounds(ko.plan_ranges(before, after))
-            for batch in read_ranges(consumer, round_, 60)
-            for v in batch.column("value").to_pylist()
-        ][:REPLAY_RATE * 4]  # fmt: skip
-        shift = RECORD_SECONDS * 1000 + 60_000
+        # Sustained: re-timed copies of the recording at a fixed rate; is the lag growing?
         replay_from = ends(settings, topics.TELEMETRY)
         child = multiprocessing.get_context("spawn").Process(
-            target=_replay,
-            args=(settings.kafka.bootstrap, values, shift, REPLAY_RATE, REPLAY_SECONDS),
-        )
+            target=replay,
+            args=(settings.kafka.bootstrap, values, RECORD_SECONDS * 1000 + 60_000,
+                  REPLAY_RATE, REPLAY_SECONDS),
+        )  # fmt: skip
         started = time.monotonic()
         child.start()
         lags = []
-        while child.is_alive() and time.monotonic() - started < REPLAY_SECONDS + 120:
+        while child.is_alive() and time.monotonic() - started < REPLAY_SECONDS + 60:
             time.sleep(2)
-            now = ends(settings, topics.TELEMETRY)
-            done = query.lastProgress["sources"][0]["endOffset"] if query.lastProgress else {}
-            lags.append(ko.backlog(done, now) if isinstance(done, dict) else None)
-        child.join(30)
-        produced = sum(
+            last = query.lastProgress
+            if last and last["sources"]:
+                lags.append(
+                    ko.backlog(last["sources"][0]["endOffset"], ends(settings, topics.TELEMETRY))
+                )
+        child.join(60)
+        offered = sum(
             r.count for r in ko.plan_ranges(replay_from, ends(settings, topics.TELEMETRY))
         )
-        elapsed = time.monotonic() - started
-        sustained = [p for p in query.recentProgress if p["numInputRows"] and p["batchId"] > drained[-1]["batchId"]] if drained else []  # fmt: skip
-    offered_rate = produced / elapsed if elapsed else 0.0
-    processed_rate = (
-        sum(p["numInputRows"] for p in sustained)
-        / (sum(p["durationMs"]["triggerExecution"] for p in sustained) / 1000)
-        if sustained
-        else 0.0
-    )
-    third = lags[len(lags) // 3] if lags else None
-    growing = bool(
-        lags
-        and third is not None
-        and lags[-1] is not None
-        and lags[-1] > 2 * max(third, settings.processor.max_records_per_batch)
-    )
-    drain_rate = drain_rows / drain_s if drain_s else 0.0
+        offered_rate = offered / (time.monotonic() - started)
+        sustained = [p for p in query.recentProgress if p["batchId"] > drained[-1]["batchId"]]
+    growing = len(lags) >= 6 and min(lags[-3:]) > 2 * max(lags[len(lags) // 3], 1)
     return {
         "records_recorded": records,
-        "drain_msgs_per_s": round(drain_rate),
         "raw_consume_msgs_per_s": round(raw_rate),
+        "drain_msgs_per_s": round(drain_rate),
         "drain_vs_raw": round(drain_rate / raw_rate, 3) if raw_rate else None,
-        "replay_offered_msgs_per_s": round(offered_rate),
-        "replay_processed_msgs_per_s": round(processed_rate),
+        "sustained_offered_msgs_per_s": round(offered_rate),
+        "sustained_processed_msgs_per_s": round(processed_rate(sustained)),
         "lag_samples": lags,
         "lag_growing": growing,
         "target_msgs_per_s": REPLAY_RATE,
         "settings": _described(settings),
-        "machine_load_1m": os.getloadavg()[0],
+        "machine_load_1m": round(os.getloadavg()[0], 1),
     }
