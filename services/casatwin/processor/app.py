@@ -22,9 +22,12 @@ from typing import Any, Protocol
 from prometheus_client import Gauge
 
 from casatwin.config import Settings
+from casatwin.errors import UserError
 from casatwin.logs import get_logger
 
 log = get_logger("processor")
+
+RETRY_START_S = 10.0
 
 LAG = Gauge("casatwin_processor_lag_records", "Telemetry records not yet processed", ["query"])
 INPUT_RATE = Gauge(
@@ -155,8 +158,22 @@ class ProcessorApp:
             self._start_query(running)
 
     def _start_query(self, running: _Running) -> None:
+        """Start one query; if it cannot start (MariaDB not up yet, say), say why and let
+        :meth:`run_until` try again shortly."""
         checkpoint = self.checkpoints / running.spec.name
-        running.query = running.spec.start(self.spark, checkpoint)
+        try:
+            running.query = running.spec.start(self.spark, checkpoint)
+        except UserError as exc:
+            running.spec.stop()
+            running.restart_at = time.monotonic() + RETRY_START_S
+            log.error(
+                "query could not start; retrying",
+                query=running.spec.name,
+                reason=exc.message,
+                hint=exc.hint or "",
+                retry_in_s=RETRY_START_S,
+            )
+            return
         log.info("query started", query=running.spec.name, checkpoint=str(checkpoint))
 
     def run_until(self, stop: threading.Event, report_every_s: float | None = None) -> None:
@@ -187,11 +204,7 @@ class ProcessorApp:
                 retry_in_s=delay,
             )
         if running.query is None and time.monotonic() >= running.restart_at:
-            try:
-                self._start_query(running)
-            except Exception as exc:
-                running.restart_at = time.monotonic() + 10.0
-                log.error("query could not start", query=running.spec.name, reason=str(exc))
+            self._start_query(running)
 
     def _report(self, running: _Running) -> None:
         query = running.query

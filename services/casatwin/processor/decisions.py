@@ -34,7 +34,7 @@ class RegistryDecider:
         from casatwin.rules.engine import load_rule_book
 
         self._conn = db.connect(self.settings.mariadb)
-        self._book = load_rule_book()
+        self._book = load_rule_book(self.settings.rules.book)
 
     def stop(self) -> None:
         if self._conn is not None:
@@ -43,7 +43,7 @@ class RegistryDecider:
 
     def decide(self, detections: Sequence[dict[str, Any]]) -> list[Decided]:
         from casatwin.registry import ledger, lookup
-        from casatwin.rules.engine import DAY_MS, OffenceFacts, decide
+        from casatwin.rules.engine import DAY_MS, InvalidFacts, OffenceFacts, decide
 
         assert self._conn is not None, "start() first"
         book = self._book
@@ -55,6 +55,7 @@ class RegistryDecider:
         if unknown:
             log.debug("vehicles unknown to the registry", vehicles=",".join(sorted(unknown)))
         items, parties = [], []
+        rejected: dict[str, str] = {}
         for detection in detections:
             record = records.get(detection["vehicle_id"])
             vehicle = (
@@ -67,14 +68,25 @@ class RegistryDecider:
                 OffenceFacts.from_infraction(other) for other in simultaneous(detection, detections)
             )
             facts = OffenceFacts.from_infraction(detection, simultaneous=others)
-            decision = decide(facts, record.history() if record else None, book)
+            try:
+                decision = decide(facts, record.history() if record else None, book)
+            except InvalidFacts as exc:  # facts the rule book cannot judge: set aside
+                rejected[detection["infraction_id"]] = f"cannot decide: {exc}"
+                continue
             items.append(({**detection, "vehicle": vehicle, "driver": driver}, decision))
             parties.append((vehicle, driver))
-        outcomes = ledger.record_many(self._conn, items)
-        return [
-            Decided(vehicle, driver, outcome.decision, bool(outcome.decision["dispatch_required"]))
-            for (vehicle, driver), outcome in zip(parties, outcomes, strict=True)
-        ]
+        outcomes = iter(ledger.record_many(self._conn, items) if items else [])
+        decided = iter(parties)
+        out = []
+        for detection in detections:
+            reason = rejected.get(detection["infraction_id"])
+            if reason is not None:
+                out.append(Decided({}, {}, {}, False, rejected=reason))
+                continue
+            (vehicle, driver), outcome = next(decided), next(outcomes)
+            dispatch = bool(outcome.decision["dispatch_required"])
+            out.append(Decided(vehicle, driver, outcome.decision, dispatch))
+        return out
 
 
 def simultaneous(

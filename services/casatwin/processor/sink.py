@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Histogram
 
 from casatwin.bus import topics
-from casatwin.bus.messages import check
+from casatwin.bus.messages import InvalidMessage, check, encode
 from casatwin.config import Settings
 from casatwin.logs import get_logger
 from casatwin.processor.network import RoadNetwork
@@ -46,12 +46,14 @@ OPTIONAL_FIELDS = ("segment_id", "intersection_id", "zone_id", "parking_kind")
 
 @dataclass(frozen=True)
 class Decided:
-    """What the registry and the rules say about one detection (as the ledger stored it)."""
+    """What the registry and the rules say about one detection (as the ledger stored it),
+    or why it could not be decided (``rejected``: it goes to the DLQ, the batch goes on)."""
 
     vehicle: dict[str, Any]
     driver: dict[str, Any]
     decision: dict[str, Any]
     dispatch_required: bool
+    rejected: str | None = None
 
 
 class Decider(Protocol):
@@ -110,6 +112,7 @@ class InfractionSink:
             key_field="vehicle_id",
         )
         self._db: Any = None
+        self._dlq: Any = None
 
     def start(self) -> None:
         from casatwin.readmodel.store import connect, ensure_indexes
@@ -119,7 +122,22 @@ class InfractionSink:
         self._db = connect(self.settings.mongo)
         ensure_indexes(self._db)
 
+    def _dead_letter(self, item: dict[str, Any], reason: str, stage: str) -> None:
+        from casatwin.bus.dlq import DeadLetterWriter
+        from casatwin.bus.producer import Producer
+
+        if self._dlq is None:
+            client = f"{self.settings.processor.client_id}-sink-dlq"
+            self._dlq = Producer(self.settings.kafka, client)
+        DeadLetterWriter(self._dlq, stage).send(encode(item), reason, key=item.get("vehicle_id"))
+        self._dlq.flush(10)
+        log.warning("infraction set aside in the DLQ", stage=stage, reason=reason,
+                    infraction=item.get("infraction_id"))  # fmt: skip
+
     def stop(self) -> None:
+        if self._dlq is not None:
+            self._dlq.close()
+            self._dlq = None
         self.publisher.stop()
         self.decider.stop()
         if self._db is not None:
@@ -142,12 +160,19 @@ class InfractionSink:
         decided = self.decider.decide(ordered)
         messages = []
         for detection, outcome in zip(ordered, decided, strict=True):
+            if outcome.rejected is not None:
+                self._dead_letter(detection, outcome.rejected, "processor.decide")
+                continue
             message = infraction_message(
                 detection,
                 outcome,
                 self.network.district_of(detection["lat"], detection["lon"]),
             )
-            check(topics.INFRACTIONS, message)
+            try:
+                check(topics.INFRACTIONS, message)
+            except InvalidMessage as exc:  # a bug upstream: set it aside, keep the batch
+                self._dead_letter(message, str(exc), "processor.publish")
+                continue
             messages.append(message)
         published = self.publisher.publish(batch_id, messages)
         upsert_infractions(self._db, published)
