@@ -23,8 +23,16 @@ DETECTION = {
     "zone_id": None,
     "parking_kind": None,
 }
-DECISION = {"class": 1, "fine_mad": 700, "reduced_24h": 400, "reduced_15d": 500, "points": 4,
-            "court": False, "legal_basis": "Franchissement d'un feu rouge", "rule": "red_light"}  # fmt: skip
+DECISION = {
+    "class": 1,
+    "fine_mad": 700,
+    "reduced_24h": 400,
+    "reduced_15d": 500,
+    "points": 4,
+    "court": False,
+    "legal_basis": "Franchissement d'un feu rouge",
+    "rule": "red_light",
+}
 
 
 def test_the_message_meets_the_contract_and_keeps_what_is_known():
