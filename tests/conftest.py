@@ -153,3 +153,18 @@ def grid_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("packs") / "grid.json"
     load.write(synthetic.grid(rows=8, cols=10, spacing_m=300), path)
     return path
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One local Spark session for the whole test session (its JVM takes ~10 s to start).
+
+    Configured as the processor configures it, on two cores with two shuffle partitions.
+    """
+    pytest.importorskip("pyspark")
+    from casatwin.processor.session import build_session
+
+    settings = Settings().replace(
+        general={"data_dir": tmp_path_factory.mktemp("spark")},
+        processor={"shuffle_partitions": 2, "driver_memory": "1g"},
+    )
+    session = build_session(settings, master="local[2]")
+    yield session
+    session.stop()

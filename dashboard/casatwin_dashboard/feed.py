@@ -242,7 +242,7 @@ class TopicFeed:
             return
         try:
             while not self._stop.is_set():
-                batch = consumer.messages(reader, self._max_batch, timeout_s=0.2, low_latency=True)
+                batch = consumer.messages(reader, self._max_batch, timeout_s=0.2)
                 if not batch:
                     continue
                 for topic, count in collections.Counter(m.topic() for m in batch).items():

@@ -28,6 +28,9 @@ BENCHMARKS: dict[str, str] = {
     "registry-lookup": "casatwin.registry.bench:bench_lookup",
     "simulator": "casatwin.simulator.bench:benchmark",
     "dashboard-fanout": "casatwin_dashboard.bench:fanout",
+    "processor-latency": "casatwin.processor.bench:latency",
+    "processor-throughput": "casatwin.processor.bench:throughput",
+    "processor-latency-settings": "casatwin.processor.bench:latency_settings",
 }
 
 

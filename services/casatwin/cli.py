@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "casatwin.city.cli",
     "casatwin.simulator.cli",
     "casatwin.gateway.cli",
+    "casatwin.processor.cli",
     "casatwin.bus.cli",
     "casatwin.registry.cli",
     "casatwin.rules.cli",

@@ -271,6 +271,64 @@ class DashboardSettings:
 
 
 @dataclass(frozen=True)
+class ProcessorSettings:
+    """The Spark processor: detection of infractions from the telemetry."""
+
+    master: str = setting(
+        "local[*]", "Spark master: `local[*]` (every core here) or `spark://HOST:7077`."
+    )
+    checkpoint_dir: str = setting(
+        "",
+        "Spark checkpoints (offsets, state, sink bookkeeping); empty = "
+        "`<data_dir>/processor/checkpoints`. On a cluster: a directory every node shares.",
+    )
+    trigger_ms: int = setting(
+        0, "Micro-batch trigger interval; 0 starts the next batch as soon as one ends."
+    )
+    max_records_per_batch: int = setting(
+        200000, "Most telemetry records one micro-batch admits (0: no limit)."
+    )
+    records_per_task: int = setting(
+        50000, "Records per Spark read task; a smaller batch is read by one task."
+    )
+    shuffle_partitions: int = setting(
+        2, "Spark shuffle partitions (the per-vehicle state is split into this many)."
+    )
+    state_buckets: int = setting(
+        8,
+        "Groups the vehicles' detector state is kept in (a hash of the vehicle id); fewer "
+        "means less work per micro-batch. Changing it forgets the detectors' state.",
+    )
+    state_store: str = setting("rocksdb", "State store provider: `rocksdb` or `hdfs` (in memory).")
+    starting_offsets: str = setting(
+        "latest",
+        "Where a query with no checkpoint starts: `earliest`, `latest` or a JSON offset map.",
+    )
+    watermark_delay_s: float = setting(
+        30.0,
+        "How late (event time) a fix may arrive and still be judged: more than the skew "
+        "between partitions while catching up. Timers of silent vehicles wait this long.",
+    )
+    dwell_s: float = setting(
+        120.0, "Seconds stationary in a no-parking zone before it is illegal parking."
+    )
+    speed_tolerance_kmh: float = setting(
+        0.0, "Speed over the limit tolerated before a fix counts as speeding."
+    )
+    speeding_gap_s: float = setting(10.0, "Seconds without a fix that end a speeding episode.")
+    client_id: str = setting("casatwin-processor", "Kafka client id prefix of the processor.")
+    consumer_group: str = setting(
+        "casatwin-processor",
+        "Group the processed offsets are committed to, for lag monitoring only (recovery "
+        "uses the checkpoint); empty: no commits.",
+    )
+    driver_memory: str = setting("1g", "Spark driver heap (with local[*], the whole engine).")
+    executor_memory: str = setting("1g", "Heap of each executor on a standalone cluster.")
+    progress_every_s: float = setting(10.0, "How often the processor logs its progress.")
+    metrics_port: int = setting(9402, "Port of the processor's /metrics endpoint (0: off).")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings, one section per concern."""
 
@@ -285,6 +343,7 @@ class Settings:
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     rules: RulesSettings = field(default_factory=RulesSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    processor: ProcessorSettings = field(default_factory=ProcessorSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

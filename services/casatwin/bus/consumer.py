@@ -109,20 +109,16 @@ def messages(
     consumer: confluent_kafka.Consumer,
     max_messages: int = 1000,
     timeout_s: float = 0.5,
-    *,
-    low_latency: bool = False,
 ) -> list[Message]:
-    """One batch of good messages; transport errors are logged, not raised.
+    """One batch of good messages, as soon as there is one (at most ``timeout_s`` of
+    waiting); transport errors are logged, not raised.
 
-    ``consume`` waits until the batch is full or the timeout expires, so a lone message can
-    wait ``timeout_s``. With ``low_latency`` the call returns as soon as one message is there,
-    with whatever else has already arrived (for latency-sensitive readers: the dashboard).
+    librdkafka's ``consume(n, timeout)`` waits until it has *n* messages or the timeout
+    has passed, which would hold a lone message back for the whole timeout: wait for the
+    first message only, then take whatever else is already queued.
     """
-    if low_latency:
-        first = consumer.poll(timeout_s)
-        batch = [] if first is None else [first, *consumer.consume(max_messages - 1, 0)]
-    else:
-        batch = consumer.consume(max_messages, timeout_s)
+    first = consumer.consume(1, timeout_s)
+    batch = first + consumer.consume(max_messages - 1, 0) if first and max_messages > 1 else first
     good = []
     for message in batch:
         error = message.error()

@@ -8,7 +8,9 @@ against them so that every consumer rejects bad input the same way, with a reaso
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -221,6 +223,8 @@ class InvalidMessage(ValueError):
 
 def check(topic: str, message: Any) -> None:
     """Raise :class:`InvalidMessage` naming the first field that breaks the contract."""
+    if _conforms(topic)(message):
+        return  # the fast yes; the rules below explain a no
     if not isinstance(message, dict):
         raise InvalidMessage(f"expected a JSON object, got {type(message).__name__}")
     for name, spec in CONTRACTS[topic].items():
@@ -245,6 +249,52 @@ def check(topic: str, message: Any) -> None:
             raise InvalidMessage(f"field {name!r}={value} is above {spec.high}")
         if spec.choices is not None and value not in spec.choices:
             raise InvalidMessage(f"field {name!r}={value!r} is not one of {list(spec.choices)}")
+
+
+@functools.cache
+def _conforms(topic: str) -> Callable[[Any], bool]:
+    """A yes/no test of :data:`CONTRACTS` ``[topic]``, several times faster than the checks
+    of :func:`check` (consumers validate tens of thousands of messages a second).
+
+    Exact type tests suffice for decoded JSON (only dict, list, str, int, float, bool and
+    None come out of a decoder) and exclude bool from the numbers, as :func:`check` does;
+    anything else answers no, and :func:`check` decides.
+    """
+    fields = [
+        (
+            name,
+            frozenset(spec.types),
+            spec.low,
+            spec.high,
+            frozenset(spec.choices) if spec.choices is not None else None,
+            spec.required,
+        )
+        for name, spec in CONTRACTS[topic].items()
+    ]
+    isfinite = math.isfinite
+
+    def conforms(message: Any) -> bool:
+        if type(message) is not dict:
+            return False
+        get = message.get
+        for name, types, low, high, choices, required in fields:
+            value = get(name)
+            if value is None:
+                if required:
+                    return False
+                continue
+            kind = type(value)
+            if kind not in types:
+                return False
+            if kind is float and not isfinite(value):
+                return False
+            if (low is not None and value < low) or (high is not None and value > high):
+                return False
+            if choices is not None and value not in choices:
+                return False
+        return True
+
+    return conforms
 
 
 def decode(topic: str, raw: bytes) -> dict[str, Any]:

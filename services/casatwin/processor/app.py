@@ -1,0 +1,288 @@
+"""The processor application: one Spark session, several streaming queries, supervised.
+
+Each query is a :class:`QuerySpec` with its own name, trigger and checkpoint directory
+(``<checkpoints>/<name>/``); the application starts them all, logs their progress, restarts
+one that failed (from its checkpoint, with backoff) and stops them in order. Today:
+
+``infractions``  telemetry → detectors → decide → ledger, read model, ``casatwin.infractions``
+
+The congestion windows of issue 5 are a second :class:`QuerySpec` added to
+:func:`default_queries`; they reuse :func:`~casatwin.processor.pipeline.telemetry_fixes`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from prometheus_client import Gauge
+
+from casatwin.config import Settings
+from casatwin.errors import UserError
+from casatwin.logs import get_logger
+
+log = get_logger("processor")
+
+RETRY_START_S = 10.0
+
+LAG = Gauge("casatwin_processor_lag_records", "Telemetry records not yet processed", ["query"])
+INPUT_RATE = Gauge(
+    "casatwin_processor_input_rows_per_second", "Rows processed per second", ["query"]
+)
+
+
+class QuerySpec(Protocol):
+    """One streaming query of the application."""
+
+    name: str
+
+    def start(self, spark: Any, checkpoint: Path) -> Any:
+        """Build the query's plan and start it; returns the ``StreamingQuery``."""
+        ...
+
+    def stop(self) -> None:
+        """Release what :meth:`start` opened (sinks' clients); the query is stopped."""
+        ...
+
+    def progress_fields(self) -> dict[str, Any]:
+        """Extra figures for the periodic progress line."""
+        ...
+
+
+def checkpoint_root(settings: Settings) -> Path:
+    configured = settings.processor.checkpoint_dir
+    return (
+        Path(configured) if configured else settings.general.data_dir / "processor" / "checkpoints"
+    )
+
+
+def trigger(settings: Settings) -> dict[str, str]:
+    return {"processingTime": f"{settings.processor.trigger_ms} milliseconds"}
+
+
+class InfractionsQuery:
+    """Telemetry → detectors → decide → ledger, read model and ``casatwin.infractions``."""
+
+    name = "infractions"
+
+    def __init__(self, settings: Settings, decider: Any = None) -> None:
+        self.settings = settings
+        self.decider = decider
+        self.sink: Any = None
+
+    def start(self, spark: Any, checkpoint: Path) -> Any:
+        from casatwin.processor import pipeline
+        from casatwin.processor.network import for_city
+        from casatwin.processor.sink import InfractionSink
+
+        decider = self.decider or _registry_decider(self.settings)
+        self.sink = InfractionSink(
+            self.settings, checkpoint / "journal", decider, for_city(self.settings.city)
+        )
+        self.sink.start()
+        fixes = pipeline.telemetry_fixes(spark, self.settings, self.name)
+        return (
+            pipeline.detections(fixes, self.settings)
+            .writeStream.queryName(self.name)
+            .foreachBatch(self.sink)
+            .option("checkpointLocation", str(checkpoint / "spark"))
+            .trigger(**trigger(self.settings))
+            .start()
+        )
+
+    def stop(self) -> None:
+        if self.sink is not None:
+            self.sink.stop()
+            self.sink = None
+
+    def progress_fields(self) -> dict[str, Any]:
+        from casatwin.processor.sink import INFRACTIONS
+
+        samples = (s for metric in INFRACTIONS.collect() for s in metric.samples)
+        return {"infractions": int(sum(s.value for s in samples if s.name.endswith("_total")))}
+
+
+def _registry_decider(settings: Settings) -> Any:
+    from casatwin.processor.decisions import RegistryDecider
+
+    return RegistryDecider(settings)
+
+
+def default_queries(settings: Settings) -> list[QuerySpec]:
+    return [InfractionsQuery(settings)]
+
+
+@dataclass
+class _Running:
+    spec: QuerySpec
+    query: Any = None
+    failures: int = 0
+    restart_at: float = 0.0
+    last_progress: dict[str, Any] = field(default_factory=dict)
+
+
+class ProcessorApp:
+    """Lifecycle: :meth:`start`, :meth:`run_until` (a stop event), :meth:`stop`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        master: str | None = None,
+        queries: list[QuerySpec] | None = None,
+        spark: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.master = master or settings.processor.master
+        self.checkpoints = checkpoint_root(settings)
+        self.running = [_Running(q) for q in (queries or default_queries(settings))]
+        self.spark = spark
+        self._own_spark = spark is None
+
+    def start(self) -> None:
+        from casatwin.processor.session import build_session
+
+        if self.spark is None:
+            started = time.monotonic()
+            self.spark = build_session(self.settings, self.master)
+            log.info(
+                "spark session ready",
+                master=self.master,
+                seconds=round(time.monotonic() - started, 1),
+            )
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        for running in self.running:
+            self._start_query(running)
+
+    def _start_query(self, running: _Running) -> None:
+        """Start one query; if it cannot start (MariaDB not up yet, say), say why and let
+        :meth:`run_until` try again shortly."""
+        checkpoint = self.checkpoints / running.spec.name
+        try:
+            running.query = running.spec.start(self.spark, checkpoint)
+        except UserError as exc:
+            running.spec.stop()
+            running.restart_at = time.monotonic() + RETRY_START_S
+            log.error(
+                "query could not start; retrying",
+                query=running.spec.name,
+                reason=exc.message,
+                hint=exc.hint or "",
+                retry_in_s=RETRY_START_S,
+            )
+            return
+        log.info("query started", query=running.spec.name, checkpoint=str(checkpoint))
+
+    def run_until(self, stop: threading.Event, report_every_s: float | None = None) -> None:
+        """Supervise the queries until ``stop`` is set."""
+        every = report_every_s or self.settings.processor.progress_every_s
+        next_report = time.monotonic() + every
+        while not stop.wait(0.2):
+            for running in self.running:
+                self._supervise(running)
+            if time.monotonic() >= next_report:
+                next_report = time.monotonic() + every
+                for running in self.running:
+                    self._report(running)
+
+    def _supervise(self, running: _Running) -> None:
+        query = running.query
+        if query is not None and not query.isActive:
+            error = query.exception()
+            running.spec.stop()
+            running.query = None
+            running.failures += 1
+            delay = min(60.0, 2.0 ** min(running.failures, 6))
+            running.restart_at = time.monotonic() + delay
+            log.error(
+                "query failed; restarting it from its checkpoint",
+                query=running.spec.name,
+                reason=str(error).splitlines()[0] if error else "stopped",
+                retry_in_s=delay,
+            )
+        if running.query is None and time.monotonic() >= running.restart_at:
+            self._start_query(running)
+
+    def _report(self, running: _Running) -> None:
+        query = running.query
+        if query is None:
+            return
+        progress = query.recentProgress
+        new = [p for p in progress if p["batchId"] > running.last_progress.get("batchId", -1)]
+        if not new:
+            return
+        running.last_progress = new[-1]
+        rows = sum(p["numInputRows"] for p in new)
+        rejected = sum(records_read(p) for p in new) - rows
+        late = sum(
+            op.get("numRowsDroppedByWatermark", 0)
+            for p in new
+            for op in p.get("stateOperators", [])
+        )
+        seconds = sum(p["durationMs"].get("triggerExecution", 0) for p in new) / 1000
+        lag = source_lag(new[-1])
+        LAG.labels(running.spec.name).set(lag)
+        rate = new[-1].get("processedRowsPerSecond") or 0.0
+        INPUT_RATE.labels(running.spec.name).set(rate)
+        if running.failures and rows:
+            running.failures = 0
+        log.info(
+            "processing",
+            query=running.spec.name,
+            batches=len(new),
+            rows=rows,
+            rows_per_s=round(rows / seconds) if seconds else 0,
+            batch_ms=round(seconds * 1000 / len(new)),
+            lag=lag,
+            rejected=max(rejected, 0),
+            late_dropped=late,
+            **running.spec.progress_fields(),
+        )
+
+    def stop(self) -> None:
+        for running in reversed(self.running):
+            if running.query is not None:
+                try:
+                    running.query.stop()
+                except Exception as exc:  # a query dying while we stop it
+                    log.warning(
+                        "query did not stop cleanly", query=running.spec.name, reason=str(exc)
+                    )
+                running.query = None
+            running.spec.stop()
+            log.info("query stopped", query=running.spec.name)
+        if self._own_spark and self.spark is not None:
+            self.spark.stop()
+            self.spark = None
+
+    def reset(self) -> None:
+        """Forget every query's checkpoint (offsets, state, sink journal)."""
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+
+
+def records_read(progress: dict[str, Any]) -> int:
+    """Kafka records a batch read (its sources' end minus start offsets); with a decoding
+    source, more than its input rows by the records set aside."""
+    from casatwin.processor import kafka_offsets as ko
+
+    total = 0
+    for source in progress.get("sources", []):
+        start, end = source.get("startOffset"), source.get("endOffset")
+        if isinstance(start, dict) and isinstance(end, dict):
+            total += sum(r.count for r in ko.plan_ranges(start, end))
+    return total
+
+
+def source_lag(progress: dict[str, Any]) -> int:
+    """Records on the broker beyond what the last batch read (all sources of a query)."""
+    from casatwin.processor import kafka_offsets as ko
+
+    lag = 0
+    for source in progress.get("sources", []):
+        end, latest = source.get("endOffset"), source.get("latestOffset")
+        if isinstance(end, dict) and isinstance(latest, dict):
+            lag += ko.backlog(end, latest)
+    return lag

@@ -1,0 +1,401 @@
+"""The processor's benchmarks (``make bench``): latency and sustained throughput.
+
+``processor-latency``  500 taxis of the simulator in real time (with more violators than
+    usual, for samples); for every infraction, the time from its evidence fix reaching
+    ``casatwin.telemetry`` to the infraction reaching ``casatwin.infractions``, both seen
+    by one consumer of the two topics (so its own fetch delay cancels out). p50/p95/p99,
+    target p95 ≤ 150 ms. Reference: the same consumer's delay in the same run (how long a
+    message takes to come back from the broker).
+``processor-latency-settings``  the same, shorter, for a few settings in turn (trigger,
+    state buckets, state store, shuffle partitions, checkpoint on tmpfs), to show what moves
+    the latency.
+``processor-throughput``  a recorded simulation (3,000 taxis, as fast as possible) is
+    drained from the broker; then re-timed copies are replayed at a fixed rate (target
+    50,000 msg/s) while the lag is sampled. Reference: the raw consume rate of the same
+    Kafka client (librdkafka consumer, same settings) on the same records, in the same run.
+
+Each prepares the registry first (migrations, the fleet's drivers) and runs the processor
+in this process, on its own Spark session (``local[*]``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+
+from casatwin.bus import topics
+from casatwin.config import Settings
+from casatwin.logs import get_logger
+from casatwin.processor import kafka_offsets as ko
+
+log = get_logger("bench")
+
+LATENCY_TAXIS = 500
+LATENCY_SECONDS = 150
+WARMUP_S = 30  # infractions whose evidence arrived in the first seconds are not counted
+SWEEP_SECONDS = 75
+RECORD_TAXIS = 3000
+RECORD_SECONDS = 100
+REPLAY_RATE = 50_000
+REPLAY_SECONDS = 60
+START_MS = 1_800_000_000_000
+
+
+# -- shared ----------------------------------------------------------------------------------
+
+
+def prepare_registry(settings: Settings) -> None:
+    from casatwin.registry.setup import prepare
+
+    prepare(settings.replace(registry={"drivers": 13_000}))
+
+
+def run_simulator(settings: Settings, *args: str, wait: bool = True) -> subprocess.Popen[bytes]:
+    """``casatwin simulator ARGS`` against the bench's servers."""
+    env = {**os.environ, **settings.as_env(), "CASATWIN_SIMULATOR_METRICS_PORT": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "casatwin.cli", "simulator", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    if wait:
+        _, err = process.communicate(timeout=900)
+        if process.returncode != 0:
+            raise RuntimeError(f"the simulator failed: {err.decode()[-2000:]}")
+    return process
+
+
+@contextmanager
+def running_processor(settings: Settings, spark: Any = None) -> Iterator[Any]:
+    """The processor application in this process; yields the running app."""
+    from casatwin.processor.app import ProcessorApp
+
+    app = ProcessorApp(settings, spark=spark)
+    stop = threading.Event()
+    app.start()
+    supervisor = threading.Thread(target=app.run_until, args=(stop, 30.0), daemon=True)
+    supervisor.start()
+    try:
+        yield app
+    finally:
+        stop.set()
+        supervisor.join(30)
+        app.stop()
+
+
+def ends(settings: Settings, topic: str) -> ko.OffsetMap:
+    from casatwin.bus.watermarks import EndOffsets
+
+    offsets = EndOffsets(settings.kafka, "bench-ends")
+    try:
+        return ko.to_map(offsets.ends([topic]))
+    finally:
+        offsets.close()
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+    p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
+    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "p99": round(float(p99), 1)}
+
+
+# -- latency --------------------------------------------------------------------------------
+
+
+class Watcher:
+    """One consumer of the telemetry and the infractions, noting when each message arrives."""
+
+    def __init__(self, settings: Settings) -> None:
+        from casatwin.bus import consumer
+
+        self.reader = consumer.reader(
+            settings.kafka,
+            [topics.TELEMETRY, topics.INFRACTIONS],
+            "bench-watcher",
+            start="latest",
+            **{"fetch.wait.max.ms": 5},
+        )
+        self.fix_seen: dict[tuple[str, int], float] = {}
+        self.fix_delay_ms: list[float] = []  # arrival − Kafka timestamp (simulated time)
+        self.infractions: list[tuple[float, dict[str, Any]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.reader.close()
+
+    def _run(self) -> None:
+        from casatwin.bus import consumer
+
+        while not self._stop.is_set():
+            for message in consumer.messages(self.reader, max_messages=5000, timeout_s=0.05):
+                now_ms = time.time() * 1000
+                value = orjson.loads(message.value())
+                if message.topic() == topics.TELEMETRY:
+                    self.fix_seen[(value["vehicle_id"], value["ts"])] = now_ms
+                else:
+                    self.infractions.append((now_ms, value))
+
+    def latencies(self, since_ms: float) -> tuple[list[float], dict[str, int]]:
+        out, by_type = [], {}
+        for seen_ms, infraction in self.infractions:
+            fix_ms = self.fix_seen.get((infraction["vehicle_id"], infraction["evidence_ts"]))
+            if fix_ms is None or fix_ms < since_ms:
+                continue  # decided by a timer, or during the warm-up
+            out.append(seen_ms - fix_ms)
+            by_type[infraction["type"]] = by_type.get(infraction["type"], 0) + 1
+        return out, by_type
+
+
+def measure_latency(settings: Settings, seconds: int, spark: Any = None) -> dict[str, Any]:
+    settings = settings.replace(
+        simulator={"speeder_share": 0.1, "red_light_runner_share": 0.05, "realtime": True},
+        processor={"starting_offsets": "latest"},
+    )
+    with running_processor(settings, spark) as app:
+        query = app.running[0].query
+        deadline = time.monotonic() + 300
+        while not query.recentProgress and time.monotonic() < deadline:
+            time.sleep(0.5)  # the first (empty) batch: Spark's start-up is not latency
+        watcher = Watcher(settings)
+        watcher.start()
+        started_ms = time.time() * 1000
+        run_simulator(settings, "--realtime", "--taxis", str(LATENCY_TAXIS), "--seconds",
+                      str(seconds))  # fmt: skip
+        time.sleep(5)
+        watcher.stop()
+        progress = query.recentProgress
+    latencies, by_type = watcher.latencies(started_ms + WARMUP_S * 1000)
+    batches = [p for p in progress if p["numInputRows"]]
+    return {
+        "infractions_measured": len(latencies),
+        "by_type": by_type,
+        "latency_ms": percentiles(latencies),
+        "target_p95_ms": 150,
+        "batch_ms_median": statistics.median(p["durationMs"]["triggerExecution"] for p in batches)
+        if batches
+        else None,
+        "telemetry_msgs": len(watcher.fix_seen),
+    }
+
+
+def latency(settings: Settings) -> dict[str, Any]:
+    prepare_registry(settings)
+    result = measure_latency(settings, LATENCY_SECONDS)
+    result["settings"] = _described(settings)
+    result["machine_load_1m"] = os.getloadavg()[0]
+    return result
+
+
+SWEEP: list[tuple[str, dict[str, Any]]] = [
+    ("defaults", {}),
+    ("trigger 250 ms", {"trigger_ms": 250}),
+    ("trigger 1000 ms", {"trigger_ms": 1000}),
+    ("2 state buckets, 1 shuffle partition", {"state_buckets": 2, "shuffle_partitions": 1}),
+    ("16 state buckets", {"state_buckets": 16}),
+    ("in-memory state store (hdfs)", {"state_store": "hdfs"}),
+    ("checkpoints on tmpfs (/dev/shm)", {"checkpoint_dir": "tmpfs"}),
+]
+
+
+def latency_settings(settings: Settings) -> dict[str, Any]:
+    """The latency under a few settings in turn, one Spark session for all."""
+    from casatwin.processor.session import STATE_STORES, build_session
+
+    prepare_registry(settings)
+    spark = build_session(settings)
+    rows = {}
+    try:
+        for name, change in SWEEP:
+            with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+                on_disk = settings.general.data_dir / "bench-checkpoints" / name.replace(" ", "-")
+                where = shm if change.get("checkpoint_dir") == "tmpfs" else str(on_disk)
+                variant = settings.replace(processor={**change, "checkpoint_dir": where})
+                p = variant.processor
+                spark.conf.set("spark.sql.shuffle.partitions", str(p.shuffle_partitions))
+                spark.conf.set(
+                    "spark.sql.streaming.stateStore.providerClass", STATE_STORES[p.state_store]
+                )
+                result = measure_latency(variant, SWEEP_SECONDS, spark)
+            rows[name] = {
+                "p50_ms": result["latency_ms"]["p50"],
+                "p95_ms": result["latency_ms"]["p95"],
+                "p99_ms": result["latency_ms"]["p99"],
+                "batch_ms_median": result["batch_ms_median"],
+                "samples": result["infractions_measured"],
+                "load_1m": round(os.getloadavg()[0], 1),
+            }
+            log.info("latency variant measured", variant=name, **rows[name])
+    finally:
+        spark.stop()
+    return {"variants": rows, "seconds_each": SWEEP_SECONDS}
+
+
+def _described(settings: Settings) -> dict[str, Any]:
+    p = settings.processor
+    return {
+        "trigger_ms": p.trigger_ms,
+        "state_buckets": p.state_buckets,
+        "state_store": p.state_store,
+        "shuffle_partitions": p.shuffle_partitions,
+        "max_records_per_batch": p.max_records_per_batch,
+    }
+
+
+# -- throughput ------------------------------------------------------------------------------
+
+
+def raw_consume_rate(settings: Settings, start: ko.OffsetMap, end: ko.OffsetMap) -> float:
+    """Messages per second one librdkafka consumer (the source's settings) reads the range
+    at, touching each value — the reference the processor is compared to."""
+    import confluent_kafka
+
+    from casatwin.processor.kafka_source import cached_consumer
+
+    consumer = cached_consumer(settings.kafka, "bench-raw")
+    ranges = ko.plan_ranges(start, end)
+    total = sum(r.count for r in ranges)
+    consumer.assign([confluent_kafka.TopicPartition(r.topic, r.partition, r.start) for r in ranges])
+    got, size = 0, 0
+    started = time.perf_counter()
+    deadline = time.monotonic() + 300
+    while got < total and time.monotonic() < deadline:
+        for message in consumer.consume(10_000, 0.1):
+            if message.error() is None:
+                size += len(message.value())
+                got += 1
+    elapsed = time.perf_counter() - started
+    consumer.unassign()
+    return got / elapsed
+
+
+def recorded_values(settings: Settings, start: ko.OffsetMap, end: ko.OffsetMap) -> list[bytes]:
+    from casatwin.processor.kafka_source import cached_consumer, read_ranges
+
+    consumer = cached_consumer(settings.kafka, "bench-recorded")
+    return [
+        value
+        for round_ in ko.rounds(ko.plan_ranges(start, end))
+        for batch in read_ranges(consumer, round_, 60)
+        for value in batch.column("value").to_pylist()
+    ]
+
+
+def replay(bootstrap: str, values: list[bytes], shift_ms: int, rate: int, seconds: int) -> None:
+    """Child process: send re-timed copies of ``values`` at ``rate`` msg/s for ``seconds``
+    (each lap moves the timestamps on, so event time keeps advancing)."""
+    from casatwin.bus.producer import Producer
+    from casatwin.config import KafkaSettings
+
+    producer = Producer(KafkaSettings(bootstrap=bootstrap), "bench-replay")
+    decoded = [orjson.loads(v) for v in values]
+    span = max(m["ts"] for m in decoded) - min(m["ts"] for m in decoded) + 1000
+    started, sent, lap = time.monotonic(), 0, 0
+    while time.monotonic() - started < seconds:
+        for k in range(0, len(decoded), 1000):
+            pause = started + sent / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            if time.monotonic() - started >= seconds:
+                break
+            for message in decoded[k : k + 1000]:
+                copy = {**message, "ts": message["ts"] + shift_ms + lap * span}
+                producer.send(topics.TELEMETRY, orjson.dumps(copy), key=copy["vehicle_id"])
+            sent += len(decoded[k : k + 1000])
+            producer.poll(0)
+        lap += 1
+    producer.flush(30)
+
+
+def processed_rate(progress: list[dict[str, Any]]) -> float:
+    """Input rows per second of batch time over the batches that had rows."""
+    busy = [p for p in progress if p["numInputRows"]]
+    seconds = sum(p["durationMs"]["triggerExecution"] for p in busy) / 1000
+    return sum(p["numInputRows"] for p in busy) / seconds if seconds else 0.0
+
+
+def wait_until_read(query: Any, end: ko.OffsetMap, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        last = query.lastProgress
+        if last and last["sources"] and ko.backlog(last["sources"][0]["endOffset"], end) == 0:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def throughput(settings: Settings) -> dict[str, Any]:
+    prepare_registry(settings)
+    before = ends(settings, topics.TELEMETRY)
+    run_simulator(settings, "--afap", "--taxis", str(RECORD_TAXIS), "--seconds",
+                  str(RECORD_SECONDS), "--start-ms", str(START_MS))  # fmt: skip
+    after = ends(settings, topics.TELEMETRY)
+    records = sum(r.count for r in ko.plan_ranges(before, after))
+    raw_rate = raw_consume_rate(settings, before, after)
+    log.info("simulation recorded", records=records, raw_consume_per_s=round(raw_rate))
+    values = recorded_values(settings, before, after)
+
+    settings = settings.replace(processor={"starting_offsets": orjson.dumps(before).decode()})
+    with running_processor(settings) as app:
+        query = app.running[0].query
+        wait_until_read(query, after, 900)
+        drained = list(query.recentProgress)
+        drain_rate = processed_rate(drained)
+        log.info("backlog drained", msgs_per_s=round(drain_rate))
+
+        # Sustained: re-timed copies of the recording at a fixed rate; is the lag growing?
+        replay_from = ends(settings, topics.TELEMETRY)
+        child = multiprocessing.get_context("spawn").Process(
+            target=replay,
+            args=(settings.kafka.bootstrap, values, RECORD_SECONDS * 1000 + 60_000,
+                  REPLAY_RATE, REPLAY_SECONDS),
+        )  # fmt: skip
+        started = time.monotonic()
+        child.start()
+        lags = []
+        while child.is_alive() and time.monotonic() - started < REPLAY_SECONDS + 60:
+            time.sleep(2)
+            last = query.lastProgress
+            if last and last["sources"]:
+                lags.append(
+                    ko.backlog(last["sources"][0]["endOffset"], ends(settings, topics.TELEMETRY))
+                )
+        child.join(60)
+        offered = sum(
+            r.count for r in ko.plan_ranges(replay_from, ends(settings, topics.TELEMETRY))
+        )
+        offered_rate = offered / (time.monotonic() - started)
+        sustained = [p for p in query.recentProgress if p["batchId"] > drained[-1]["batchId"]]
+    growing = len(lags) >= 6 and min(lags[-3:]) > 2 * max(lags[len(lags) // 3], 1)
+    return {
+        "records_recorded": records,
+        "raw_consume_msgs_per_s": round(raw_rate),
+        "drain_msgs_per_s": round(drain_rate),
+        "drain_vs_raw": round(drain_rate / raw_rate, 3) if raw_rate else None,
+        "sustained_offered_msgs_per_s": round(offered_rate),
+        "sustained_processed_msgs_per_s": round(processed_rate(sustained)),
+        "lag_samples": lags,
+        "lag_growing": growing,
+        "target_msgs_per_s": REPLAY_RATE,
+        "settings": _described(settings),
+        "machine_load_1m": round(os.getloadavg()[0], 1),
+    }

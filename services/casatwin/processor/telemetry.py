@@ -1,0 +1,167 @@
+"""The stateless stage: Kafka records → validated, map-matched fixes (+ dead letters). Pure.
+
+:func:`parse` decodes and validates each record against the telemetry contract
+(``bus.messages.check``, the same rules every consumer applies) and the city's bounds;
+whatever fails becomes a dead letter with the reason. :func:`locate` map-matches the good
+fixes and finds the no-parking zone each lies in, vectorised over the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from casatwin.bus import topics
+from casatwin.bus.messages import InvalidMessage, check
+from casatwin.processor.network import RoadNetwork
+
+STAGE = "processor.parse"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that breaks the contract, with the reason (it goes to the DLQ)."""
+
+    raw: bytes | None
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+
+
+FIX_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("vehicle_id", pa.string()),
+    ("kind", pa.string()),
+    ("ts", pa.int64()),
+    ("lat", pa.float64()),
+    ("lon", pa.float64()),
+    ("x", pa.float64()),
+    ("y", pa.float64()),
+    ("speed_kmh", pa.float64()),
+    ("heading_deg", pa.float64()),
+    ("segment", pa.int32()),
+    ("along_m", pa.float64()),
+    ("zone", pa.int32()),
+    ("partition", pa.int32()),
+    ("offset", pa.int64()),
+]
+FIX_SCHEMA = pa.schema([pa.field(name, typ) for name, typ in FIX_FIELDS])
+
+
+_NUMBERS = ("ts", "lat", "lon", "speed_kmh", "heading_deg")
+
+
+@dataclass
+class Parsed:
+    """The good fixes as columns, and the records that were set aside."""
+
+    columns: dict[str, list[Any]]
+    rejected: list[Rejected]
+
+    def __len__(self) -> int:
+        return len(self.columns["ts"])
+
+
+def parse(
+    batch: pa.RecordBatch,
+    bounds: tuple[float, float, float, float],
+    contract: str = topics.TELEMETRY,
+) -> Parsed:
+    """Decode and validate the records of one Arrow batch from the Kafka source against
+    the ``contract`` of a topic and the city's bounds."""
+    values = batch.column("value").to_pylist()
+    good: list[dict[str, Any]] = []
+    where: list[int] = []  # row of each good message in the batch
+    reasons: dict[int, str] = {}
+    loads = orjson.loads
+    for row, raw in enumerate(values):
+        try:
+            message = loads(raw) if raw is not None else None
+            if message is None:
+                raise InvalidMessage("empty message (no value)")
+            check(contract, message)
+        except orjson.JSONDecodeError as exc:
+            reasons[row] = f"not valid JSON: {exc}"
+        except InvalidMessage as exc:
+            reasons[row] = str(exc)
+        else:
+            good.append(message)
+            where.append(row)
+    columns: dict[str, list[Any]] = {
+        name: [m[name] for m in good] for name in ("vehicle_id", "kind", *_NUMBERS)
+    }
+    outside = _outside(columns["lat"], columns["lon"], bounds)
+    if outside:
+        for k in outside:
+            lat, lon = columns["lat"][k], columns["lon"][k]
+            south, west, north, east = bounds
+            reasons[where[k]] = (
+                f"position ({lat}, {lon}) is outside the city "
+                f"(south {south}, west {west}, north {north}, east {east})"
+            )
+        keep = sorted(set(range(len(where))) - set(outside))
+        columns = {name: [col[k] for k in keep] for name, col in columns.items()}
+        where = [where[k] for k in keep]
+    partitions = batch.column("partition").to_pylist()
+    offsets = batch.column("offset").to_pylist()
+    columns["partition"] = [partitions[r] for r in where]
+    columns["offset"] = [offsets[r] for r in where]
+    rejected = []
+    if reasons:
+        keys, record_topics = batch.column("key").to_pylist(), batch.column("topic").to_pylist()
+        for row, reason in sorted(reasons.items()):
+            key = keys[row]
+            rejected.append(
+                Rejected(
+                    values[row],
+                    reason,
+                    record_topics[row],
+                    partitions[row],
+                    offsets[row],
+                    key.decode("utf-8", "replace") if key is not None else None,
+                )
+            )
+    return Parsed(columns, rejected)
+
+
+def _outside(lat: list[float], lon: list[float], bounds: tuple[float, ...]) -> list[int]:
+    """Positions of the points outside the bounds (south, west, north, east)."""
+    if not lat:
+        return []
+    south, west, north, east = bounds
+    y, x = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
+    return np.flatnonzero((y < south) | (y > north) | (x < west) | (x > east)).tolist()
+
+
+def locate(parsed: Parsed, network: RoadNetwork) -> pa.RecordBatch:
+    """The good fixes with their segment, position along it, projection and zone."""
+    c = parsed.columns
+    lat = np.asarray(c["lat"], dtype=float)
+    lon = np.asarray(c["lon"], dtype=float)
+    speed = np.asarray(c["speed_kmh"], dtype=float)
+    heading = np.asarray(c["heading_deg"], dtype=float)
+    match = network.matcher.match(lat, lon, heading, speed)
+    x, y = network.pack.projection.to_xy(lat, lon)
+    zone = network.zone_of(x, y)
+    arrays = {
+        "vehicle_id": pa.array(c["vehicle_id"], pa.string()),
+        "kind": pa.array(c["kind"], pa.string()),
+        "ts": pa.array(c["ts"], pa.int64()),
+        "lat": pa.array(lat),
+        "lon": pa.array(lon),
+        "x": pa.array(np.atleast_1d(x)),
+        "y": pa.array(np.atleast_1d(y)),
+        "speed_kmh": pa.array(speed),
+        "heading_deg": pa.array(heading),
+        "segment": pa.array(match.segment.astype(np.int32)),
+        "along_m": pa.array(match.along_m),
+        "zone": pa.array(zone.astype(np.int32)),
+        "partition": pa.array(c["partition"], pa.int32()),
+        "offset": pa.array(c["offset"], pa.int64()),
+    }
+    return pa.RecordBatch.from_arrays([arrays[name] for name, _ in FIX_FIELDS], schema=FIX_SCHEMA)

@@ -1,0 +1,136 @@
+"""End to end: the simulator plays the e2e scenario on Casablanca (a speeder, a red-light
+runner, an illegal parker in law-abiding traffic); the processor finds exactly the scripted
+infractions — with the decisions the law gives them — in the ledger, the read model and on
+``casatwin.infractions``, and none for anybody else.
+
+The simulator's ground truth (``--ground-truth``) says what really happened; the processor
+reports what it can judge from the telemetry: a speeding episode of at least two fixes,
+parking of at least the dwell time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from casatwin.bus import topics
+from casatwin.readmodel.store import INFRACTIONS, connect
+from tests.processor_support import (
+    REGISTRY_AS_OF,
+    RunningApp,
+    ledger_rows,
+    read_topic,
+    topic_ends,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = ROOT / "scenarios" / "e2e.yaml"
+START_MS = 1_800_000_000_000
+
+
+def expected_decision(settings, record):
+    """The decision loi 52-05 gives this ground-truth infraction, for its driver as the
+    registry knows them before the run."""
+    from casatwin.registry import db, lookup
+    from casatwin.rules.engine import OffenceFacts, decide, load_rule_book
+
+    conn = db.connect(settings.mariadb)
+    try:
+        vehicle = lookup.lookup_vehicles(conn, [record["vehicle_id"]])[record["vehicle_id"]]
+    finally:
+        conn.close()
+    facts = OffenceFacts.from_infraction(
+        {**record, "limit": record["limit"] if record["type"] == "speeding" else None}
+    )
+    return decide(facts, vehicle.history(), load_rule_book()).to_message()
+
+
+def test_the_e2e_scenario_gives_exactly_the_scripted_infractions(
+    spark, mariadb, broker, mongo, tmp_path
+):
+    from casatwin.city.load import load
+    from casatwin.config import Settings
+    from casatwin.registry import loader
+    from tests.conftest import scratch_database
+
+    ledger = scratch_database(mariadb, "casatwin_processor_e2e")
+    units = loader.police_units_of(load("casablanca"))
+    loader.load(ledger, 13_000, seed=52, as_of=REGISTRY_AS_OF, police_units=units)
+    settings = Settings().replace(
+        general={"data_dir": tmp_path},
+        kafka={"bootstrap": broker.bootstrap},
+        mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
+        mariadb={"host": ledger.host, "port": ledger.port, "database": ledger.database},
+    )
+    since = topic_ends(settings, topics.INFRACTIONS)
+    settings = settings.replace(
+        processor={
+            "starting_offsets": orjson.dumps(topic_ends(settings, topics.TELEMETRY)).decode()
+        }
+    )
+    truth_path = tmp_path / "truth.json"
+    env = {**os.environ, **settings.as_env(), "CASATWIN_SIMULATOR_METRICS_PORT": "0"}
+    simulation = subprocess.run(
+        [sys.executable, "-m", "casatwin.cli", "simulator", "--afap", "--scenario", str(SCENARIO),
+         "--start-ms", str(START_MS), "--ground-truth", str(truth_path)],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert simulation.returncode == 0, simulation.stderr[-3000:]
+    truth = orjson.loads(truth_path.read_bytes())
+    dwell_ms = settings.processor.dwell_s * 1000
+    end_ms = START_MS + 300_000
+
+    def judgeable(r):
+        if r["type"] == "speeding":
+            return r["fixes"] >= 2
+        if r["type"] == "illegal_parking":
+            return r.get("end_ts", end_ms) - r["start_ts"] >= dwell_ms
+        return True
+
+    judged = [r for r in truth if judgeable(r)]
+    assert {r["type"] for r in judged} == {"speeding", "red_light", "illegal_parking"}
+
+    with RunningApp(settings, spark):
+        wait_for(
+            lambda: len(read_topic(settings, topics.INFRACTIONS, since)) >= len(judged),
+            timeout_s=400,
+        )
+        published = read_topic(settings, topics.INFRACTIONS, since)
+
+    assert len(published) == len(judged), [
+        (m["vehicle_id"], m["type"], m["event_ts"]) for m in published
+    ]
+    for record in judged:
+        key = (record["vehicle_id"], record["type"])
+        (found,) = [m for m in published if (m["vehicle_id"], m["type"]) == key]
+        if record["type"] == "speeding":
+            assert found["segment_id"] == record["segment_id"]
+            assert found["measured"] == pytest.approx(record["measured"], abs=0.2)
+            assert found["event_ts"] == record["event_ts"]
+        elif record["type"] == "red_light":
+            assert (found["intersection_id"], found["segment_id"]) == (
+                record["intersection_id"], record["segment_id"]
+            )  # fmt: skip
+            assert abs(found["event_ts"] - record["event_ts"]) <= 1500
+        else:
+            assert (found["zone_id"], found["parking_kind"]) == (
+                record["zone_id"], record["parking_kind"]
+            )  # fmt: skip
+            assert abs(found["event_ts"] - record["event_ts"]) <= 2000
+        expected = expected_decision(settings, {**found, **record})
+        for field in ("class", "fine_mad", "points", "court"):
+            assert found["decision"][field] == expected[field], (record["type"], field)
+
+    ids = {m["infraction_id"] for m in published}
+    assert set(ledger_rows(settings.mariadb, ids)) == ids
+    db = connect(settings.mongo)
+    assert {d["_id"] for d in db[INFRACTIONS].find({}, {"_id": 1})} == ids

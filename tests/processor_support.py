@@ -1,0 +1,150 @@
+"""What the processor's integration tests share: a city, a registry, runs of the app, reads.
+
+Tests run the processor against the session's servers, so they never read from the start of
+a shared topic: each run starts at the telemetry topic's end as it was before the test
+produced anything, and reads the output topics from their ends as they were.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from casatwin.bus import topics
+from casatwin.bus.producer import Producer
+from casatwin.bus.watermarks import EndOffsets
+from casatwin.city.load import from_dict, write
+from casatwin.city.synthetic import grid
+from casatwin.config import MariaDBSettings, Settings
+from casatwin.processor import kafka_offsets as ko
+from casatwin.processor.kafka_source import cached_consumer, read_ranges
+
+REGISTRY_AS_OF = dt.date(2025, 6, 1)
+
+
+def grid_city(directory: Path) -> dict[str, Any]:
+    """The synthetic grid as a pack file the processor's workers can load: city settings."""
+    path = directory / "grid.json"
+    write(grid(), path)
+    return {"pack": str(path)}
+
+
+def police_units() -> list[Any]:
+    from casatwin.registry import loader
+
+    return loader.police_units_of(from_dict(grid()))
+
+
+def topic_ends(settings: Settings, topic: str) -> ko.OffsetMap:
+    ends = EndOffsets(settings.kafka, "test-ends")
+    try:
+        return ko.to_map(ends.ends([topic]))
+    finally:
+        ends.close()
+
+
+def read_topic(settings: Settings, topic: str, since: ko.OffsetMap) -> list[dict[str, Any]]:
+    """Every message of ``topic`` after the offsets ``since``."""
+    now = topic_ends(settings, topic)
+    ranges = [r for r in ko.plan_ranges(since, now) if r.count]
+    consumer = cached_consumer(settings.kafka, "test-read-topic")
+    out = []
+    for round_ in ko.rounds(ranges):
+        for batch in read_ranges(consumer, round_, 20.0):
+            out += [orjson.loads(v) for v in batch.column("value").to_pylist()]
+    return out
+
+
+def publish(settings: Settings, messages: Iterable[dict[str, Any] | bytes], key: str = "") -> None:
+    producer = Producer(settings.kafka, "test-telemetry")
+    for message in messages:
+        if isinstance(message, bytes):
+            producer.send(topics.TELEMETRY, message, key=key or None)
+        else:
+            producer.send_json(topics.TELEMETRY, message, key=message["vehicle_id"])
+    assert producer.flush(20) == 0
+    assert producer.report.totals()["failed"] == 0
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every_s)
+    return predicate()
+
+
+class RunningApp:
+    """The processor application in this process (sharing the session's Spark), supervised
+    in a thread, stopped by :meth:`stop`."""
+
+    def __init__(self, settings: Settings, spark: Any) -> None:
+        from casatwin.processor.app import ProcessorApp
+
+        self.app = ProcessorApp(settings, spark=spark)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.app.run_until, args=(self._stop, 5.0))
+
+    def __enter__(self) -> RunningApp:
+        self.app.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+        self.app.stop()
+
+
+def ledger_rows(settings: MariaDBSettings, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    from casatwin.registry import db
+
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    conn = db.open_connection(settings)
+    try:
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT infraction_id, type, offence_class, fine_mad, points, court, cin"
+            " FROM infractions WHERE infraction_id IN %s",
+            (wanted,),
+        )
+        names = ("infraction_id", "type", "class", "fine_mad", "points", "court", "cin")
+        return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+    finally:
+        conn.close()
+
+
+def clean_taxis(settings: MariaDBSettings, count: int) -> list[str]:
+    """Taxis whose driver has a valid, non-probationary licence, full points and no recorded
+    offence: their decisions depend on the offence alone."""
+    from casatwin.registry import db
+
+    conn = db.open_connection(settings)
+    try:
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT v.vehicle_id FROM vehicles v"
+            " JOIN taxi_shifts s ON s.open_vehicle = v.vehicle_id"
+            " JOIN drivers d ON d.cin = s.cin"
+            " WHERE v.vehicle_id LIKE 'TX-%%' AND d.status = 'valid' AND d.points >= 20"
+            " AND d.probation_end < %s"
+            " AND NOT EXISTS (SELECT 1 FROM infractions i WHERE i.cin = d.cin)"
+            " ORDER BY v.vehicle_id LIMIT %s",
+            (REGISTRY_AS_OF.isoformat(), count),
+        )
+        return [row[0] for row in cursor.fetchall()]
+    finally:
+        conn.close()

@@ -1,0 +1,80 @@
+"""The processor's pure helpers around the sinks: message shape, simultaneity, progress."""
+
+from casatwin.bus import topics
+from casatwin.bus.messages import check
+from casatwin.processor.app import records_read, source_lag
+from casatwin.processor.decisions import simultaneous
+from casatwin.processor.sink import Decided, infraction_message
+
+DETECTION = {
+    "infraction_id": "RED-TX-00002-1800000044200",
+    "type": "red_light",
+    "vehicle_id": "TX-00002",
+    "kind": "taxi_petit",
+    "event_ts": 1_800_000_044_025,
+    "evidence_ts": 1_800_000_044_200,
+    "detected_ts": 1_795_000_000_000,
+    "lat": 33.5886,
+    "lon": -7.6229,
+    "measured": 2.0,
+    "limit": 0.0,
+    "segment_id": "s00017",
+    "intersection_id": "i004",
+    "zone_id": None,
+    "parking_kind": None,
+}
+DECISION = {
+    "class": 1,
+    "fine_mad": 700,
+    "reduced_24h": 400,
+    "reduced_15d": 500,
+    "points": 4,
+    "court": False,
+    "legal_basis": "Franchissement d'un feu rouge",
+    "rule": "red_light",
+}
+
+
+def test_the_message_meets_the_contract_and_keeps_what_is_known():
+    decided = Decided({"vehicle_id": "TX-00002", "plate": "12345-B-6"}, {"cin": "BE1"},
+                      DECISION, dispatch_required=False)  # fmt: skip
+    message = infraction_message(DETECTION, decided, "Mers Sultan")
+    check(topics.INFRACTIONS, message)
+    assert message["district"] == "Mers Sultan"
+    assert message["intersection_id"] == "i004" and "zone_id" not in message
+    assert (message["event_ts"], message["evidence_ts"]) == (1_800_000_044_025, 1_800_000_044_200)
+    assert message["decision"] == DECISION and message["vehicle_id"] == "TX-00002"
+
+
+def test_simultaneous_offences_are_the_same_vehicles_within_five_seconds():
+    speeding = {
+        **DETECTION,
+        "infraction_id": "SPD-1",
+        "type": "speeding",
+        "event_ts": 1_800_000_047_000,
+    }
+    later = {
+        **DETECTION,
+        "infraction_id": "SPD-2",
+        "type": "speeding",
+        "event_ts": 1_800_000_060_000,
+    }
+    other = {**DETECTION, "infraction_id": "SPD-3", "vehicle_id": "TX-9"}
+    batch = [DETECTION, speeding, later, other]
+    assert simultaneous(DETECTION, batch) == [speeding]
+    assert simultaneous(later, batch) == []
+
+
+def test_progress_figures_from_spark_progress():
+    progress = {
+        "sources": [
+            {
+                "startOffset": {"t": {"0": 10, "1": 5}},
+                "endOffset": {"t": {"0": 15, "1": 9}},
+                "latestOffset": {"t": {"0": 20, "1": 9, "2": 3}},
+            }
+        ]
+    }
+    assert records_read(progress) == 9
+    assert source_lag(progress) == 8
+    assert records_read({"sources": [{"startOffset": None, "endOffset": {"t": {"0": 1}}}]}) == 0

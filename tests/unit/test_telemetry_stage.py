@@ -1,0 +1,81 @@
+"""The stateless stage: parse + validate (bad records set aside with a reason), locate."""
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from casatwin.city.load import from_dict
+from casatwin.city.synthetic import grid
+from casatwin.processor.kafka_source import ARROW_SCHEMA
+from casatwin.processor.network import RoadNetwork
+from casatwin.processor.telemetry import FIX_SCHEMA, locate, parse
+from tests.drive import Drive, path_along
+
+
+@pytest.fixture(scope="module")
+def net():
+    return RoadNetwork(from_dict(grid()))
+
+
+def records(values, topic="casatwin.telemetry"):
+    n = len(values)
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([b"k%d" % i for i in range(n)], pa.binary()),
+            pa.array(values, pa.binary()),
+            pa.array([topic] * n, pa.string()),
+            pa.array([1] * n, pa.int32()),
+            pa.array(list(range(100, 100 + n)), pa.int64()),
+            pa.array([0] * n, pa.int64()),
+        ],
+        schema=ARROW_SCHEMA,
+    )
+
+
+def test_good_fixes_pass_and_bad_ones_are_set_aside_with_the_reason(net):
+    good = Drive(net, "TX-1", path_along(net, "Row 1"), duration_s=3).fixes()
+    outside = {**good[0], "lat": 34.2}
+    values = [
+        orjson.dumps(good[0]),
+        b"{not json",
+        orjson.dumps({k: v for k, v in good[1].items() if k != "speed_kmh"}),
+        orjson.dumps({**good[1], "speed_kmh": -3}),
+        orjson.dumps({**good[1], "kind": "bicycle"}),
+        orjson.dumps(outside),
+        None,
+        orjson.dumps([1, 2]),
+        orjson.dumps({**good[2], "ts": 1.5}),
+        orjson.dumps(good[2]),
+    ]
+    parsed = parse(records(values), net.pack.bounds)
+    assert len(parsed) == 2
+    assert parsed.columns["vehicle_id"] == ["TX-1", "TX-1"]
+    assert parsed.columns["offset"] == [100, 109]
+    reasons = [r.reason for r in parsed.rejected]
+    assert [r.offset for r in parsed.rejected] == list(range(101, 109))
+    assert reasons[0].startswith("not valid JSON")
+    assert "missing field 'speed_kmh'" in reasons[1]
+    assert "'speed_kmh'=-3 is below 0" in reasons[2]
+    assert "'kind'='bicycle' is not one of" in reasons[3]
+    assert "outside the city" in reasons[4]
+    assert "empty message" in reasons[5]
+    assert "expected a JSON object" in reasons[6]
+    assert "'ts' should be an integer" in reasons[7]
+    rejected = parsed.rejected[0]
+    assert (rejected.raw, rejected.topic, rejected.partition, rejected.key) == (
+        b"{not json",
+        "casatwin.telemetry",
+        1,
+        "k1",
+    )
+
+
+def test_locate_adds_segment_zone_and_projection(net):
+    fixes = Drive(net, "TX-2", path_along(net, "Row 0"), duration_s=30).fixes()
+    parsed = parse(records([orjson.dumps(f) for f in fixes]), net.pack.bounds)
+    batch = locate(parsed, net)
+    assert batch.schema == FIX_SCHEMA
+    table = batch.to_pydict()
+    assert all(s >= 0 for s in table["segment"])
+    assert {net.pack.seg_road[s] for s in table["segment"]} == {"Row 0"}
+    assert 0 in table["zone"] and -1 in table["zone"]  # drove through the no-parking zone
