@@ -43,7 +43,7 @@ bench: setup
 wheel: setup
 	rm -f dist/casatwin-*.whl
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) \
-	  $(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w dist .
+	  $(BIN)/pip wheel --quiet --no-deps -w dist .
 
 clean:
 	rm -rf .casatwin test-artifacts .pytest_cache .ruff_cache
