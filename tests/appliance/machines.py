@@ -141,9 +141,9 @@ class Garage:
         root = machine.root
         (root / "etc/hostname").write_text(f"{machine.name}\n")
         # The test's stand-in for Tailscale's MagicDNS: every node's name resolves.
-        hosts = ["127.0.0.1 localhost", f"127.0.1.1 {machine.name}"] + [
-            f"{m.address} {m.name}" for m in self.machines.values() if m is not machine
-        ]
+        # A node's own name is its bridge address (as MagicDNS gives the tailnet address),
+        # so that servers told to use their name are reachable by the others.
+        hosts = ["127.0.0.1 localhost"] + [f"{m.address} {m.name}" for m in self.machines.values()]
         (root / "etc/hosts").write_text("\n".join(hosts) + "\n")
         ssh_dir = root / "root/.ssh"
         ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "acl",
     "ca-certificates", "iproute2", "procps", "less",
     # Ansible's own needs on a managed node
-    "python3", "python3-apt", "python3-venv",
+    "python3", "python3-apt", "python3-venv", "python3-packaging",
     # role java (Spark's JVM) and role mariadb
     "openjdk-17-jre-headless", "mariadb-server", "mariadb-client", "python3-pymysql",
     # role monitoring

@@ -109,17 +109,20 @@ def memory_plan(
     }
 
 
+DERIVED = (
+    "kafka_heap_mb",
+    "spark_daemon_memory_mb",
+    "spark_worker_memory_mb",
+    "spark_executor_memory_mb",
+    "spark_driver_memory_mb",
+    "mariadb_buffer_pool_mb",
+    "mongodb_cache_gb",
+)
+
+
 def derived(budgets: dict[str, int]) -> dict[str, Any]:
     """Heaps, pools and caches that follow from the budgets (absent components: None)."""
-    out: dict[str, Any] = {
-        "kafka_heap_mb": None,
-        "spark_daemon_memory_mb": None,
-        "spark_worker_memory_mb": None,
-        "spark_executor_memory_mb": None,
-        "spark_driver_memory_mb": None,
-        "mariadb_buffer_pool_mb": None,
-        "mongodb_cache_gb": None,
-    }
+    out: dict[str, Any] = dict.fromkeys(DERIVED)
     if "kafka" in budgets:
         out["kafka_heap_mb"] = _round_down(budgets["kafka"] - JVM_OFF_HEAP_MB)
     if "spark_master" in budgets:
@@ -185,9 +188,7 @@ def memory_plan_report(plan: dict[str, Any]) -> list[str]:
     for name, mb in plan["budgets_mb"].items():
         lines.append(f"  {name:<18} {mb:>6} MB")
     lines.append(f"  {'(page cache)':<18} {plan['page_cache_mb']:>6} MB")
-    sizes = {k: v for k, v in plan.items() if k.endswith(("_mb", "_gb")) and v is not None}
-    for key in ("total_mb", "reserved_mb", "floors_mb", "page_cache_mb", "overflow_mb"):
-        sizes.pop(key, None)
+    sizes = {k: v for k, v in plan.items() if k in DERIVED and v is not None}
     if sizes:
         lines.append("  derived: " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
     if not plan["fits"]:
