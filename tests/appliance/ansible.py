@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -127,4 +128,7 @@ def wheelhouse(cache: Path) -> Path:
     for own in target.glob("casatwin-*.whl"):
         own.unlink()
     (target / ".complete").write_text("")
+    for stale in cache.glob("wheelhouse-*"):  # older dependency sets
+        if stale != target:
+            shutil.rmtree(stale, ignore_errors=True)
     return target

@@ -67,6 +67,9 @@ def base_rootfs() -> Path:
     (building / ".complete").write_text(f"built in {time.monotonic() - started:.0f} s\n")
     shutil.rmtree(target, ignore_errors=True)
     building.rename(target)
+    for stale in cache_dir().glob(f"rootfs-{SUITE}-*"):  # older package lists
+        if stale != target:
+            shutil.rmtree(stale, ignore_errors=True)
     return target
 
 
