@@ -1,0 +1,1 @@
+"""Dispatch: the nearest available police unit, by road, in a closed loop with the simulator."""
