@@ -60,7 +60,9 @@ def appliance_logs(artifacts_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def converged(tmp_path_factory: pytest.TempPathFactory, appliance_logs: Path) -> Iterator[Converged]:
+def converged(
+    tmp_path_factory: pytest.TempPathFactory, appliance_logs: Path
+) -> Iterator[Converged]:
     if os.geteuid() != 0:
         pytest.skip("the appliance tests boot containers: they run as root")
     missing = _missing_tools()

@@ -181,7 +181,9 @@ class Garage:
         log = open(machine.workdir / "nspawn.log", "wb")  # noqa: SIM115 - lives with the process
         machine.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=enter_cgroup, start_new_session=True,
+            # Enter the cgroup between fork and exec: the test process has no other threads
+            # that could hold a lock at that moment.
+            preexec_fn=enter_cgroup, start_new_session=True,  # noqa: PLW1509
         )  # fmt: skip
 
     def _wait_booted(self, machine: Machine, timeout_s: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+
 import pytest
 import yaml
 
@@ -153,7 +154,7 @@ print("migrator ok")
 
 def test_read_model_server_is_reachable_from_the_compute_node(converged):
     out = converged.machine("prodesk").sh(
-        "/opt/casatwin/venv/bin/python -c \"import pymongo; "
+        '/opt/casatwin/venv/bin/python -c "import pymongo; '
         "print(pymongo.MongoClient('mongodb://optiplex:27017', serverSelectionTimeoutMS=5000)"
         ".admin.command('ping'))\""
     )

@@ -69,7 +69,9 @@ def memory_plan(
         try:
             floor, ceiling, weight = value
         except (TypeError, ValueError):
-            raise PlanError(f"memory_plan_components.{name} must be [floor_mb, max_mb, weight]")
+            raise PlanError(
+                f"memory_plan_components.{name} must be [floor_mb, max_mb, weight]"
+            ) from None
         table[name] = (int(floor), int(ceiling), float(weight))
     unknown = sorted(set(components) - set(table))
     if unknown:
@@ -94,7 +96,7 @@ def memory_plan(
         spare -= handed
         if handed < 1:
             break
-    rounded = {n: _round_down(b) if b > table[n][0] else int(table[n][0]) for n, b in budgets.items()}
+    rounded = {n: max(int(table[n][0]), _round_down(b)) for n, b in budgets.items()}
     assigned = sum(rounded.values())
     return {
         "node": node,
