@@ -98,6 +98,19 @@ class CitySettings:
     pack: str = setting(
         "casablanca", "A bundled pack name or the path of a pack file built by `casatwin city`."
     )
+    # One override per road class (model.ROAD_CLASSES); 0 keeps each segment's own limit.
+    limit_motorway_kmh: float = setting(
+        0.0, "Speed limit on urban motorway segments, km/h; 0 keeps the pack's (Casablanca: 100)."
+    )
+    limit_arterial_kmh: float = setting(
+        0.0, "Speed limit on arterial segments, km/h; 0 keeps the pack's (Casablanca: 60)."
+    )
+    limit_street_kmh: float = setting(
+        0.0, "Speed limit on ordinary streets, km/h; 0 keeps the pack's (Casablanca: 60)."
+    )
+    limit_centre_kmh: float = setting(
+        0.0, "Speed limit in the historic centre, km/h; 0 keeps the pack's (Casablanca: 40)."
+    )
 
 
 @dataclass(frozen=True)

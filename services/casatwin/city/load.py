@@ -2,11 +2,13 @@
 
 :func:`problems` lists everything wrong with a pack, each naming the offending feature
 (``segment s0042: ...``); :func:`from_dict` refuses a pack with problems; :func:`load` finds a
-bundled pack by name or reads a file.
+bundled pack by name or reads a file; :func:`load_city` is what services call: the pack of
+the settings with the configured speed limits applied.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 from functools import lru_cache
 from importlib import resources
@@ -24,6 +26,7 @@ from casatwin.city.model import (
     PARKING_KINDS,
     ROAD_CLASSES,
     CityPack,
+    District,
     HighwayStation,
     Intersection,
     Landmark,
@@ -32,6 +35,7 @@ from casatwin.city.model import (
     SignalPhase,
     SignalPlan,
 )
+from casatwin.config import CitySettings
 from casatwin.errors import UserError
 
 MAX_STOP_LINE_DISTANCE_M = 60.0
@@ -68,11 +72,20 @@ def read_raw(path: Path) -> dict[str, Any]:
     return raw
 
 
+def encode(raw: dict[str, Any], compact: bool) -> bytes:
+    """The JSON of a pack: compact (inside .gz files) or indented (plain .json files)."""
+    return orjson.dumps(raw, option=0 if compact else orjson.OPT_INDENT_2)
+
+
 def write(raw: dict[str, Any], path: Path) -> None:
-    """Write a pack file (gzip-compressed when the name ends in .gz)."""
-    data = orjson.dumps(raw, option=orjson.OPT_INDENT_2 if path.suffix != ".gz" else 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+    """Write a pack file (compact and gzip-compressed when the name ends in .gz)."""
+    compressed = path.suffix == ".gz"
+    data = encode(raw, compact=compressed)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gzip.compress(data, compresslevel=9, mtime=0) if compressed else data)
+    except OSError as exc:
+        raise PackError(f"cannot write city pack {path}: {exc.strerror}") from None
 
 
 @lru_cache(maxsize=8)
@@ -87,6 +100,50 @@ def load(name_or_path: str) -> CityPack:
                 hint="use a bundled pack (casablanca) or the path of a pack file",
             )
     return from_dict(read_raw(path), source=str(path))
+
+
+@lru_cache(maxsize=8)
+def load_city(settings: CitySettings) -> CityPack:
+    """THE city of a service: ``settings.pack`` with the configured speed limits applied.
+
+    Every service that needs the city calls this with the same settings, so the limits the
+    simulator drives to and the limits the processor judges against are the same numbers.
+    The result is cached (settings are frozen, hence hashable): call it freely.
+    """
+    return with_limits(load(settings.pack), limit_overrides(settings))
+
+
+def limit_overrides(settings: CitySettings) -> dict[str, float]:
+    """Road class → limit (km/h) from the ``limit_<class>_kmh`` settings; 0 = keep the pack's."""
+    out = {}
+    low, high = LIMIT_RANGE_KMH
+    for road_class in ROAD_CLASSES:
+        value = float(getattr(settings, f"limit_{road_class}_kmh"))
+        if value == 0:
+            continue
+        if not low <= value <= high:
+            var = f"CASATWIN_CITY_LIMIT_{road_class.upper()}_KMH"
+            raise UserError(
+                f"{var}={value:g} is outside {low:g}..{high:g} km/h",
+                hint=f"set {var} to a limit in km/h, or to 0 to keep the pack's own limits",
+            )
+        out[road_class] = value
+    return out
+
+
+def with_limits(pack: CityPack, overrides: dict[str, float]) -> CityPack:
+    """A copy of ``pack`` whose segments of each overridden class have the new limit."""
+    if not overrides:
+        return pack
+    limits = pack.seg_limit_kmh.copy()
+    classes = np.array(pack.seg_class)
+    for road_class, limit in overrides.items():
+        limits[classes == road_class] = limit
+    raw = dict(pack.raw)
+    raw["segments"] = [
+        {**seg, "limit_kmh": float(limit)} for seg, limit in zip(pack.raw["segments"], limits)
+    ]
+    return dataclasses.replace(pack, seg_limit_kmh=limits, raw=raw)
 
 
 def from_dict(raw: dict[str, Any], source: str = "city pack") -> CityPack:
@@ -137,6 +194,11 @@ def _build(raw: dict[str, Any]) -> CityPack:
         landmarks=[
             Landmark(m["id"], m["name"], m["lat"], m["lon"]) for m in raw.get("landmarks", [])
         ],
+        districts=[
+            District(d["id"], d["name"], tuple(tuple(p) for p in d["polygon"]))
+            for d in raw.get("districts", [])
+        ],
+        road_aliases=dict(raw.get("road_aliases", {})),
         raw=raw,
     )
 
@@ -194,6 +256,8 @@ def problems(raw: dict[str, Any]) -> list[str]:
     out += _check_police(raw.get("police_stations", []), raw["nodes"], inside)
     out += _check_highway(raw.get("highway_stations", []), raw["segments"], inside)
     out += _check_landmarks(raw.get("landmarks", []), inside)
+    out += _check_aliases(raw.get("road_aliases", {}), raw["segments"])
+    out += _check_districts(raw.get("districts", []), raw["nodes"], inside)
     return out
 
 
@@ -267,10 +331,18 @@ def _check_connectivity(raw: dict[str, Any]) -> list[str]:
     if n_components == 1:
         return []
     main = np.bincount(labels).argmax()
-    stray = [node_ids[i] for i in np.flatnonzero(labels != main)]
+    stray = {node_ids[i] for i in np.flatnonzero(labels != main)}
+    roads = sorted(
+        {
+            s.get("road") or s["id"]
+            for s in raw["segments"]
+            if s["from"] in stray or s["to"] in stray
+        }
+    )
+    shown = ", ".join(roads[:5]) + (f" and {len(roads) - 5} more" if len(roads) > 5 else "")
     return [
         f"the road graph is not strongly connected: {len(stray)} node(s) cannot reach or be "
-        f"reached from the rest, e.g. node {stray[0]} "
+        f"reached from the rest, e.g. node {min(stray)}, on {shown} "
         f"(a one-way street leading nowhere?)"
     ]
 
@@ -349,20 +421,27 @@ def _check_zones(zones: list[dict[str, Any]], inside: Any) -> list[str]:
                 f"no-parking zone {zid}: parking_kind {z.get('parking_kind')!r} "
                 f"is not one of {list(PARKING_KINDS)}"
             )
-        if len(polygon) < 3:
-            out.append(f"no-parking zone {zid}: a polygon needs at least 3 vertices")
-            continue
-        if any(not inside(*p) for p in polygon):
-            out.append(f"no-parking zone {zid}: a vertex is outside the city's bounds")
+        problem = _polygon_problem(polygon, inside)
+        if problem:
+            out.append(f"no-parking zone {zid}: {problem}")
             continue
         lat = np.array([p[0] for p in polygon])
         lon = np.array([p[1] for p in polygon])
-        if not polygon_is_simple(lon, lat):
-            out.append(f"no-parking zone {zid}: the polygon crosses itself")
-        elif not points_in_polygon(lon.mean(), lat.mean(), lon, lat):
+        if not points_in_polygon(lon.mean(), lat.mean(), lon, lat):
             # not an error in general, but our zones are small convex-ish areas
             out.append(f"no-parking zone {zid}: its centre lies outside the polygon")
     return out
+
+
+def _polygon_problem(polygon: list[Any], inside: Any) -> str | None:
+    """What is wrong with a feature's polygon ``[[lat, lon], ...]``, or None."""
+    if len(polygon) < 3:
+        return "a polygon needs at least 3 vertices"
+    if any(not (isinstance(p, list) and len(p) == 2 and inside(*p)) for p in polygon):
+        return "a vertex is outside the city's bounds"
+    if not polygon_is_simple([p[1] for p in polygon], [p[0] for p in polygon]):
+        return "the polygon crosses itself"
+    return None
 
 
 def _check_police(stations: list[dict[str, Any]], nodes: dict[str, Any], inside: Any) -> list[str]:
@@ -406,3 +485,62 @@ def _check_landmarks(landmarks: list[dict[str, Any]], inside: Any) -> list[str]:
         for m in landmarks
         if not inside(m.get("lat"), m.get("lon"))
     ]
+
+
+def _check_aliases(aliases: Any, segments: list[dict[str, Any]]) -> list[str]:
+    if not isinstance(aliases, dict):
+        return ["road_aliases should be an object {alias: road name}"]
+    roads = {s.get("road") for s in segments}
+    return [
+        f"road alias {alias!r}: names road {road!r}, which has no segment"
+        for alias, road in aliases.items()
+        if road not in roads
+    ]
+
+
+def _check_districts(
+    districts: list[dict[str, Any]], nodes: dict[str, Any], inside: Any
+) -> list[str]:
+    """Districts must be simple polygons that cover every node, each node once."""
+    if not districts:
+        return []
+    out = []
+    seen: set[str] = set()
+    node_ids = list(nodes)
+    lat = np.array([nodes[n][0] for n in node_ids], dtype=float)
+    lon = np.array([nodes[n][1] for n in node_ids], dtype=float)
+    hits = np.zeros(len(node_ids), dtype=np.int64)
+    first = np.full(len(node_ids), -1, dtype=np.int64)
+    sound = []
+    for i, d in enumerate(districts):
+        did = d.get("id", "?")
+        if did in seen:
+            out.append(f"district {did}: duplicate id")
+        seen.add(did)
+        if not d.get("name"):
+            out.append(f"district {did}: has no name")
+        polygon = d.get("polygon") or []
+        problem = _polygon_problem(polygon, inside)
+        if problem:
+            out.append(f"district {did}: {problem}")
+            continue
+        plat = np.array([p[0] for p in polygon])
+        plon = np.array([p[1] for p in polygon])
+        sound.append(i)
+        inside_d = points_in_polygon(lon, lat, plon, plat)
+        overlap = inside_d & (hits > 0)
+        if overlap.any():
+            k = int(np.flatnonzero(overlap)[0])
+            other = districts[int(first[k])].get("id", "?")
+            out.append(
+                f"district {did}: overlaps district {other} (both contain node {node_ids[k]})"
+            )
+        first[inside_d & (first < 0)] = i
+        hits += inside_d
+    if len(sound) == len(districts):
+        uncovered = [node_ids[k] for k in np.flatnonzero(hits == 0)]
+        if uncovered:
+            out.append(
+                f"districts: {len(uncovered)} node(s) lie in no district, e.g. node {uncovered[0]}"
+            )
+    return out

@@ -9,6 +9,8 @@ The pack file (JSON, format ``casatwin.city/1``) holds:
 ``no_parking_zones`` polygons ``[[lat, lon], ...]`` with the parking offence's kind
 ``police_stations``  with their units; ``highway_stations`` on motorway segments;
 ``landmarks``        named places scenarios refer to
+``districts``        named areas (arrondissements) as polygons, for tagging positions
+``road_aliases``     other names of roads (``{"Boulevard Roudani": "Boulevard Brahim Roudani"}``)
 
 Lengths and bearings are computed here from the coordinates, never read from the file.
 Everything is indexed twice: by id (``segment_index["s0001"]``) and by position in the
@@ -17,14 +19,16 @@ arrays, which is what vectorised code uses.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.spatial import cKDTree
 
-from casatwin.city.geometry import LocalProjection, bearing_deg, haversine_m
+from casatwin.city.geometry import LocalProjection, bearing_deg, haversine_m, points_in_polygon
 
 FORMAT = "casatwin.city/1"
 
@@ -114,6 +118,13 @@ class Landmark:
     lon: float
 
 
+@dataclass(frozen=True)
+class District:
+    id: str
+    name: str
+    polygon: tuple[tuple[float, float], ...]  # (lat, lon), not closed
+
+
 @dataclass
 class CityPack:
     """A validated city. Build it with :func:`casatwin.city.load.from_dict`."""
@@ -138,6 +149,8 @@ class CityPack:
     police_stations: list[PoliceStation] = field(default_factory=list)
     highway_stations: list[HighwayStation] = field(default_factory=list)
     landmarks: list[Landmark] = field(default_factory=list)
+    districts: list[District] = field(default_factory=list)
+    road_aliases: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # -- indexes ---------------------------------------------------------------------------
@@ -187,6 +200,17 @@ class CityPack:
     def seg_free_flow_s(self) -> NDArray[np.float64]:
         """Travel time at the speed limit, the routing weight when nothing better is known."""
         return self.seg_length_m / (self.seg_limit_kmh / 3.6)
+
+    @cached_property
+    def _node_tree(self) -> cKDTree:
+        x, y = self.node_xy
+        return cKDTree(np.column_stack([x, y]))
+
+    def nearest_node(self, lat: Any, lon: Any) -> Any:
+        """Position of the node nearest to each point (an ``int`` for scalars); vectorised."""
+        x, y = self.projection.to_xy(lat, lon)
+        _, index = self._node_tree.query(np.stack([x, y], axis=-1))
+        return int(index) if np.ndim(index) == 0 else index.astype(np.int64)
 
     def contains(self, lat: Any, lon: Any) -> NDArray[np.bool_]:
         south, west, north, east = self.bounds
@@ -240,33 +264,129 @@ class CityPack:
         """Names of the roads, each once, in order of first appearance."""
         return list(dict.fromkeys(self.seg_road))
 
+    def road_name(self, name: str) -> str:
+        """The pack's name of a road given its name or an alias, in any case or accents.
+
+        ``road_name("boulevard roudani")`` → ``"Boulevard Brahim Roudani"``; an unknown
+        name comes back unchanged.
+        """
+        if name in self._road_index:
+            return name
+        if name in self.road_aliases:
+            return self.road_aliases[name]
+        return self._road_keys.get(_key(name), name)
+
+    @cached_property
+    def _road_keys(self) -> dict[str, str]:
+        keys = {_key(alias): road for alias, road in self.road_aliases.items()}
+        keys.update({_key(road): road for road in self._road_index})
+        return keys
+
     def road_segments(self, road: str) -> NDArray[np.int64]:
-        return np.array([i for i, r in enumerate(self.seg_road) if r == road], dtype=np.int64)
+        """Positions of the segments of a road (by name or alias); empty if unknown."""
+        return self._road_index.get(self.road_name(road), np.empty(0, dtype=np.int64))
+
+    @cached_property
+    def _road_index(self) -> dict[str, NDArray[np.int64]]:
+        positions: dict[str, list[int]] = {}
+        for i, road in enumerate(self.seg_road):
+            positions.setdefault(road, []).append(i)
+        return {road: np.array(p, dtype=np.int64) for road, p in positions.items()}
+
+    # -- districts -------------------------------------------------------------------------
+
+    @cached_property
+    def _district_xy(self) -> list[tuple[NDArray[np.float64], NDArray[np.float64]]]:
+        out = []
+        for d in self.districts:
+            lat = np.array([p[0] for p in d.polygon])
+            lon = np.array([p[1] for p in d.polygon])
+            out.append(self.projection.to_xy(lat, lon))
+        return out
+
+    def district_index(self, lat: Any, lon: Any) -> NDArray[np.int64]:
+        """For each point, the position of the district containing it, or -1."""
+        x, y = self.projection.to_xy(lat, lon)
+        out = np.full(np.shape(x), -1, dtype=np.int64)
+        for i, (px, py) in enumerate(self._district_xy):
+            inside = points_in_polygon(x, y, px, py) & (out < 0)
+            out[inside] = i
+        return out
+
+    def district_of(self, lat: Any, lon: Any) -> Any:
+        """The district name of a point ("" outside every district); vectorised.
+
+        Scalars in, a ``str`` out; arrays in, an array of ``str`` out.
+        """
+        index = self.district_index(lat, lon)
+        names = np.array([d.name for d in self.districts] + [""], dtype=object)
+        found = names[index]  # -1 picks the trailing ""
+        return str(found) if np.ndim(found) == 0 else found
 
     def landmark(self, name_or_id: str) -> Landmark:
-        for mark in self.landmarks:
-            if name_or_id in (mark.id, mark.name):
-                return mark
-        raise KeyError(name_or_id)
+        """A landmark by id or name; accents and case do not matter ("Ain Diab")."""
+        return _find(self.landmarks, name_or_id)
 
     def intersection(self, name_or_id: str) -> Intersection:
-        for x in self.intersections:
-            if name_or_id in (x.id, x.name):
-                return x
-        raise KeyError(name_or_id)
+        """A signalised intersection by id or name; accents and case do not matter."""
+        return _find(self.intersections, name_or_id)
 
-    def stats(self) -> dict[str, int | float | str]:
+    def district(self, name_or_id: str) -> District:
+        """A district by id or name; accents and case do not matter ("Maarif")."""
+        return _find(self.districts, name_or_id)
+
+    @property
+    def _once(self) -> NDArray[np.bool_]:
+        """Each stretch of road once: one-way segments, and one direction of two-way ones."""
+        reverse = self.reverse_segment
+        return (reverse < 0) | (np.arange(self.n_segments) < reverse)
+
+    def limits_by_class(self) -> dict[str, list[float]]:
+        """The speed limits in use per road class, e.g. ``{"centre": [40.0], ...}``."""
+        out: dict[str, set[float]] = {}
+        for road_class, limit in zip(self.seg_class, self.seg_limit_kmh):
+            out.setdefault(road_class, set()).add(float(limit))
+        return {c: sorted(out[c]) for c in ROAD_CLASSES if c in out}
+
+    def stats(self) -> dict[str, Any]:
         """The counts ``casatwin city stats`` prints."""
         return {
             "name": self.name,
             "nodes": self.n_nodes,
             "directed_segments": self.n_segments,
             "roads": len(self.roads()),
-            "road_km": round(float(self.seg_length_m.sum()) / 1000.0, 1),
+            "road_km": round(float(self.seg_length_m[self._once].sum()) / 1000.0, 1),
             "signalised_intersections": len(self.intersections),
             "no_parking_zones": len(self.no_parking_zones),
             "police_stations": len(self.police_stations),
             "police_units": sum(len(s.units) for s in self.police_stations),
             "highway_stations": len(self.highway_stations),
             "landmarks": len(self.landmarks),
+            "districts": len(self.districts),
+            "oneway_segments": int(self.seg_oneway.sum()),
+            "motorway_km": round(
+                float(
+                    self.seg_length_m[self._once & (np.array(self.seg_class) == "motorway")].sum()
+                )
+                / 1000.0,
+                1,
+            ),
+            "limits_kmh": self.limits_by_class(),
         }
+
+
+def _key(text: str) -> str:
+    """A name as scenario files may spell it: no accents, no case, single spaces."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return " ".join(ascii_text.lower().replace("'", " ").split())
+
+
+def _find(features: list[Any], name_or_id: str) -> Any:
+    for feature in features:
+        if name_or_id in (feature.id, feature.name):
+            return feature
+    key = _key(name_or_id)
+    for feature in features:
+        if key == _key(feature.name):
+            return feature
+    raise KeyError(name_or_id)
