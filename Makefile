@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages run test lint format bench clean
+.PHONY: setup system-packages run test lint format bench clean wheel
 
 ## setup: Debian packages that are missing, then the virtualenv with the project
 setup: system-packages $(STAMP)
@@ -40,6 +40,13 @@ format: setup
 ## bench: every benchmark, each with its reference measured in the same run
 bench: setup
 	$(BIN)/casatwin bench
+
+## wheel: the project's wheel in dist/, which the appliance's casatwin role installs
+## (reproducible: the same commit gives the same bytes, so a second converge changes nothing)
+wheel: setup
+	rm -f dist/casatwin-*.whl
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) \
+	  $(BIN)/pip wheel --quiet --no-deps -w dist .
 
 clean:
 	rm -rf .casatwin test-artifacts .pytest_cache .ruff_cache

@@ -1,0 +1,92 @@
+"""Fixtures of the appliance tests: the garage's three nodes as booted systemd containers.
+
+``garage`` debootstraps once (cached in ``CASATWIN_APPLIANCE_CACHE``), boots ``lenovo``,
+``optiplex`` and ``prodesk`` on a private bridge and converges ``site.yml`` with the garage
+inventory; everything is torn down at the end of the session, also after a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.appliance import ansible
+from tests.appliance.machines import Garage
+from tests.appliance.rootfs import base_rootfs, cache_dir
+
+NODES = ("lenovo", "optiplex", "prodesk")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.appliance)
+
+
+def _missing_tools() -> list[str]:
+    tools = ("debootstrap", "systemd-nspawn", "nsenter", "ip", "ssh")
+    return [t for t in tools if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
+
+
+@dataclass
+class Converged:
+    """The garage after ``site.yml``: its machines and how to run the playbook again."""
+
+    garage: Garage
+    args: list[str]
+    first: ansible.Run
+    logs: Path
+    vault: Path
+    vault_password: Path
+
+    def playbook(self, *extra: str, name: str = "run") -> ansible.Run:
+        return ansible.playbook([*self.args, *extra], self.logs / f"{name}.log")
+
+    def machine(self, name: str):
+        return self.garage.machines[name]
+
+
+@pytest.fixture(scope="session")
+def appliance_logs(artifacts_dir: Path) -> Path:
+    logs = artifacts_dir / "appliance"
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs
+
+
+@pytest.fixture(scope="session")
+def converged(
+    tmp_path_factory: pytest.TempPathFactory, appliance_logs: Path
+) -> Iterator[Converged]:
+    if os.geteuid() != 0:
+        pytest.skip("the appliance tests boot containers: they run as root")
+    missing = _missing_tools()
+    if missing:
+        pytest.fail(f"missing tools {missing}: run `make setup` (scripts/install-system-packages)")
+    work = tmp_path_factory.mktemp("garage")
+    garage = Garage(
+        base=base_rootfs(),
+        workdir=Path("/var/tmp") / f"casatwin-garage-{os.getpid()}",
+        names=NODES,
+        wheelhouse=ansible.wheelhouse(cache_dir()),
+    )
+    try:
+        ansible.build_wheel()
+        garage.create()
+        vault, password = ansible.test_vault(work)
+        args = [
+            "-i", "inventory/garage",
+            "-i", str(garage.inventory(work / "reach.yml")),
+            "-e", "@tests/appliance/garage-test-vars.yml",
+            "-e", f"@{vault}",
+            "--vault-password-file", str(password),
+        ]  # fmt: skip
+        first = ansible.playbook(args, appliance_logs / "converge.log")
+        yield Converged(garage, args, first, appliance_logs, vault, password)
+    finally:
+        garage.destroy()

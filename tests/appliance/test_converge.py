@@ -1,0 +1,188 @@
+"""site.yml converged with the garage inventory into three booted systemd containers."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from tests.appliance.ansible import REPO
+
+pytestmark = [pytest.mark.appliance, pytest.mark.slow]
+
+GARAGE = REPO / "inventory/garage"
+# Where the garage inventory places each server (the test-vars pick the tansu/nx27017 engines).
+SERVERS = {
+    "lenovo": ["prometheus-node-exporter", "prometheus"],
+    "optiplex": ["prometheus-node-exporter", "kafka", "nx-27017", "mariadb", "spark-master"],
+    "prodesk": ["prometheus-node-exporter", "spark-worker"],
+}
+SERVICE_GROUPS = {
+    "simulator": "simulator",
+    "gateway": "gateway",
+    "gateway-fake-api": "gateway_fake_api",
+    "processor": "processor",
+    "dispatcher": "dispatcher",
+    "dashboard": "dashboard",
+}
+
+
+def garage_services_enabled() -> dict[str, bool]:
+    return yaml.safe_load((GARAGE / "group_vars/all/main.yml").read_text())[
+        "casatwin_services_enabled"
+    ]
+
+
+def placed_on(node: str) -> list[str]:
+    """casatwin-* units the garage inventory puts on a node (switched-on services only)."""
+    inventory = yaml.safe_load((GARAGE / "hosts.yml").read_text())["all"]["children"]
+    tier = next(name for name, group in inventory.items() if node in (group.get("hosts") or {}))
+    enabled = garage_services_enabled()
+    return [
+        f"casatwin-{service}"
+        for service, group in SERVICE_GROUPS.items()
+        if enabled.get(service) and tier in inventory[group].get("children", {})
+    ]
+
+
+def expected_units(node: str) -> list[str]:
+    return SERVERS[node] + placed_on(node)
+
+
+def test_site_converges(converged):
+    run = converged.first
+    assert run.returncode == 0, f"site.yml failed (log: {run.log}):\n{run.tail()}"
+    recap = run.recap()
+    assert set(recap) == set(SERVERS), recap
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in recap.values()), recap
+
+
+def test_memory_plan_printed_for_every_node(converged):
+    for node in SERVERS:
+        assert f"memory plan of {node}: 8192 MB total" in converged.first.output
+
+
+@pytest.mark.parametrize("node", sorted(SERVERS))
+def test_every_unit_is_active(converged, node):
+    machine = converged.machine(node)
+    units = expected_units(node)
+    deadline = time.monotonic() + 90
+    while True:
+        states = machine.sh(f"systemctl is-active {' '.join(units)} || true").split()
+        if all(state == "active" for state in states) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    inactive = {u: s for u, s in zip(units, states) if s != "active"}
+    details = "\n".join(machine.journal(u) for u in inactive)
+    assert not inactive, f"{node}: not active: {inactive}\n{details}"
+
+
+@pytest.mark.parametrize("node", sorted(SERVERS))
+def test_unit_files_pass_systemd_analyze_verify(converged, node):
+    """The rendered units, under their real names and paths, where their binaries exist."""
+    machine = converged.machine(node)
+    ours = [u for u in expected_units(node) if not u.startswith(("prometheus", "mariadb"))]
+    paths = " ".join(f"/etc/systemd/system/{u}.service" for u in ours)
+    if not paths:
+        pytest.skip(f"no unit of ours on {node}")
+    out = machine.sh(f"systemd-analyze verify {paths} 2>&1; echo rc=$?")
+    assert out.strip().endswith("rc=0"), f"{node}: systemd-analyze verify:\n{out}"
+
+
+def test_spark_worker_registered_with_master_on_another_node(converged):
+    master = converged.machine("optiplex")
+    url = f"http://{master.address}:8090/json/"
+    deadline, workers = time.monotonic() + 120, []
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                workers = json.load(response)["workers"]
+        except OSError:
+            workers = []
+        if any(w["host"] == "prodesk" and w["state"] == "ALIVE" for w in workers):
+            break
+        time.sleep(2)
+    alive = [(w["host"], w["state"], w["cores"], w["memory"]) for w in workers]
+    assert any(h == "prodesk" and s == "ALIVE" for h, s, _, _ in alive), alive
+    # The worker offers exactly what the memory plan gave it, not Spark's RAM-minus-1GB.
+    worker = next(w for w in workers if w["host"] == "prodesk")
+    unit = converged.machine("prodesk").sh("systemctl cat spark-worker.service")
+    assert f"--memory {worker['memory']}M" in unit
+
+
+def test_bus_is_reachable_from_the_other_nodes_and_has_the_topics(converged):
+    """The edge node lists the topics that the services tier created on the broker node."""
+    out = converged.machine("lenovo").sh(
+        "set -a; . /etc/casatwin/casatwin.env; /opt/casatwin/venv/bin/casatwin topics list"
+    )
+    assert "casatwin.telemetry" in out and "casatwin.infractions" in out, out
+
+
+def test_each_service_account_has_only_its_privileges(converged):
+    """MariaDB on the broker node, reached from the compute node with the vault's passwords."""
+    script = r"""
+import os, pymysql
+kw = dict(host="optiplex", database="casatwin", connect_timeout=10)
+pw = dict(line.strip().split("=", 1) for line in open("/run/pw") if "=" in line)
+reader = pymysql.connect(user="casatwin_dashboard", password=pw["dashboard"], **kw)
+reader.cursor().execute("SELECT 1")
+try:
+    reader.cursor().execute("CREATE TABLE intruder (id INT)")
+    print("dashboard could create a table")
+except pymysql.err.OperationalError as exc:
+    print("refused", exc.args[0])
+owner = pymysql.connect(user="casatwin_migrator", password=pw["migrator"], **kw)
+owner.cursor().execute("CREATE TABLE IF NOT EXISTS appliance_probe (id INT)")
+owner.cursor().execute("DROP TABLE appliance_probe")
+print("migrator ok")
+"""
+    passwords = _vault_passwords(converged)
+    prodesk = converged.machine("prodesk")
+    (prodesk.root / "run").mkdir(exist_ok=True)
+    prodesk.sh(
+        "cat > /run/pw <<'EOF'\n"
+        + "\n".join(f"{k}={v}" for k, v in passwords.items())
+        + "\nEOF\nchmod 600 /run/pw"
+    )
+    out = prodesk.sh(f"/opt/casatwin/venv/bin/python - <<'EOF'\n{script}\nEOF")
+    assert "refused 1142" in out, out  # 1142: command denied to user
+    assert "migrator ok" in out, out
+
+
+def test_read_model_server_is_reachable_from_the_compute_node(converged):
+    out = converged.machine("prodesk").sh(
+        '/opt/casatwin/venv/bin/python -c "import pymongo; '
+        "print(pymongo.MongoClient('mongodb://optiplex:27017', serverSelectionTimeoutMS=5000)"
+        ".admin.command('ping'))\""
+    )
+    assert "'ok': 1" in out, out
+
+
+def test_second_converge_changes_nothing(converged):
+    run = converged.playbook(name="converge-again")
+    assert run.returncode == 0, f"second run failed (log: {run.log}):\n{run.tail()}"
+    changed = {host: r["changed"] for host, r in run.recap().items()}
+    assert all(c == 0 for c in changed.values()), (changed, run.changed_tasks())
+
+
+def test_check_mode_with_diff_runs_clean(converged):
+    run = converged.playbook("--check", "--diff", name="check-diff")
+    assert run.returncode == 0, f"check mode failed (log: {run.log}):\n{run.tail()}"
+    changed = {host: r["changed"] for host, r in run.recap().items()}
+    assert all(c == 0 for c in changed.values()), (changed, run.changed_tasks())
+
+
+def _vault_passwords(converged) -> dict[str, str]:
+    import subprocess
+
+    from tests.appliance.ansible import BIN, environment
+
+    plain = subprocess.run(
+        [str(BIN / "ansible-vault"), "view", "--vault-password-file",
+         str(converged.vault_password), str(converged.vault)],
+        env=environment(), check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return yaml.safe_load(plain)["vault_mariadb_passwords"]
