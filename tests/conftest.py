@@ -153,6 +153,9 @@ def grid_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("packs") / "grid.json"
     load.write(synthetic.grid(rows=8, cols=10, spacing_m=300), path)
     return path
+
+
+@pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One local Spark session for the whole test session (its JVM takes ~10 s to start).
 
