@@ -22,7 +22,8 @@ from casatwin.dispatch.nearest import Place
 from casatwin.dispatch.planner import Planner
 from casatwin.dispatch.service import book
 from casatwin.logs import get_logger
-from casatwin.registry import db, schema
+from casatwin.registry import db, loader, schema
+from casatwin.registry.loader import PoliceUnit
 
 log = get_logger("dispatch.bench")
 
@@ -38,7 +39,7 @@ def benchmark(settings: Settings, infractions: int = 500, units: int = 100) -> d
     planner.home = {
         u: Place(int(s), 0.0) for u, s in zip(unit_ids, rng.integers(0, pack.n_segments, units))
     }
-    conn = _bench_database(settings, pack, unit_ids, rng)
+    conn = _bench_database(settings, pack, unit_ids)
     log.info("dispatch benchmark", city=pack.name, units=units, infractions=infractions,
              segments=pack.n_segments)  # fmt: skip
     timed, reference = [], []
@@ -88,7 +89,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
 
 
-def _bench_database(settings: Settings, pack: Any, unit_ids: list[str], rng: Any) -> db.Connection:
+def _bench_database(settings: Settings, pack: Any, unit_ids: list[str]) -> db.Connection:
     """A scratch database with the benchmark's units (the registry's is left alone)."""
     admin = db.open_connection(settings.mariadb, database=None)
     cursor = admin.cursor()
@@ -99,16 +100,12 @@ def _bench_database(settings: Settings, pack: Any, unit_ids: list[str], rng: Any
     conn = db.open_connection(bench_db)
     schema.migrate(conn)
     stations = pack.police_stations
-    rows = []
-    for i, unit in enumerate(unit_ids):
-        s = stations[i % len(stations)]
-        rows.append((unit, s.id, s.name, s.lat, s.lon, s.node))
+    units = [
+        PoliceUnit(unit, s.id, s.name, s.lat, s.lon, s.node)
+        for unit, s in ((u, stations[i % len(stations)]) for i, u in enumerate(unit_ids))
+    ]
     cursor = conn.cursor()
-    cursor.executemany(
-        "INSERT INTO police_units (unit_id, station_id, station_name, home_lat, home_lon,"
-        " home_node) VALUES (%s, %s, %s, %s, %s, %s)",
-        rows,
-    )
+    loader._police(cursor, units)
     cursor.close()
     return conn
 
