@@ -9,18 +9,16 @@ import uuid
 
 import orjson
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from casatwin.bus import topics
-from casatwin.bus.consumer import QUICK_FETCH, read_to_end, reader
 from casatwin.bus.producer import Producer
 from casatwin.city import load, synthetic
 from casatwin.dispatch import store
 from casatwin.dispatch.service import Dispatcher
 from casatwin.registry import db
-from casatwin.registry import loader
 from casatwin.registry.loader import police_units_of
-from tests.conftest import query, scratch_database
+from tests.conftest import query
+from tests.dispatch_support import create_topics, dispatch_db, read, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,22 +33,6 @@ def pack():
         prefix = station["units"][0].rsplit("-", 1)[0]
         station["units"] = [f"{prefix}-{i}" for i in range(1, UNITS_PER_STATION + 1)]
     return load.from_dict(raw)
-
-
-def dispatch_db(mariadb, pack):
-    """A fresh migrated database holding the pack's police units."""
-    settings = scratch_database(mariadb, f"casatwin_dispatch_{uuid.uuid4().hex[:6]}")
-    conn = db.open_connection(settings)
-    cursor = conn.cursor()
-    loader._police(cursor, police_units_of(pack))
-    conn.close()
-    return settings
-
-
-def create_topic(settings, name, partitions):
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
-    for future in admin.create_topics([NewTopic(name, partitions, -1)]).values():
-        future.result(15)
 
 
 def infraction(pack, n, segment, *, klass=2, event_ts=None, required=True, **extra):
@@ -75,20 +57,24 @@ def infraction(pack, n, segment, *, klass=2, event_ts=None, required=True, **ext
 @pytest.fixture
 def setup(broker_settings, mariadb, pack):
     """Settings with private topics and database, and a way to run dispatchers."""
-    infractions_topic, dispatch_topic = (f"test.{uuid.uuid4().hex[:10]}" for _ in range(2))
+    (infractions_topic,) = create_topics(broker_settings, 4, 1)
+    (dispatch_topic,) = create_topics(broker_settings, 2, 1)
     settings = broker_settings.replace(
         mariadb=dispatch_db(mariadb, pack).__dict__,
         dispatcher={"consumer_group": f"dispatch-{uuid.uuid4().hex[:6]}", "queue_check_s": 0.3},
     )
-    create_topic(settings, infractions_topic, 4)
-    create_topic(settings, dispatch_topic, 2)
     running: list[tuple[Dispatcher, threading.Thread]] = []
     stop = threading.Event()
 
     def start(n: int) -> list[Dispatcher]:
         for i in range(n):
-            d = Dispatcher(settings, pack, client_id=f"dispatcher-{i}",
-                           infractions_topic=infractions_topic, dispatch_topic=dispatch_topic)  # fmt: skip
+            d = Dispatcher(
+                settings,
+                pack,
+                client_id=f"dispatcher-{i}",
+                infractions_topic=infractions_topic,
+                dispatch_topic=dispatch_topic,
+            )
             d.start()
             t = threading.Thread(target=d.run_until, args=(stop,), daemon=True)
             t.start()
@@ -113,23 +99,6 @@ def rows(settings, sql, args=None):
     return query(settings.mariadb, sql, args)
 
 
-def wait_for(condition, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
-
-
-def read(settings, topic):
-    consumer = reader(settings.kafka, [topic], "test-read", start="earliest", **QUICK_FETCH)
-    try:
-        return [orjson.loads(m.value()) for m in read_to_end(consumer, 15)]
-    finally:
-        consumer.close()
-
-
 def test_two_dispatchers_never_book_a_unit_twice(setup, pack):
     settings, infractions_topic, dispatch_topic, start, send = setup
     start(2)
@@ -152,7 +121,7 @@ def test_two_dispatchers_never_book_a_unit_twice(setup, pack):
 
 
 def test_bad_input_goes_to_the_dlq_and_the_dispatcher_goes_on(setup, pack):
-    settings, infractions_topic, dispatch_topic, start, send = setup
+    settings, infractions_topic, _, start, send = setup
     start(1)
     unknown = infraction(pack, 1, 0, segment_id="s-nowhere")
     send(infractions_topic, [b"{not json", unknown, infraction(pack, 2, 3)])
@@ -185,9 +154,9 @@ def test_the_queue_is_served_by_severity_then_age_and_off_duty_units_wait(setup,
     assert rows(settings, queued)[0][0] == 3
     # One unit back on duty at a time: each takes the most severe, then oldest, incident.
     order = []
+    mine = "SELECT infraction_id FROM dispatch_assignments WHERE unit_id = %s"
     for unit in units[:3]:
         store.set_on_duty(conn, [unit], True)
-        mine = "SELECT infraction_id FROM dispatch_assignments WHERE unit_id = %s"
         assert wait_for(lambda u=unit: rows(settings, mine, (u,)), 20)
         order.append(rows(settings, mine, (unit,))[0][0])
     assert order == ["INF-0003", "INF-0002", "INF-0001"]
@@ -200,7 +169,10 @@ def test_the_queue_is_served_by_severity_then_age_and_off_duty_units_wait(setup,
         {"dispatch_id": dispatch_id, "infraction_id": "INF-0003", "unit_id": units[0],
          "status": "closed", "ts": now + 5000},
     ])  # fmt: skip
-    times = "SELECT status, arrived_ms, closed_ms, response_s FROM dispatch_assignments WHERE dispatch_id = %s"
+    times = (
+        "SELECT status, arrived_ms, closed_ms, response_s FROM dispatch_assignments"
+        " WHERE dispatch_id = %s"
+    )
     assert wait_for(lambda: rows(settings, times, (dispatch_id,))[0][0] == "closed", 20)
     assert rows(settings, times, (dispatch_id,)) == [("closed", now, now + 5000, 75.0)]
     states = {u.unit_id: u.status for u in store.units(conn)}

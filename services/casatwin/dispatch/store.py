@@ -318,4 +318,3 @@ def queue_length(conn: db.Connection) -> int:
         )
     finally:
         cursor.close()
-

@@ -17,6 +17,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import confluent_kafka
+
 from casatwin.bus import messages, topics
 from casatwin.bus.consumer import group_consumer
 from casatwin.bus.consumer import messages as next_batch
@@ -51,13 +53,14 @@ class DispatchBridge:
         self.client_id = client_id
         self.jobs: dict[str, _Job] = {}  # dispatch id → job (simulator thread only)
         self._producer: Producer | None = None
+        self.consumer: confluent_kafka.Consumer | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     def start(self) -> None:
         kafka = self.service.settings.kafka
         self._producer = Producer(kafka, self.client_id)
-        self._consumer = group_consumer(kafka, self.group_id, [self.topic], self.client_id)
+        self.consumer = group_consumer(kafka, self.group_id, [self.topic], self.client_id)
         self.service.add_listener(self._on_event)
         self._thread = threading.Thread(target=self._run, name="dispatch-bridge", daemon=True)
         self._thread.start()
@@ -66,15 +69,17 @@ class DispatchBridge:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10.0)
-        self._consumer.close()
+        if self.consumer is not None:
+            self.consumer.close()
         if self._producer is not None:
             self._producer.close()
 
     # -- the bridge's thread: orders in, closing checks out ------------------------------
 
     def _run(self) -> None:
+        assert self.consumer is not None
         while not self._stop.is_set():
-            for message in next_batch(self._consumer, max_messages=100, timeout_s=CLOSE_CHECK_S):
+            for message in next_batch(self.consumer, max_messages=100, timeout_s=CLOSE_CHECK_S):
                 try:
                     event = messages.decode(topics.DISPATCH, message.value() or b"")
                 except messages.InvalidMessage as exc:
@@ -85,7 +90,7 @@ class DispatchBridge:
             self.service.submit(self._close_due)
             assert self._producer is not None
             self._producer.poll(0)
-            self._consumer.commit(asynchronous=True)
+            self.consumer.commit(asynchronous=True)
 
     # -- on the simulator's thread -------------------------------------------------------
 
