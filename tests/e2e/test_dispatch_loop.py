@@ -122,7 +122,7 @@ def test_a_red_light_runner_gets_a_unit_that_drives_there_and_comes_free(
     status, unit, created_ms, arrived_ms, closed_ms, response_s = query(ledger, row)[0]
     events = [e for e in read(settings, dispatch) if e["infraction_id"] == "INF-E2E-1"]
     assert [e["status"] for e in events] == ["assigned", "en_route", "on_scene", "closed"]
-    assigned, _, on_scene, _ = events
+    assigned, en_route, on_scene, _ = events
     assert all(e["unit_id"] == unit for e in events)
     # The response time is recorded and published, and it is what the clock says.
     assert on_scene["response_s"] == pytest.approx(response_s)
@@ -131,7 +131,7 @@ def test_a_red_light_runner_gets_a_unit_that_drives_there_and_comes_free(
     # The unit's telemetry left its station and followed the route to the scene.
     fixes = [
         m for m in read(settings, telemetry)
-        if m["vehicle_id"] == unit and assigned["ts"] - 1000 <= m["ts"] <= on_scene["ts"]
+        if m["vehicle_id"] == unit and en_route["ts"] - 1000 <= m["ts"] <= on_scene["ts"]
     ]  # fmt: skip
     assert len(fixes) >= 10
     scene = assigned["route"][-1]

