@@ -39,7 +39,7 @@ duration_s: 600
 events:
   - {type: red_light, vehicle: TX-00012, at: 20, intersection: Row 2 x Column 2}
 """
-SIM_SECONDS_PER_TICK = 1.0  # the test paces the simulation: ~20x real time
+SIM_SECONDS_PER_TICK = 2.0  # the test paces the simulation: up to ~40x real time
 HANDLING_S = 30.0
 
 
