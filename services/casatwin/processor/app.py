@@ -153,6 +153,9 @@ class ProcessorApp:
                 master=self.master,
                 seconds=round(time.monotonic() - started, 1),
             )
+        from casatwin.processor.listener import MetricsListener
+
+        self.spark.streams.addListener(MetricsListener())
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         for running in self.running:
             self._start_query(running)
