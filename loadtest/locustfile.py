@@ -34,6 +34,7 @@ from loadtest.messages import LAT, LON, infraction
 SETTINGS = load()
 SPIKE_VEHICLES = 2000  # fixes per burst
 
+
 class LiveViewer(User):
     """One browser tab on the live map; it only listens."""
 
