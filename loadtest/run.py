@@ -16,10 +16,12 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from casatwin.benchmarks import private_stack
 from casatwin.config import Settings, load
@@ -88,6 +90,36 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def hop_figures(metrics_text: str, hop: str) -> dict[str, float | None]:
+    """Count and p50/p95/p99 (ms, interpolated in the buckets as Prometheus's
+    ``histogram_quantile`` does) of ``casatwin_hop_seconds{hop=...}`` in a /metrics page."""
+    buckets: list[tuple[float, float]] = []
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == "casatwin_hop_seconds":
+            buckets = sorted(
+                (float(sample.labels["le"]), sample.value)
+                for sample in family.samples
+                if sample.name.endswith("_bucket") and sample.labels.get("hop") == hop
+            )
+    total = buckets[-1][1] if buckets else 0.0
+    figures: dict[str, float | None] = {"count": total}
+    for q in (0.5, 0.95, 0.99):
+        figures[f"p{round(q * 100)}_ms"] = _quantile(buckets, q * total) if total else None
+    return figures
+
+
+def _quantile(buckets: list[tuple[float, float]], rank: float) -> float:
+    lower_le, lower_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return lower_le * 1000
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 1
+            return round((lower_le + (le - lower_le) * share) * 1000, 1)
+        lower_le, lower_count = le, count
+    return lower_le * 1000
+
+
 def _number(text: str) -> float | None:
     return None if text in ("", "N/A") else float(text)
 
@@ -128,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             load_before = os.getloadavg()
             code = run_locust(settings, out, args.users, args.spawn_rate, args.duration)
             load_after = os.getloadavg()
+            metrics_url = f"http://127.0.0.1:{settings.dashboard.metrics_port}/metrics"
+            with urllib.request.urlopen(metrics_url, timeout=10) as response:
+                server_side = hop_figures(response.read().decode(), "event_to_dashboard")
         finally:
             dashboard.terminate()
             try:
@@ -142,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         "users": args.users, "duration_s": args.duration, "locust_exit": code,
         "cpus": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after], "requests": rows,
+        "dashboard_event_to_read_ms": server_side,
     }  # fmt: skip
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     print(table(rows))
+    print(f"dashboard's own view (casatwin_hop_seconds, event_ts → read from the bus): "
+          f"{server_side}")  # fmt: skip
     print(f"load average 1/5/15 min after: {' '.join(f'{x:.2f}' for x in load_after)} "
           f"({os.cpu_count()} CPUs); report: {out / 'report.html'}")  # fmt: skip
     return 0 if code == 0 else 1

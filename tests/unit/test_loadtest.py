@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from casatwin.bus.messages import check
 from loadtest.messages import infraction
-from loadtest.run import read_stats, table
+from loadtest.run import hop_figures, read_stats, table
 
 HEADER = (
     "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
@@ -32,3 +32,14 @@ def test_stats_rows_keep_the_percentiles(tmp_path):
 
 def test_published_infractions_keep_the_contract():
     check("casatwin.infractions", infraction(1_700_000_000_000))
+
+
+def test_hop_quantiles_interpolate_in_the_buckets():
+    page = "\n".join(
+        f'casatwin_hop_seconds_bucket{{hop="event_to_dashboard",le="{le}"}} {n}'
+        for le, n in (("0.1", 50), ("0.2", 100), ("+Inf", 100))
+    )
+    page = "# TYPE casatwin_hop_seconds histogram\n" + page + "\n"
+    figures = hop_figures(page, "event_to_dashboard")
+    assert figures == {"count": 100.0, "p50_ms": 100.0, "p95_ms": 190.0, "p99_ms": 198.0}
+    assert hop_figures(page, "other")["p95_ms"] is None
