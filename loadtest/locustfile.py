@@ -20,6 +20,7 @@ import itertools
 import random
 import time
 
+import gevent
 import orjson
 import websocket
 from locust import HttpUser, User, between, constant, events, task
@@ -128,10 +129,18 @@ class _Publisher(User):
         started = time.perf_counter()
         for topic, key, value in messages:
             self.producer.send(topic, value, key=key)
-        self.producer.flush(10)
+        # Wait for the acknowledgements without blocking the other users' greenlets (a
+        # blocking flush() would stall every WebSocket reader and inflate their latencies).
+        deadline = started + 10
+        while len(self.producer) and time.perf_counter() < deadline:
+            self.producer.poll(0)
+            gevent.sleep(0.002)
+        self.producer.poll(0)
+        waiting = len(self.producer)
         events.request.fire(
             request_type="BUS", name=name, response_time=(time.perf_counter() - started) * 1000,
-            response_length=sum(len(v) for _, _, v in messages), exception=None, context={},
+            response_length=sum(len(v) for _, _, v in messages), context={},
+            exception=RuntimeError(f"{waiting} not acknowledged in 10 s") if waiting else None,
         )  # fmt: skip
 
 
