@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "processor-latency": "casatwin.processor.bench:latency",
     "processor-throughput": "casatwin.processor.bench:throughput",
     "processor-latency-settings": "casatwin.processor.bench:latency_settings",
+    "dispatch": "casatwin.dispatch.bench:bench_dispatch",
 }
 
 

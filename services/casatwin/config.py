@@ -329,6 +329,37 @@ class ProcessorSettings:
 
 
 @dataclass(frozen=True)
+class DispatcherSettings:
+    """The police dispatcher (issue 6) and the simulator's side of the dispatch loop."""
+
+    consumer_group: str = setting(
+        "casatwin-dispatcher", "Consumer group of the dispatcher instances (they share work)."
+    )
+    handling_speeding_s: float = setting(600.0, "Time a unit spends on a speeding case.")
+    handling_red_light_s: float = setting(600.0, "Time a unit spends on a red-light case.")
+    handling_illegal_parking_s: float = setting(
+        300.0, "Time a unit spends on an illegal-parking case."
+    )
+    queue_check_s: float = setting(
+        1.0, "How often queued incidents are offered the units that became free."
+    )
+    congestion_refresh_s: float = setting(
+        10.0, "How often current segment speeds from casatwin.congestion update the routing."
+    )
+    min_speed_kmh: float = setting(
+        5.0, "Slowest speed a congested segment is routed at (a jam is slow, not closed)."
+    )
+    simulate: bool = setting(
+        True, "The simulator drives the units the dispatcher assigns (casatwin.dispatch)."
+    )
+    metrics_port: int = setting(9404, "Port of the dispatcher's /metrics endpoint (0: off).")
+
+    def handling_s(self, infraction_type: str) -> float:
+        """Handling time on scene for one type of infraction."""
+        return float(getattr(self, f"handling_{infraction_type}_s"))
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings, one section per concern."""
 
@@ -344,6 +375,7 @@ class Settings:
     rules: RulesSettings = field(default_factory=RulesSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     processor: ProcessorSettings = field(default_factory=ProcessorSettings)
+    dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
