@@ -64,6 +64,7 @@ def test_every_service_exports_the_shared_families_and_its_own():
     assert "casatwin_gateway_breaker_state" in catalog.exported_names("gateway")
     assert "casatwin_processor_batch_seconds_bucket" in catalog.exported_names("processor")
     assert "casatwin_dashboard_queued_messages" in catalog.exported_names("dashboard")
+    assert "casatwin_dispatch_response_seconds_bucket" in catalog.exported_names("dispatcher")
     assert "casatwin_gateway_breaker_state" not in catalog.exported_names("simulator")
 
 

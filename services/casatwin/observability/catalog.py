@@ -19,8 +19,7 @@ SERVICES: dict[str, tuple[str, ...]] = {
     "gateway": (*_BUS, "casatwin.gateway.service"),
     "processor": (*_BUS, "casatwin.processor.app", "casatwin.processor.sink"),
     "dashboard": (*_BUS, "casatwin_dashboard.feed", "casatwin_dashboard.fanout"),
-    # The dispatcher (port 9404) is being built; its own module joins this list when it lands.
-    "dispatcher": _BUS,
+    "dispatcher": (*_BUS, "casatwin.dispatch.service"),
 }
 
 # What prometheus_client's default collectors add to every endpoint.
