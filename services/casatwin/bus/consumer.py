@@ -17,6 +17,7 @@ from casatwin.bus.producer import client_config
 from casatwin.config import KafkaSettings
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
+from casatwin.observability.families import CONSUMER_ERRORS, count_consumed
 
 log = get_logger("bus")
 
@@ -127,7 +128,10 @@ def messages(
         elif error.fatal():
             raise confluent_kafka.KafkaException(error)
         else:
+            CONSUMER_ERRORS.labels(error.name()).inc()
             log.warning("consumer error", reason=error.str())
+    if good:
+        count_consumed(m.topic() for m in good)
     return good
 
 

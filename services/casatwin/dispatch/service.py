@@ -41,6 +41,7 @@ from casatwin.dispatch import store
 from casatwin.dispatch.nearest import Choice, Place
 from casatwin.dispatch.planner import Incident, Planner, UnknownPlace
 from casatwin.logs import get_logger
+from casatwin.observability.families import observe_event_latency
 from casatwin.registry import db
 
 log = get_logger("dispatcher")
@@ -312,6 +313,7 @@ class Dispatcher:
         }
         self.producer.send_json(self.dispatch_topic, dict(event), key=choice.unit_id)
         ASSIGNED.inc()
+        observe_event_latency("event_to_dispatch", [{"event_ts": incident.event_ts}], event["ts"])
         self._tally.assigned += 1
         log.info(
             "unit assigned",
