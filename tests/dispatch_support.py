@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from casatwin.bus.consumer import QUICK_FETCH, read_to_end, reader
+from casatwin.bus.consumer import read_to_end, reader
 from casatwin.city.model import CityPack
 from casatwin.config import MariaDBSettings, Settings
 from casatwin.registry import db, loader
@@ -46,7 +46,7 @@ def wait_for(condition: Callable[[], Any], timeout_s: float) -> bool:
 
 def read(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """Every message of ``topic`` so far."""
-    consumer = reader(settings.kafka, [topic], "test-read", start="earliest", **QUICK_FETCH)
+    consumer = reader(settings.kafka, [topic], "test-read", start="earliest")
     try:
         return [orjson.loads(m.value()) for m in read_to_end(consumer, 15)]
     finally:

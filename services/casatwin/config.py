@@ -65,6 +65,11 @@ class KafkaSettings:
     queue_max_messages: int = setting(
         200000, "Messages the producer buffers while the broker is away; beyond, new ones fail."
     )
+    fetch_wait_max_ms: int = setting(
+        10,
+        "Longest the broker holds a consumer's fetch when nothing new has arrived: the latency "
+        "floor of every consumer (librdkafka's 500 ms default would eat the 200 ms budget).",
+    )
     reconnect_backoff_max_ms: int = setting(
         5000, "Longest wait between reconnect attempts (exponential backoff from 100 ms)."
     )
