@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "casatwin.rules.cli",
     "casatwin_dashboard.cli",
     "casatwin.benchmarks",
+    "casatwin.demo.cli",
     "casatwin.configcli",
 )
 

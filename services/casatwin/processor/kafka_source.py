@@ -211,7 +211,17 @@ class KafkaStreamReader(DataSourceStreamReader):
 
     def latestOffset(self, start: ko.OffsetMap, limit: ReadLimit) -> ko.OffsetMap:  # noqa: N802 - Spark's name
         bounds = self._bounds()
+        if ko.went_back(start, bounds):
+            bounds = self._bounds(exact=True)
         resumed = ko.resume(start, bounds)
+        for (topic, partition), previous in resumed.rewound.items():
+            log.warning(
+                "partition is shorter than what was read (the broker lost its log); "
+                "reading it again from its start",
+                topic=topic,
+                partition=partition,
+                previous_end=previous,
+            )
         for topic, partition in resumed.new_partitions:
             log.info(
                 "new partition found; reading it from its start", topic=topic, partition=partition
