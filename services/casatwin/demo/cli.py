@@ -59,7 +59,7 @@ def demo_settings(settings: Settings) -> Settings:
 
     return settings.replace(
         dashboard={"port": free_port(), "metrics_port": 0, "host": "127.0.0.1"},
-        processor={"metrics_port": 0},
+        processor={"metrics_port": 0, "starting_offsets": "earliest"},
         simulator={"metrics_port": 0},
     )
 

@@ -98,14 +98,19 @@ def queries_started(twin: Twin) -> int:
     return path.read_text(errors="replace").count("query started") if path.exists() else 0
 
 
-def start_processor(twin: Twin, say: Say, timeout_s: float = 300) -> None:
-    before = queries_started(twin)
-    twin.start("processor")
+def wait_processor(twin: Twin, before: int, say: Say, timeout_s: float = 300) -> None:
+    """Until the processor has started its query (once more than ``before`` times)."""
     if not wait_until(lambda: queries_started(twin) > before, timeout_s):
         raise UserError(
             "the processor did not start its query", hint=f"see {twin.log_path('processor')}"
         )
     say("processor running (its query has started)")
+
+
+def start_processor(twin: Twin, say: Say, timeout_s: float = 300) -> None:
+    before = queries_started(twin)
+    twin.start("processor")
+    wait_processor(twin, before, say, timeout_s)
 
 
 def run(settings: Settings, stack: Stack, plan: FaultPlan, say: Say = print) -> Reconciliation:
@@ -119,12 +124,15 @@ def run(settings: Settings, stack: Stack, plan: FaultPlan, say: Say = print) -> 
     try:
         twin.start("dashboard")
         say(f"dashboard: http://127.0.0.1:{settings.dashboard.port}/ (watch the infractions list)")
-        start_processor(twin, say)
+        # The topics are new: the processor reads them from the start, so the simulator
+        # need not wait for Spark to come up.
+        twin.start("processor")
         started_ms = int(time.time() * 1000)
         started = time.monotonic()
         twin.start("simulator", "--realtime", "--scenario", str(plan.scenario),
                    "--ground-truth", str(truth_path))  # fmt: skip
         say(f"simulator playing {plan.scenario.name} in real time")
+        wait_processor(twin, 0, say)
 
         def at(offset_s: float) -> None:
             time.sleep(max(0.0, started + offset_s - time.monotonic()))

@@ -210,8 +210,7 @@ def render(result: dict[str, Any]) -> str:
 
 def budget(settings: Settings, seconds: int = SECONDS) -> dict[str, Any]:
     """Benchmark ``latency-budget``: ``seconds`` of 500 taxis in real time."""
-    from casatwin.processor.bench import Watcher, prepare_registry, run_simulator
-    from casatwin.processor.bench import running_processor
+    from casatwin.processor.bench import Watcher, prepare_registry, run_simulator, running_processor
 
     prepare_registry(settings)
     settings = settings.replace(

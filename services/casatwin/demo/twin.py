@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,12 +78,9 @@ class Twin:
         for name in reversed(list(self.processes)):
             self.stop(name)
 
-    def tail(self, name: str, lines: int = 20) -> str:
-        path = self.log_path(name)
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
-
-def wait_until(predicate, timeout_s: float, every_s: float = 1.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float = 1.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout_s`` has passed; its last value."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
