@@ -19,7 +19,7 @@ SCENARIO = """
 name: faults-short
 city: casablanca
 seed: 11
-duration_s: 50
+duration_s: 60
 traffic: {taxis: 30, speeder_share: 0, red_light_runner_share: 0, illegal_parker_share: 0}
 events:
   - {type: speeding, vehicle: TX-00201, at: 3, road: Boulevard Zerktouni, from: Twin Center,

@@ -51,6 +51,7 @@ log = get_logger("demo")
 
 ROOT = Path(__file__).resolve().parents[3]
 SCENARIO = ROOT / "scenarios" / "faults.yaml"
+CAUGHT_UP = 300  # records behind: about one micro-batch of a 300-taxi scenario
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,34 @@ def _ledger_count(settings: Settings, since_ms: int) -> int:
         return len(ledger_rows(settings, since_ms))
     except UserError:
         return -1  # MariaDB away
+
+
+def processor_lag(settings: Settings) -> int | None:
+    """Telemetry records not yet processed (the processor reports its processed offsets to
+    its consumer group after each batch); None when the broker or the group cannot say."""
+    import confluent_kafka
+
+    from casatwin.bus import topics
+    from casatwin.bus.watermarks import EndOffsets
+
+    group = {"group.id": settings.processor.consumer_group}
+    offsets = EndOffsets(settings.kafka, "casatwin-demo-lag", timeout_s=5, **group)
+    try:
+        ends = offsets.ends([topics.TELEMETRY])
+        committed = offsets.consumer.committed(
+            [confluent_kafka.TopicPartition(t, p) for t, p in ends], timeout=5
+        )
+    except Exception:  # any broker failure: the lag is unknown
+        return None
+    finally:
+        offsets.close()
+    done = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
+    return sum(end - done.get(key, 0) for key, end in ends.items())
+
+
+def caught_up(settings: Settings) -> bool:
+    lag = processor_lag(settings)
+    return lag is not None and lag <= CAUGHT_UP
 
 
 def queries_started(twin: Twin) -> int:
@@ -138,6 +167,8 @@ def run(settings: Settings, stack: Stack, plan: FaultPlan, say: Say = print) -> 
             time.sleep(max(0.0, started + offset_s - time.monotonic()))
 
         at(plan.kill_processor_at_s)
+        # Crash it mid-stream, not during its start: once something is in the ledger.
+        wait_until(lambda: _ledger_count(settings, started_ms) > 0, plan.catch_up_s, 1.0)
         say("FAULT 1: kill -9 the processor; on the dashboard new infractions stop arriving")
         twin.kill("processor")
         start_processor(twin, say)
@@ -152,6 +183,9 @@ def run(settings: Settings, stack: Stack, plan: FaultPlan, say: Say = print) -> 
         say("recovered: MariaDB is back; the waiting infractions reach the ledger and the screen")
 
         at(plan.broker_at_s)
+        # What a memory-only broker loses is what nobody has read yet: stop it when the
+        # processor has caught up, as an operator would before restarting it.
+        wait_until(lambda: caught_up(settings), plan.catch_up_s, 1.0)
         say(f"FAULT 3: the broker stopped for {plan.broker_down_s:g} s (memory-only: its "
             "topics are lost); producers buffer and retry")  # fmt: skip
         stack.broker.stop()

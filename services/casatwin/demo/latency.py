@@ -33,12 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -63,40 +60,6 @@ HOPS = (
     ("broker → dashboard push", "t4", "t5"),
     ("WebSocket receive", "t5", "t6"),
 )
-
-
-@contextmanager
-def running_dashboard(settings: Settings) -> Iterator[str]:
-    """``casatwin dashboard`` as its own process on a free port; yields its ws:// URL."""
-    from casatwin.devstack.servers import free_port, port_is_open
-    from casatwin.errors import UserError
-
-    port = free_port()
-    settings = settings.replace(dashboard={"port": port, "metrics_port": 0, "host": "127.0.0.1"})
-    env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
-    log_path = settings.general.data_dir / "dashboard.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "casatwin.cli", "dashboard"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while not port_is_open("127.0.0.1", port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise UserError("the dashboard did not start", hint=f"see {log_path}")
-            time.sleep(0.2)
-        yield f"ws://127.0.0.1:{port}/ws"
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(5)
 
 
 class ScreenClient:
@@ -211,13 +174,16 @@ def render(result: dict[str, Any]) -> str:
 def budget(settings: Settings, seconds: int = SECONDS) -> dict[str, Any]:
     """Benchmark ``latency-budget``: ``seconds`` of 500 taxis in real time."""
     from casatwin.processor.bench import Watcher, prepare_registry, run_simulator, running_processor
+    from casatwin_dashboard.bench import running_dashboard
 
     prepare_registry(settings)
     settings = settings.replace(
         simulator={"speeder_share": 0.1, "red_light_runner_share": 0.05, "realtime": True},
         processor={"starting_offsets": "latest"},
     )
-    with running_dashboard(settings) as url, running_processor(settings) as app:
+    dashboard_log = settings.general.data_dir / "dashboard.log"
+    with running_dashboard(settings, dashboard_log) as port, running_processor(settings) as app:
+        url = f"ws://127.0.0.1:{port}/ws"
         query = app.running[0].query
         deadline = time.monotonic() + 300
         while not query.recentProgress and time.monotonic() < deadline:
