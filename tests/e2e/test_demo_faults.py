@@ -3,8 +3,8 @@ restarted (its memory-only log lost) while a scenario plays; the reconciliation 
 ground truth with the ledger finds zero lost and zero duplicated infractions.
 
 It runs on a stack of its own (the session's servers are shared: stopping them would
-break other tests). Wall time about 3–4 minutes on a busy 2-core machine, most of it
-Spark starting twice.
+break other tests). Wall time 462 s on the shared 2-core machine at load average 10–13
+(Spark took 65–75 s to start, twice); expect a few minutes on a quiet CI machine.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def test_the_faults_demo_loses_nothing_and_records_nothing_twice(tmp_path):
         prepare(private)
         result = faults.run(private, stack, plan, say=lines.append)
     report = "\n".join(lines)
+    print(report)  # the demo's narration (pytest -s or -rP shows it)
     assert result.expected >= 3, report  # the speeder, the red-light runner, the parker
     assert result.summary()["lost"] == 0, report
     assert result.summary()["duplicated"] == 0, report
