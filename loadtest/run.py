@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or REPO / "loadtest" / "reports" / stamp
     out.mkdir(parents=True, exist_ok=True)
-    with private_stack(load(), "casatwin-loadtest-") as base:
+    with private_stack(load(), "casatwin-loadtest-") as (base, _stack):
         settings = base.replace(dashboard={"host": "127.0.0.1", "port": free_port(),
                                            "metrics_port": free_port()})  # fmt: skip
         print(f"private stack up; seeding {SEED_INFRACTIONS} infractions", file=sys.stderr)

@@ -21,6 +21,9 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -159,15 +162,14 @@ def stop(process: subprocess.Popen[bytes] | None) -> dict[str, Any]:
         return {"error": "no report"}
 
 
-def fanout(settings: Settings) -> dict[str, Any]:
+@contextmanager
+def running_dashboard(settings: Settings, log_path: Path) -> Iterator[int]:
+    """``casatwin dashboard`` as its own process (as in production) on a free port, its
+    output appended to ``log_path``; yields the port once it accepts connections."""
     port = free_port()
     settings = settings.replace(dashboard={"port": port, "metrics_port": 0, "host": "127.0.0.1"})
     env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
-    log_path = settings.general.data_dir / "bench-dashboard.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    url = f"http://127.0.0.1:{port}/"
-    ws_url = f"ws://127.0.0.1:{port}/ws"
-    feeder = None
     with open(log_path, "ab") as log_file:
         server = subprocess.Popen(
             [sys.executable, "-m", "casatwin.cli", "dashboard"],
@@ -175,12 +177,30 @@ def fanout(settings: Settings) -> dict[str, Any]:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
+    try:
+        deadline = time.monotonic() + 30
+        while not port_is_open("127.0.0.1", port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise UserError("the dashboard did not start", hint=f"see {log_path}")
+            time.sleep(0.2)
+        yield port
+    finally:
+        server.terminate()
         try:
-            deadline = time.monotonic() + 30
-            while not port_is_open("127.0.0.1", port):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise UserError("the dashboard did not start", hint=f"see {log_path}")
-                time.sleep(0.2)
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+
+
+def fanout(settings: Settings) -> dict[str, Any]:
+    env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
+    log_path = settings.general.data_dir / "bench-dashboard.log"
+    feeder = None
+    with running_dashboard(settings, log_path) as port, open(log_path, "ab") as log_file:
+        url = f"http://127.0.0.1:{port}/"
+        ws_url = f"ws://127.0.0.1:{port}/ws"
+        try:
             # The feeder is a process of its own: its CPU must not slow the clients' reads.
             feeder = subprocess.Popen(
                 [sys.executable, "-m", "casatwin_dashboard.loadgen", str(VEHICLES), str(HZ), "900"],
@@ -202,11 +222,6 @@ def fanout(settings: Settings) -> dict[str, Any]:
                 render = {"skipped": str(exc)}
         finally:
             feeder_report = stop(feeder)
-            server.terminate()
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
     ratio = (
         round(many["p95_ms"] / alone["p95_ms"], 2) if many["p95_ms"] and alone["p95_ms"] else None
     )

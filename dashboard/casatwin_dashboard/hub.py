@@ -13,7 +13,7 @@ WebSocket protocol (server → client; the client sends nothing but pings)::
     binary  positions frame (see positions.py)          every tick, changes only
     {"type": "vehicles", "items": [[index, id, kind], ...]}   new vehicle ids
     {"type": "gone", "items": [index, ...]}                   vehicles gone quiet
-    {"type": "infractions", "items": [infraction, ...]}       driver masked
+    {"type": "infractions", "server_ts", "items": [infraction, ...]}  driver masked
     {"type": "units", "items": [unit, ...]}                   after dispatch events
     {"type": "congestion", "items": [window, ...]}
     {"type": "stats", ...}                                    once per second
@@ -121,7 +121,9 @@ class Hub:
             for infraction in infractions:
                 vehicle_id = infraction["vehicle"].get("vehicle_id", "")
                 self.positions.flag(vehicle_id, infraction["type"] == "speeding", until)
-            self.fanout.broadcast(encode({"type": "infractions", "items": infractions}))
+            # server_ts: when the push left the dashboard (the latency budget's "push" hop)
+            pushed = {"type": "infractions", "server_ts": time.time() * 1000, "items": infractions}
+            self.fanout.broadcast(encode(pushed))
         units = self.live.add_dispatch(batch.by_topic[topics.DISPATCH])
         if units:
             self.fanout.broadcast(encode({"type": "units", "items": units}))

@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, str] = {
     "processor-throughput": "casatwin.processor.bench:throughput",
     "processor-latency-settings": "casatwin.processor.bench:latency_settings",
     "dispatch": "casatwin.dispatch.bench:bench_dispatch",
+    "latency-budget": "casatwin.demo.latency:budget",
 }
 
 
@@ -50,9 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 @contextlib.contextmanager
-def private_stack(settings: Settings, prefix: str) -> Iterator[Settings]:
+def private_stack(
+    settings: Settings, prefix: str = "casatwin-bench-"
+) -> Iterator[tuple[Settings, Any]]:
     """A broker, a read-model server and MariaDB on free ports in a temporary directory,
-    topics created; yields the settings that point at them (benchmarks, the load test)."""
+    the topics created; yields the settings that point at them and the running
+    :class:`~casatwin.devstack.stack.Stack` (benchmarks, demos)."""
     from casatwin.bus.admin import ensure_topics
     from casatwin.devstack.servers import free_port
     from casatwin.devstack.stack import Stack
@@ -68,7 +72,7 @@ def private_stack(settings: Settings, prefix: str) -> Iterator[Settings]:
         stack.start()
         try:
             ensure_topics(private.kafka)
-            yield private
+            yield private, stack
         finally:
             stack.stop()
 
@@ -82,8 +86,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError(
             f"unknown benchmark {unknown[0]!r}", hint=f"choose among {', '.join(BENCHMARKS)}"
         )
-    with private_stack(settings, "casatwin-bench-") as bench_settings:
-        results = {}
+    results = {}
+    with private_stack(settings) as (bench_settings, _stack):
         for name in names:
             module, function = BENCHMARKS[name].split(":")
             started = time.monotonic()

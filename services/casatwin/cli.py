@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "casatwin.dispatch.cli",
     "casatwin_dashboard.cli",
     "casatwin.benchmarks",
+    "casatwin.demo.cli",
     "casatwin.configcli",
 )
 

@@ -8,7 +8,7 @@ objects, whose keys are strings). A micro-batch reads ``[start, end)`` of every 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -114,17 +114,32 @@ class Resumed:
     start: dict[tuple[str, int], int]
     new_partitions: list[tuple[str, int]]
     lost: dict[tuple[str, int], int]  # partition → records deleted before they were read
+    rewound: dict[tuple[str, int], int] = field(default_factory=dict)  # → previous end
+
+
+def went_back(previous_end: OffsetMap, bounds: Bounds) -> bool:
+    """Does a partition end before where the last batch ended? (With watermark bounds a
+    growing partition may: ask again with exact bounds before believing it.)"""
+    return any((get(previous_end, *key) or 0) > end for key, (_, end) in bounds.items())
 
 
 def resume(previous_end: OffsetMap, bounds: Bounds) -> Resumed:
     """The start of the next batch: the previous end, plus partitions created since (read
-    from their earliest offset), moved past records the broker no longer keeps."""
+    from their earliest offset), moved past records the broker no longer keeps.
+
+    ``bounds`` must be exact when :func:`went_back`: a partition whose true end is before
+    the previous end has been emptied (a memory-only broker restarted, or the topic was
+    re-created) and is read again from its start, instead of waiting for the new log to
+    pass the old offsets and skipping everything before them."""
     start: dict[tuple[str, int], int] = {}
-    new, lost = [], {}
-    for key, (low, _end) in sorted(bounds.items()):
+    new, lost, rewound = [], {}, {}
+    for key, (low, end) in sorted(bounds.items()):
         previous = get(previous_end, *key)
         if previous is None:
             new.append(key)
+            start[key] = low
+        elif previous > end:
+            rewound[key] = previous
             start[key] = low
         elif previous < low:
             lost[key] = low - previous
@@ -134,7 +149,7 @@ def resume(previous_end: OffsetMap, bounds: Bounds) -> Resumed:
     # A partition the broker no longer reports (a deleted topic) keeps its position.
     for key, offset in from_map(previous_end).items():
         start.setdefault(key, offset)
-    return Resumed(start, new, lost)
+    return Resumed(start, new, lost, rewound)
 
 
 def limit_offsets(
@@ -168,6 +183,8 @@ def plan_ranges(
     ranges = []
     for (topic, partition), stop in sorted(from_map(end).items()):
         begin = get(start, topic, partition) or 0
+        if begin > stop:  # the log went back (see resume): read it again from its start
+            begin = 0
         step = max_per_range or max(stop - begin, 1)
         for lo in range(begin, stop, step):
             ranges.append(OffsetRange(topic, partition, lo, min(lo + step, stop)))

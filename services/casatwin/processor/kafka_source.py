@@ -211,7 +211,17 @@ class KafkaStreamReader(DataSourceStreamReader):
 
     def latestOffset(self, start: ko.OffsetMap, limit: ReadLimit) -> ko.OffsetMap:  # noqa: N802 - Spark's name
         bounds = self._bounds()
+        if ko.went_back(start, bounds):
+            bounds = self._bounds(exact=True)
         resumed = ko.resume(start, bounds)
+        for (topic, partition), previous in resumed.rewound.items():
+            log.warning(
+                "partition is shorter than what was read (the broker lost its log); "
+                "reading it again from its start",
+                topic=topic,
+                partition=partition,
+                previous_end=previous,
+            )
         for topic, partition in resumed.new_partitions:
             log.info(
                 "new partition found; reading it from its start", topic=topic, partition=partition
@@ -350,6 +360,8 @@ def read_ranges(
             if not messages and pending:
                 _skip_missing_offsets(consumer, wanted, next_offset, pending)
                 if time.monotonic() > deadline:
+                    _give_up_on_vanished_records(consumer, next_offset, pending)
+                if pending and time.monotonic() > deadline:
                     late = ", ".join(f"{t}/{p}@{next_offset[(t, p)]}" for t, p in sorted(pending))
                     raise TimeoutError(f"records not delivered within {timeout_s:.0f} s: {late}")
     finally:
@@ -357,6 +369,33 @@ def read_ranges(
     for (topic, partition), records in sorted(rows.items()):
         for i in range(0, len(records), batch_rows):
             yield _arrow_batch(topic, partition, records[i : i + batch_rows])
+
+
+def _give_up_on_vanished_records(
+    consumer: confluent_kafka.Consumer,
+    next_offset: dict[tuple[str, int], int],
+    pending: set[tuple[str, int]],
+) -> None:
+    """A partition whose log now ends at or before the offset awaited has lost the records
+    (a memory-only broker restarted after the batch was planned): waiting cannot bring them
+    back, and retrying the batch would fail forever. Say so and go on without them; the
+    next batch reads the new log from its start (``kafka_offsets.resume``)."""
+    for topic, partition in sorted(pending):
+        tp = confluent_kafka.TopicPartition(topic, partition)
+        try:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+        except confluent_kafka.KafkaException:
+            continue  # broker still away: keep waiting (the task fails and is retried)
+        if high <= next_offset[(topic, partition)]:
+            log.warning(
+                "records planned for this batch are gone from the broker (its log went back); "
+                "going on without them",
+                topic=topic,
+                partition=partition,
+                from_offset=next_offset[(topic, partition)],
+                log_end=high,
+            )
+            pending.discard((topic, partition))
 
 
 def _skip_missing_offsets(

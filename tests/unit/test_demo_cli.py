@@ -1,0 +1,28 @@
+"""`casatwin demo`: what can be checked without servers."""
+
+import yaml
+
+from casatwin.cli import main
+from casatwin.demo.walkthrough import INVENTORY, describe, placement
+
+
+def test_gameday_without_its_scenario_says_what_is_missing(tmp_path, capsys):
+    assert main(["demo", "gameday", "--scenario", str(tmp_path / "gameday.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "gameday.yaml not found" in err and "congestion" in err
+
+
+def test_placement_puts_each_service_on_its_tier():
+    tiers = placement(yaml.safe_load(INVENTORY.read_text()))
+    assert tiers["compute"][0] == ["prodesk"]
+    assert "processor" in tiers["compute"][1]
+    assert {"kafka", "mariadb"} <= set(tiers["broker"][1])
+
+
+def test_walkthrough_without_a_broker_lists_topics_and_says_so():
+    from casatwin.config import Settings
+    from casatwin.devstack.servers import free_port
+
+    settings = Settings().replace(kafka={"bootstrap": f"127.0.0.1:{free_port()}"})
+    text = describe(settings, sample_s=0.1)
+    assert "casatwin.telemetry" in text and "no broker answers" in text
