@@ -11,8 +11,9 @@ is emitted when data arrives for it, again when late data (inside the watermark)
 it; a reading whose windows have all closed is dropped by Spark and counted
 (``numRowsDroppedByWatermark``: one per window it would have entered) in the progress line
 and ``casatwin_congestion_late_rows_total``. The two inputs have a watermark each; the query
-follows the more advanced one (``multipleWatermarkPolicy=max``). Re-emitted windows overwrite: the read model
-is keyed by ``scope:key:window_start`` and consumers keep the latest message per window.
+follows the more advanced one (``multipleWatermarkPolicy=max``). Re-emitted windows
+overwrite: the read model is keyed by ``scope:key:window_start`` and consumers keep the
+latest message per window.
 """
 
 from __future__ import annotations
