@@ -365,6 +365,43 @@ class DispatcherSettings:
 
 
 @dataclass(frozen=True)
+class CongestionSettings:
+    """Congestion windows (a second query of the processor): windows, levels, anomalies."""
+
+    window_s: int = setting(300, "Length of a congestion window (event time).")
+    slide_s: int = setting(60, "A new window starts every this many seconds.")
+    watermark_s: int = setting(
+        600, "How late a reading may arrive and still update its windows; later ones are dropped."
+    )
+    trigger_ms: int = setting(5000, "Micro-batch interval of the congestion query.")
+    light_ratio: float = setting(
+        0.75, "Speed ratio (average / free-flow, the limit) below which a segment is `light`."
+    )
+    moderate_ratio: float = setting(0.5, "Speed ratio below which a segment is `moderate`.")
+    severe_ratio: float = setting(0.25, "Speed ratio below which a segment is `severe`.")
+    light_queue: float = setting(
+        5.0, "Average queue (vehicles) from which an intersection is `light`."
+    )
+    moderate_queue: float = setting(10.0, "Average queue from which an intersection is `moderate`.")
+    severe_queue: float = setting(20.0, "Average queue from which an intersection is `severe`.")
+    light_wait_s: float = setting(45.0, "Peak wait from which an intersection is `light`.")
+    moderate_wait_s: float = setting(90.0, "Peak wait from which an intersection is `moderate`.")
+    severe_wait_s: float = setting(150.0, "Peak wait from which an intersection is `severe`.")
+    anomaly_ratio: float = setting(
+        0.5,
+        "A segment window is an anomaly when its average speed is below this share of the "
+        "segment's usual speed at that hour (median of its past windows at that hour).",
+    )
+    baseline_days: int = setting(28, "Days of history the usual speed is the median of.")
+    baseline_min_windows: int = setting(
+        10, "Past windows at that hour needed before a segment can be flagged."
+    )
+    retention_days: float = setting(
+        35.0, "Congestion windows kept in the read model (event time); 0 keeps them all."
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings, one section per concern."""
 
@@ -381,6 +418,7 @@ class Settings:
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     processor: ProcessorSettings = field(default_factory=ProcessorSettings)
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
+    congestion: CongestionSettings = field(default_factory=CongestionSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -1,5 +1,6 @@
 """Scenario files (format and city checks), telemetry, sensors and the ground truth."""
 
+import itertools
 import textwrap
 from pathlib import Path
 
@@ -304,3 +305,44 @@ def test_names_may_use_aliases_any_case_and_no_accents(tmp_path):
     assert pack.seg_road[plans[1].approach] == "Avenue Hassan II"
     assert pack.no_parking_zones[plans[2].zone].name == "Rond-point Mers Sultan"
     assert pack.seg_road[plans[3].route[0]] == "Boulevard Moulay Ismaïl"
+
+
+# -- surge --------------------------------------------------------------------------------
+
+SURGE = """\
+city: grid
+seed: 3
+traffic: {taxis: 20}
+duration_s: 120
+events:
+  - type: surge
+    at: 10
+    place: Grid centre
+    vehicles: 30
+    from_m: 900
+    spread_s: 20
+    goals: 2
+"""
+
+
+def test_a_surge_takes_its_taxis_from_the_top_and_converges_on_the_place(tmp_path, grid):
+    scenario = scenarios.load(write(tmp_path, SURGE))
+    assert len(scenario.vehicle_ids) == 30 and scenario.vehicle_ids[0] == "TX-13000"
+    sim = Simulation(grid, SimulatorSettings(), START_MS, scenario)
+    crowd = {sim.fleet.index[v] for v in scenario.vehicle_ids}
+    assert sim.player is not None and sim.player.vehicles == crowd
+    (plan,) = scenarios.resolve(scenario, sim.fleet.net, sim.fleet)
+    pack = grid
+    for route in plan.routes:  # connected, through a goal, and back to its start
+        assert all(pack.seg_to[a] == pack.seg_from[b] for a, b in itertools.pairwise(route))
+        assert route[0] == route[-1]
+    on_road = []
+    while sim.elapsed_s < 40:
+        sim.tick()
+        on_road.append(int(sim.fleet.on_road()[list(crowd)].sum()))
+    assert on_road[5] == 0 and on_road[-1] == 30  # none before `at`, all after the spread
+
+
+def test_a_surge_needs_a_place_and_a_count(tmp_path):
+    with pytest.raises(scenarios.ScenarioError, match="vehicles"):
+        scenarios.load(write(tmp_path, SURGE.replace("    vehicles: 30\n", "")))

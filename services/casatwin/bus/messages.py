@@ -125,6 +125,15 @@ class CongestionWindow(TypedDict):
     max_speed_kmh: float
     level: CongestionLevel
     anomaly: bool
+    # Segments: the free-flow speed (the limit) and avg / free-flow; intersections: their
+    # queues and waits (their speed fields are 0). ``hour``: UTC hour of window_end.
+    free_flow_kmh: NotRequired[float]
+    speed_ratio: NotRequired[float]
+    avg_queue: NotRequired[float]
+    peak_queue: NotRequired[int]
+    avg_wait_s: NotRequired[float]
+    peak_wait_s: NotRequired[float]
+    hour: NotRequired[int]
 
 
 class DeadLetter(TypedDict):
@@ -224,6 +233,13 @@ CONTRACTS: dict[str, dict[str, Field]] = {
         "max_speed_kmh": Field(NUMBER, 0),
         "level": Field((str,), choices=CONGESTION_LEVELS),
         "anomaly": Field((bool,)),
+        "free_flow_kmh": Field(NUMBER, 0, None, required=False),
+        "speed_ratio": Field(NUMBER, 0, None, required=False),
+        "avg_queue": Field(NUMBER, 0, None, required=False),
+        "peak_queue": Field((int,), 0, None, required=False),
+        "avg_wait_s": Field(NUMBER, 0, None, required=False),
+        "peak_wait_s": Field(NUMBER, 0, None, required=False),
+        "hour": Field((int,), 0, 23, required=False),
     },
 }
 

@@ -113,7 +113,9 @@ def _registry_decider(settings: Settings) -> Any:
 
 
 def default_queries(settings: Settings) -> list[QuerySpec]:
-    return [InfractionsQuery(settings)]
+    from casatwin.processor.congestion import CongestionQuery
+
+    return [InfractionsQuery(settings), CongestionQuery(settings)]
 
 
 @dataclass

@@ -37,9 +37,14 @@ def detector_config(settings: Settings) -> DetectorConfig:
 
 
 def telemetry_fixes(
-    spark: SparkSession, settings: Settings, query: str, dead_letters: bool = True
+    spark: SparkSession,
+    settings: Settings,
+    query: str,
+    dead_letters: bool = True,
+    watermark_s: float | None = None,
 ) -> DataFrame:
-    """Validated, map-matched fixes of ``casatwin.telemetry`` with an event-time watermark.
+    """Validated, map-matched fixes of ``casatwin.telemetry`` with an event-time watermark
+    (``watermark_s`` behind the latest fix; default the processor's ``watermark_delay_s``).
 
     With ``dead_letters``, malformed records go to the DLQ (one query per application
     should: a record is set aside once).
@@ -47,8 +52,9 @@ def telemetry_fixes(
     p = settings.processor
     options = telemetry_options(settings, f"{p.client_id}-{query}", dead_letters)
     fixes = spark.readStream.format(TELEMETRY_SOURCE).options(**options).load()
+    delay_s = p.watermark_delay_s if watermark_s is None else watermark_s
     return fixes.withColumn("event_time", F.timestamp_millis("ts")).withWatermark(
-        "event_time", f"{int(p.watermark_delay_s * 1000)} milliseconds"
+        "event_time", f"{int(delay_s * 1000)} milliseconds"
     )
 
 

@@ -12,6 +12,7 @@ against a city (roads, intersections, zones must exist) and turns each event int
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from casatwin.errors import UserError
 from casatwin.simulator.network import RoadNetwork
 from casatwin.simulator.traffic import Fleet
 
-EVENT_TYPES = ("speeding", "red_light", "illegal_parking")
+EVENT_TYPES = ("speeding", "red_light", "illegal_parking", "surge")
 TRAFFIC_KEYS = (
     "taxis",
     "seed",
@@ -45,7 +46,12 @@ EVENT_KEYS = {
     },
     "red_light": {"required": ("intersection",), "optional": ("approach", "speed_kmh")},
     "illegal_parking": {"required": ("zone", "duration_s"), "optional": ()},
+    "surge": {
+        "required": ("place", "vehicles"),
+        "optional": ("from_m", "spread_s", "goals"),
+    },
 }
+SURGE_DEFAULTS = {"from_m": 2500.0, "spread_s": 120.0, "goals": 6}
 COMMON_EVENT_KEYS = ("type", "vehicle", "at")
 TAXI_ID = re.compile(r"^TX-(\d{5})$")
 RUN_UP_S = 6.0  # how long a red-light runner drives before its stop line
@@ -96,6 +102,7 @@ class ScriptedEvent:
     line: int
     fields: dict[str, Any]
     lines: dict[str, int]
+    crowd: tuple[str, ...] = ()  # a surge's taxis besides ``vehicle_id``
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,7 @@ class Scenario:
 
     @property
     def vehicle_ids(self) -> list[str]:
-        return [e.vehicle_id for e in self.events]
+        return [v for e in self.events for v in (e.vehicle_id, *e.crowd)]
 
     def fleet_indices(self) -> tuple[int, ...]:
         return tuple(taxi_fleet.taxi_index(v) for v in self.vehicle_ids)
@@ -177,6 +184,12 @@ def parse(raw: Any, path: Path) -> Scenario:
         e if e.vehicle_id else ScriptedEvent(e.type, next(spare), e.at_s, e.line, e.fields, e.lines)
         for e in events
     ]
+    events = [
+        dataclasses.replace(e, crowd=tuple(next(spare) for _ in range(e.fields["vehicles"] - 1)))
+        if e.type == "surge"
+        else e
+        for e in events
+    ]
     return Scenario(
         path=path,
         name=str(raw.get("name", path.stem)),
@@ -221,9 +234,18 @@ def _event(check: _Checker, raw: Any, list_line: int) -> ScriptedEvent:
             check.number(raw, key, 5.0, 250.0)
     if "duration_s" in raw:
         check.number(raw, "duration_s", 1.0, 86_400.0)
+    if kind == "surge":
+        if "vehicle" in raw:
+            check.fail(raw.lines["vehicle"], "vehicle", "a surge takes its taxis from the fleet")
+        check.integer(raw, "vehicles", 1, taxi_fleet.FLEET_SIZE // 2)
+        for key, low in (("from_m", 200.0), ("spread_s", 0.0)):
+            if key in raw:
+                check.number(raw, key, low, 86_400.0)
+        if "goals" in raw:
+            check.integer(raw, "goals", 1, 50)
     if "ignore_signals" in raw and not isinstance(raw["ignore_signals"], bool):
         check.fail(raw.lines["ignore_signals"], "ignore_signals", "should be true or false")
-    for key in ("road", "from", "towards", "intersection", "approach", "zone"):
+    for key in ("road", "from", "towards", "intersection", "approach", "zone", "place"):
         if key in raw and not isinstance(raw[key], str):
             check.fail(raw.lines[key], key, "should be a name (text)")
     fields = {k: v for k, v in raw.items() if k not in COMMON_EVENT_KEYS}
@@ -296,7 +318,19 @@ class ParkingPlan:
     offset_m: float
 
 
-Plan = SpeedingPlan | RedLightPlan | ParkingPlan
+@dataclass(frozen=True)
+class SurgePlan:
+    """Taxis that appear around ``place`` one after another, drive to one of the segments
+    nearest it and back to where they appeared, then on as free traffic."""
+
+    event: ScriptedEvent
+    vehicle: int  # the first of ``vehicles``
+    vehicles: tuple[int, ...]
+    routes: tuple[tuple[int, ...], ...]
+    appear_s: tuple[float, ...]  # after the event's start
+
+
+Plan = SpeedingPlan | RedLightPlan | ParkingPlan | SurgePlan
 
 
 def resolve(scenario: Scenario, net: RoadNetwork, fleet: Fleet) -> list[Plan]:
@@ -316,6 +350,8 @@ def resolve(scenario: Scenario, net: RoadNetwork, fleet: Fleet) -> list[Plan]:
             plans.append(_speeding(event, vehicle, names, net))
         elif event.type == "red_light":
             plans.append(_red_light(event, vehicle, names, net))
+        elif event.type == "surge":
+            plans.append(_surge(event, names, net, fleet))
         else:
             zone = names.zone(event)
             spots = net.spots_in_zone(zone)
@@ -382,6 +418,37 @@ class _Names:
             return station.lat, station.lon
         choices = [m.name for m in pack.landmarks] + [x.name for x in pack.intersections]
         self.unknown(event, key, "place (landmark, intersection, zone or station)", choices)
+
+
+def _surge(event: ScriptedEvent, names: _Names, net: RoadNetwork, fleet: Fleet) -> SurgePlan:
+    """Starts on random segments within ``from_m`` of the place (beyond a third of it), goals
+    the ``goals`` segments nearest it, routes the quickest paths there and back."""
+    pack = net.pack
+    f = SURGE_DEFAULTS | event.fields
+    lat, lon = names.place(event, "place")
+    d = haversine_m(pack.node_lat[pack.seg_from], pack.node_lon[pack.seg_from], lat, lon)
+    goals = np.argsort(d)[: int(f["goals"])]
+    starts = np.flatnonzero((d >= f["from_m"] / 3) & (d <= f["from_m"]))
+    if len(starts) == 0:
+        names.fail(event, "from_m", f"no road starts within {f['from_m']} m of the place")
+    rng = np.random.default_rng(event.line)  # reproducible, and different per event
+    trees = {int(g): fleet.router.times_to(int(pack.seg_from[g]))[1] for g in goals}
+    vehicle_ids = (event.vehicle_id, *event.crowd)
+    routes, vehicles = [], []
+    for k, vehicle_id in enumerate(vehicle_ids):
+        goal = int(goals[k % len(goals)])
+        for drawn in rng.choice(starts, 4):  # a start that cannot reach the goal: another
+            start = int(drawn)
+            there = fleet.router.path_via_successors(
+                trees[goal], int(pack.seg_to[start]), int(pack.seg_from[goal])
+            )
+            back = fleet.router.path(int(pack.seg_to[goal]), int(pack.seg_from[start]))
+            if (len(there) or pack.seg_to[start] == pack.seg_from[goal]) and len(back):
+                routes.append((start, *there.tolist(), goal, *back.tolist(), start))
+                vehicles.append(fleet.index[vehicle_id])
+                break
+    appear = np.sort(rng.uniform(0.0, f["spread_s"], len(vehicles)))
+    return SurgePlan(event, vehicles[0], tuple(vehicles), tuple(routes), tuple(appear.tolist()))
 
 
 def _speeding(event: ScriptedEvent, vehicle: int, names: _Names, net: RoadNetwork) -> SpeedingPlan:
@@ -459,6 +526,7 @@ class _Running:
     end_s: float | None = None  # absolute, when the script lets go (None: on a condition)
     started: bool = False
     done: bool = False
+    placed: int = 0  # a surge's taxis on the road so far
 
 
 class ScenarioPlayer:
@@ -476,12 +544,18 @@ class ScenarioPlayer:
                 self.running.append(self._time_red_light(plan, at))
             elif isinstance(plan, SpeedingPlan):
                 self.running.append(_Running(plan, at, at + plan.event.fields["duration_s"]))
+            elif isinstance(plan, SurgePlan):
+                self.running.append(_Running(plan, at, at + plan.appear_s[-1]))
             else:
                 self.running.append(_Running(plan, at, None))
 
     @property
     def vehicles(self) -> set[int]:
-        return {r.plan.vehicle for r in self.running}
+        return {
+            v
+            for r in self.running
+            for v in (r.plan.vehicles if isinstance(r.plan, SurgePlan) else (r.plan.vehicle,))
+        }
 
     def _time_red_light(self, plan: RedLightPlan, earliest_s: float) -> _Running:
         """Start the run so that the stop line is crossed well inside a red phase: a few
@@ -520,7 +594,9 @@ class ScenarioPlayer:
                 run.started = True
                 self._start(run, t_s)
                 continue
-            if isinstance(plan, RedLightPlan):
+            if isinstance(plan, SurgePlan):
+                self._surge(run, t_s)
+            elif isinstance(plan, RedLightPlan):
                 if fleet.seg[plan.vehicle] != plan.approach:  # through the junction
                     fleet.release(plan.vehicle)
                     run.done = True
@@ -531,9 +607,22 @@ class ScenarioPlayer:
             else:
                 run.done = True  # the parked taxi leaves by itself when its time is up
 
+    def _surge(self, run: _Running, t_s: float) -> None:
+        """Put on the road the surge's taxis whose time has come."""
+        plan = run.plan
+        assert isinstance(plan, SurgePlan)
+        while run.placed < len(plan.vehicles) and run.start_s + plan.appear_s[run.placed] <= t_s:
+            k = run.placed
+            route = list(plan.routes[k])
+            self.fleet.place(plan.vehicles[k], route[0], 0.0, 0.0, route=route)
+            run.placed += 1
+        run.done = run.placed == len(plan.vehicles)
+
     def _start(self, run: _Running, t_s: float) -> None:
         fleet, plan = self.fleet, run.plan
-        if isinstance(plan, SpeedingPlan):
+        if isinstance(plan, SurgePlan):
+            self._surge(run, t_s)
+        elif isinstance(plan, SpeedingPlan):
             fleet.place(
                 plan.vehicle,
                 plan.route[0],
