@@ -61,18 +61,6 @@ def read_topic(settings: Settings, topic: str, since: ko.OffsetMap) -> list[dict
     return out
 
 
-def empty_read_model(settings: Settings) -> None:
-    """Empty the read model's infractions. The test server (nx-27017) keeps one store
-    whatever the database name, so a test that counts infractions there starts it empty."""
-    from casatwin.readmodel.store import INFRACTIONS, connect
-
-    db = connect(settings.mongo)
-    try:
-        db[INFRACTIONS].delete_many({})
-    finally:
-        db.client.close()
-
-
 def publish(settings: Settings, messages: Iterable[dict[str, Any] | bytes], key: str = "") -> None:
     producer = Producer(settings.kafka, "test-telemetry")
     for message in messages:

@@ -24,7 +24,6 @@ from casatwin.readmodel.store import INFRACTIONS, connect
 from tests.processor_support import (
     REGISTRY_AS_OF,
     RunningApp,
-    empty_read_model,
     ledger_rows,
     read_topic,
     topic_ends,
@@ -72,7 +71,6 @@ def test_the_e2e_scenario_gives_exactly_the_scripted_infractions(
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         mariadb={"host": ledger.host, "port": ledger.port, "database": ledger.database},
     )
-    empty_read_model(settings)
     since = topic_ends(settings, topics.INFRACTIONS)
     settings = settings.replace(
         processor={

@@ -25,7 +25,6 @@ from tests.processor_support import (
     REGISTRY_AS_OF,
     RunningApp,
     clean_taxis,
-    empty_read_model,
     grid_city,
     ledger_rows,
     police_units,
@@ -96,7 +95,6 @@ def scenario(ledger_db, tmp_path_factory, broker, mongo, spark):
     fixes = sorted((f for d in drives for f in d.fixes()), key=lambda f: (f["ts"], f["vehicle_id"]))
 
     starting = topic_ends(settings, topics.TELEMETRY)
-    empty_read_model(settings)
     since = {t: topic_ends(settings, t) for t in (topics.INFRACTIONS, topics.DLQ)}
     settings = settings.replace(
         processor={"starting_offsets": orjson.dumps(starting).decode(), "trigger_ms": 200}

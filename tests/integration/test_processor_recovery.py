@@ -18,7 +18,6 @@ from casatwin.readmodel.store import INFRACTIONS, connect
 from tests.drive import T0, Drive, matched, path_along
 from tests.processor_support import (
     REGISTRY_AS_OF,
-    empty_read_model,
     grid_city,
     ledger_rows,
     police_units,
@@ -93,7 +92,6 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
     drives = scripted_fixes(net)
     expected = expected_ids(net, drives)
     assert len(expected) == 80
-    empty_read_model(settings)
     since = topic_ends(settings, topics.INFRACTIONS)
     settings = settings.replace(
         processor={
