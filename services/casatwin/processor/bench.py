@@ -339,11 +339,18 @@ def processed_rate(progress: list[dict[str, Any]]) -> float:
     return sum(p["numInputRows"] for p in busy) / seconds if seconds else 0.0
 
 
+def read_up_to(progress: dict[str, Any] | None) -> ko.OffsetMap | None:
+    """The offsets a batch's progress says it read up to."""
+    if not progress or not progress["sources"]:
+        return None
+    return ko.from_progress(progress["sources"][0]["endOffset"])
+
+
 def wait_until_read(query: Any, end: ko.OffsetMap, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        last = query.lastProgress
-        if last and last["sources"] and ko.backlog(last["sources"][0]["endOffset"], end) == 0:
+        read = read_up_to(query.lastProgress)
+        if read is not None and ko.backlog(read, end) == 0:
             return True
         time.sleep(0.5)
     return False
@@ -380,11 +387,9 @@ def throughput(settings: Settings) -> dict[str, Any]:
         lags = []
         while child.is_alive() and time.monotonic() - started < REPLAY_SECONDS + 60:
             time.sleep(2)
-            last = query.lastProgress
-            if last and last["sources"]:
-                lags.append(
-                    ko.backlog(last["sources"][0]["endOffset"], ends(settings, topics.TELEMETRY))
-                )
+            read = read_up_to(query.lastProgress)
+            if read is not None:
+                lags.append(ko.backlog(read, ends(settings, topics.TELEMETRY)))
         child.join(60)
         offered = sum(
             r.count for r in ko.plan_ranges(replay_from, ends(settings, topics.TELEMETRY))
