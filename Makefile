@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages run test lint format bench clean wheel
+.PHONY: setup system-packages run test lint format bench loadtest clean wheel
 
 ## setup: Debian packages that are missing, then the virtualenv with the project
 setup: system-packages $(STAMP)
@@ -40,6 +40,13 @@ format: setup
 ## bench: every benchmark, each with its reference measured in the same run
 bench: setup
 	$(BIN)/casatwin bench
+
+## loadtest: Locust against a private stack and dashboard (bounded: USERS, DURATION seconds);
+## CSV + HTML report with p50/p95/p99 in loadtest/reports/<UTC time>/
+USERS ?= 40
+DURATION ?= 60
+loadtest: setup
+	$(BIN)/python -m loadtest.run --users $(USERS) --duration $(DURATION)
 
 ## wheel: the project's wheel in dist/, which the appliance's casatwin role installs
 ## (reproducible: the same commit gives the same bytes, so a second converge changes nothing)

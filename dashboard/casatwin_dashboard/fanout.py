@@ -27,6 +27,7 @@ from aiohttp import WSMsgType, web
 from prometheus_client import Counter, Gauge, Histogram
 
 from casatwin.logs import get_logger
+from casatwin.observability.families import WS_QUEUE_MAX, WS_QUEUED
 from casatwin_dashboard.positions import frame_header
 
 log = get_logger("dashboard")
@@ -170,6 +171,9 @@ class Fanout:
         """A new tick: wake every client up, drop the ones stuck in a send."""
         self.tick = tick
         now = time.monotonic()
+        depths = [len(client.queue) for client in self.clients]
+        WS_QUEUED.set(sum(depths))
+        WS_QUEUE_MAX.set(max(depths, default=0))
         for client in list(self.clients):
             stalled = client.stalled_for(now)
             if stalled > self.stall_timeout_s:

@@ -36,6 +36,7 @@ from casatwin.bus.messages import CONTRACTS, InvalidMessage, check
 from casatwin.config import KafkaSettings
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
+from casatwin.observability.families import observe_event_latency
 from casatwin_dashboard.positions import TelemetryBatch
 
 log = get_logger("dashboard")
@@ -251,6 +252,9 @@ class TopicFeed:
                 self.status.messages += len(batch)
                 self.status.last_message_at = time.time()
                 self._count_invalid(decoded, batch[0].topic())
+                if isinstance(decoded, EventBatch):
+                    for events in decoded.by_topic.values():
+                        observe_event_latency("event_to_dashboard", events)
                 if not self._loop.is_closed():
                     self._loop.call_soon_threadsafe(self._deliver, decoded)
         except Exception:

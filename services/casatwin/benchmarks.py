@@ -10,10 +10,12 @@ per benchmark and keeps the whole run in ``<data_dir>/bench/latest.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "processor-latency": "casatwin.processor.bench:latency",
     "processor-throughput": "casatwin.processor.bench:throughput",
     "processor-latency-settings": "casatwin.processor.bench:latency_settings",
+    "dispatch": "casatwin.dispatch.bench:bench_dispatch",
 }
 
 
@@ -46,11 +49,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+@contextlib.contextmanager
+def private_stack(settings: Settings, prefix: str) -> Iterator[Settings]:
+    """A broker, a read-model server and MariaDB on free ports in a temporary directory,
+    topics created; yields the settings that point at them (benchmarks, the load test)."""
     from casatwin.bus.admin import ensure_topics
     from casatwin.devstack.servers import free_port
     from casatwin.devstack.stack import Stack
 
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        private = settings.replace(
+            general={"data_dir": Path(tmp)},
+            kafka={"bootstrap": f"127.0.0.1:{free_port()}"},
+            mongo={"url": f"mongodb://127.0.0.1:{free_port()}"},
+            mariadb={"port": free_port()},
+        )
+        stack = Stack.from_settings(private)
+        stack.start()
+        try:
+            ensure_topics(private.kafka)
+            yield private
+        finally:
+            stack.stop()
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
     names = args.names or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
@@ -59,34 +82,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError(
             f"unknown benchmark {unknown[0]!r}", hint=f"choose among {', '.join(BENCHMARKS)}"
         )
-    with tempfile.TemporaryDirectory(prefix="casatwin-bench-") as tmp:
-        bench_settings = settings.replace(
-            general={"data_dir": Path(tmp)},
-            kafka={"bootstrap": f"127.0.0.1:{free_port()}"},
-            mongo={"url": f"mongodb://127.0.0.1:{free_port()}"},
-            mariadb={"port": free_port()},
-        )
-        stack = Stack.from_settings(bench_settings)
-        stack.start()
-        try:
-            ensure_topics(bench_settings.kafka)
-            results = {}
-            for name in names:
-                module, function = BENCHMARKS[name].split(":")
-                started = time.monotonic()
-                result: dict[str, Any] = getattr(importlib.import_module(module), function)(
-                    bench_settings
-                )
-                result = {
-                    "benchmark": name,
-                    **result,
-                    "wall_s": round(time.monotonic() - started, 1),
-                }
-                results[name] = result
-                sys.stdout.write(orjson.dumps(result).decode() + "\n")
-                sys.stdout.flush()
-        finally:
-            stack.stop()
+    with private_stack(settings, "casatwin-bench-") as bench_settings:
+        results = {}
+        for name in names:
+            module, function = BENCHMARKS[name].split(":")
+            started = time.monotonic()
+            result: dict[str, Any] = getattr(importlib.import_module(module), function)(
+                bench_settings
+            )
+            result = {
+                "benchmark": name,
+                **result,
+                "wall_s": round(time.monotonic() - started, 1),
+            }
+            results[name] = result
+            sys.stdout.write(orjson.dumps(result).decode() + "\n")
+            sys.stdout.flush()
     out = settings.general.data_dir / "bench" / "latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))

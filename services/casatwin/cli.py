@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "casatwin.bus.cli",
     "casatwin.registry.cli",
     "casatwin.rules.cli",
+    "casatwin.dispatch.cli",
     "casatwin_dashboard.cli",
     "casatwin.benchmarks",
     "casatwin.configcli",

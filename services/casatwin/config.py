@@ -65,6 +65,11 @@ class KafkaSettings:
     queue_max_messages: int = setting(
         200000, "Messages the producer buffers while the broker is away; beyond, new ones fail."
     )
+    fetch_wait_max_ms: int = setting(
+        10,
+        "Longest the broker holds a consumer's fetch when nothing new has arrived: the latency "
+        "floor of every consumer (librdkafka's 500 ms default would eat the 200 ms budget).",
+    )
     reconnect_backoff_max_ms: int = setting(
         5000, "Longest wait between reconnect attempts (exponential backoff from 100 ms)."
     )
@@ -329,6 +334,37 @@ class ProcessorSettings:
 
 
 @dataclass(frozen=True)
+class DispatcherSettings:
+    """The police dispatcher (issue 6) and the simulator's side of the dispatch loop."""
+
+    consumer_group: str = setting(
+        "casatwin-dispatcher", "Consumer group of the dispatcher instances (they share work)."
+    )
+    handling_speeding_s: float = setting(600.0, "Time a unit spends on a speeding case.")
+    handling_red_light_s: float = setting(600.0, "Time a unit spends on a red-light case.")
+    handling_illegal_parking_s: float = setting(
+        300.0, "Time a unit spends on an illegal-parking case."
+    )
+    queue_check_s: float = setting(
+        1.0, "How often queued incidents are offered the units that became free."
+    )
+    congestion_refresh_s: float = setting(
+        10.0, "How often current segment speeds from casatwin.congestion update the routing."
+    )
+    min_speed_kmh: float = setting(
+        5.0, "Slowest speed a congested segment is routed at (a jam is slow, not closed)."
+    )
+    simulate: bool = setting(
+        True, "The simulator drives the units the dispatcher assigns (casatwin.dispatch)."
+    )
+    metrics_port: int = setting(9404, "Port of the dispatcher's /metrics endpoint (0: off).")
+
+    def handling_s(self, infraction_type: str) -> float:
+        """Handling time on scene for one type of infraction."""
+        return float(getattr(self, f"handling_{infraction_type}_s"))
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings, one section per concern."""
 
@@ -344,6 +380,7 @@ class Settings:
     rules: RulesSettings = field(default_factory=RulesSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     processor: ProcessorSettings = field(default_factory=ProcessorSettings)
+    dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -6,6 +6,7 @@ import time
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from casatwin.bus import admin, consumer, dlq, topics
 from casatwin.bus.producer import Producer
@@ -33,6 +34,10 @@ def test_every_message_is_accounted_for(broker_settings, unique_topic):
     assert producer.report.totals() == {"sent": 500, "delivered": 500, "failed": 0, "refused": 0}
     got = read_all(broker_settings, unique_topic, 500)
     assert sorted(orjson.loads(m.value())["i"] for m in got) == list(range(500))
+    # ... and in the metrics: messages in, and one acknowledgement latency in 16.
+    labels = {"topic": unique_topic}
+    assert REGISTRY.get_sample_value("casatwin_bus_consumed_total", labels) == 500
+    assert REGISTRY.get_sample_value("casatwin_bus_delivery_seconds_count", labels) == 500 // 16
 
 
 def test_undeliverable_messages_are_counted_not_lost_silently(caplog):

@@ -60,9 +60,10 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
 
 def test_servers_start_and_ctrl_c_leaves_nothing_running(tmp_path):
     env, settings = stack_env(tmp_path)
+    env["CASATWIN_GENERAL_DATA_DIR"] = "state"  # relative, like make run's `.casatwin`
     process = subprocess.Popen(
         [sys.executable, "-m", "casatwin.cli", "stack", "up", "--servers-only"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip
     try:
         banner = wait_for_output(process, "Ctrl-C", timeout_s=120)

@@ -121,9 +121,7 @@ def published_counts(settings: Settings, clock: Callable[[], float]) -> Counter:
 
 
 def dead_letters(settings: Settings, stage: str, since_ms: int) -> list[dict]:
-    reader = consumer.reader(
-        settings.kafka, [topics.DLQ], "test-gateway-dlq", start="earliest", **consumer.QUICK_FETCH
-    )
+    reader = consumer.reader(settings.kafka, [topics.DLQ], "test-gateway-dlq", start="earliest")
     try:
         found = consumer.read_to_end(reader, timeout_s=10)
     finally:
@@ -180,9 +178,7 @@ def test_published_readings_follow_the_contract(broker_settings):
 
     result, document = asyncio.run(scenario())
     assert result.ok and result.published == len(STATIONS)
-    reader = consumer.reader(
-        broker_settings.kafka, [topics.SENSORS_HIGHWAY], "t", start="-50", **consumer.QUICK_FETCH
-    )
+    reader = consumer.reader(broker_settings.kafka, [topics.SENSORS_HIGHWAY], "t", start="-50")
     try:
         found = consumer.read_to_end(reader)
     finally:

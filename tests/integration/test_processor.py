@@ -198,3 +198,16 @@ def test_malformed_telemetry_goes_to_the_dlq_with_the_reason(scenario):
         assert reason in letter["error"]
         assert letter["stage"] == "processor.parse"
         assert letter["topic"] == topics.TELEMETRY and letter["offset"] >= 0
+
+
+def test_spark_batches_and_the_publish_hop_are_measured(scenario):
+    """The StreamingQueryListener saw the micro-batches; the sink timed event → published."""
+    from prometheus_client import REGISTRY
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0
+
+    assert sample("casatwin_processor_batch_rows_total", query="infractions") > 0
+    assert sample("casatwin_processor_batch_seconds_count", query="infractions") > 0
+    published = len(scenario["published"])
+    assert sample("casatwin_hop_seconds_count", hop="event_to_published") >= published

@@ -17,6 +17,7 @@ from casatwin.bus.producer import client_config
 from casatwin.config import KafkaSettings
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
+from casatwin.observability.families import CONSUMER_ERRORS, count_consumed
 
 log = get_logger("bus")
 
@@ -39,6 +40,7 @@ def group_consumer(
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": settings.heartbeat_interval_ms,
         "max.poll.interval.ms": settings.max_poll_interval_ms,
+        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
         "enable.partition.eof": False,
     }
     config.update(overrides)
@@ -62,6 +64,7 @@ def reader(
     config = client_config(settings, client_id) | {
         "group.id": f"{client_id}-unused",  # librdkafka insists; no group is joined
         "enable.auto.commit": False,
+        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
         "enable.partition.eof": False,
     }
     config.update(overrides)
@@ -127,17 +130,15 @@ def messages(
         elif error.fatal():
             raise confluent_kafka.KafkaException(error)
         else:
+            CONSUMER_ERRORS.labels(error.name()).inc()
             log.warning("consumer error", reason=error.str())
+    if good:
+        count_consumed(m.topic() for m in good)
     return good
 
 
-# Reader overrides for read_to_end(): a watermark query waits behind the pending fetch, which
-# the broker holds up to fetch.wait.max.ms (500 ms by default) when there is nothing new.
-QUICK_FETCH = {"fetch.wait.max.ms": 20}
-
-
 def read_to_end(consumer: confluent_kafka.Consumer, timeout_s: float = 10.0) -> list[Message]:
-    """Every message of a ``reader(start="earliest" or "-N", **QUICK_FETCH)`` up to the end.
+    """Every message of a ``reader(start="earliest" or "-N")`` up to the end.
 
     The end is found the way that also works on Tansu (see conventions): a non-empty
     partition is done once the record at ``high - 1`` has arrived (Apache Kafka: the last

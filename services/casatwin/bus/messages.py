@@ -106,6 +106,12 @@ class DispatchEvent(TypedDict):
     ts: int
     eta_s: NotRequired[float]
     route: NotRequired[list[list[float]]]  # [[lat, lon], ...]
+    # assigned: what the simulator needs to drive the unit there and keep it on scene
+    segments: NotRequired[list[str]]  # segment ids from the unit's segment to the incident's
+    target_offset_m: NotRequired[float]  # where the incident lies along the last segment
+    handling_s: NotRequired[float]
+    incident_ts: NotRequired[int]  # the offence's time, from which the response is counted
+    response_s: NotRequired[float]  # on_scene: from the offence to the unit on scene
 
 
 class CongestionWindow(TypedDict):
@@ -201,6 +207,11 @@ CONTRACTS: dict[str, dict[str, Field]] = {
         "ts": TS,
         "eta_s": Field(NUMBER, 0, None, required=False),
         "route": Field((list,), required=False),
+        "segments": Field((list,), required=False),
+        "target_offset_m": Field(NUMBER, 0, None, required=False),
+        "handling_s": Field(NUMBER, 0, None, required=False),
+        "incident_ts": Field((int,), low=0, required=False),
+        "response_s": Field(NUMBER, None, None, required=False),
     },
     topics.CONGESTION: {
         "key": Field((str,)),

@@ -23,6 +23,7 @@ from prometheus_client import Counter as PromCounter
 from casatwin.bus import messages
 from casatwin.config import KafkaSettings
 from casatwin.logs import get_logger
+from casatwin.observability.families import DELIVERY_SAMPLE, DELIVERY_SECONDS
 
 log = get_logger("bus")
 
@@ -111,6 +112,7 @@ class Producer:
         self._errors: Counter[str] = Counter()  # delivery error reasons since the last report
         self._broker_down_since: float | None = None
         self._lock = threading.Lock()
+        self._acks = 0  # acknowledged messages, to sample their latency
 
     # -- sending -------------------------------------------------------------------------
 
@@ -181,6 +183,9 @@ class Producer:
         if err is None:
             self.report.delivered[topic] += 1
             DELIVERED.labels(topic).inc()
+            self._acks += 1
+            if self._acks % DELIVERY_SAMPLE == 0 and (latency := msg.latency()) is not None:
+                DELIVERY_SECONDS.labels(topic).observe(latency)
             if self._broker_down_since is not None:
                 down_for = time.monotonic() - self._broker_down_since
                 self._broker_down_since = None

@@ -52,9 +52,10 @@ class Server(ABC):
     def __init__(self, host: str, port: int, state_dir: Path) -> None:
         self.host = host
         self.port = port
-        self.state_dir = state_dir
+        # Absolute: some servers (nx-27017) change directory before writing their files.
+        self.state_dir = state_dir.resolve()
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = state_dir / f"{self.name}.log"
+        self.log_path = self.state_dir / f"{self.name}.log"
 
     @abstractmethod
     def command(self) -> list[str]: ...
@@ -257,8 +258,8 @@ class MariaDBServer(Server):
         self.user = user
         self.database = database
         self.options = options or {}
-        self.datadir = state_dir / "data"
-        self.socket = state_dir / "mariadb.sock"
+        self.datadir = self.state_dir / "data"
+        self.socket = self.state_dir / "mariadb.sock"
 
     @staticmethod
     def binaries() -> tuple[str, str, str]:

@@ -381,7 +381,6 @@ def published_keys(
         "casatwin-gateway-memory",
         start=f"-{max(1, capacity // topics.LOW_RATE_PARTITIONS)}",
         timeout_s=timeout_s,
-        **consumer.QUICK_FETCH,
     )
     try:
         found = consumer.read_to_end(reader, timeout_s)

@@ -141,6 +141,7 @@ class ProcessorApp:
         self.running = [_Running(q) for q in (queries or default_queries(settings))]
         self.spark = spark
         self._own_spark = spark is None
+        self._listener: Any = None  # the metrics listener while the queries run
 
     def start(self) -> None:
         from casatwin.processor.session import build_session
@@ -153,6 +154,10 @@ class ProcessorApp:
                 master=self.master,
                 seconds=round(time.monotonic() - started, 1),
             )
+        from casatwin.processor.listener import MetricsListener
+
+        self._listener = MetricsListener()
+        self.spark.streams.addListener(self._listener)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         for running in self.running:
             self._start_query(running)
@@ -254,6 +259,9 @@ class ProcessorApp:
                 running.query = None
             running.spec.stop()
             log.info("query stopped", query=running.spec.name)
+        if self._listener is not None and self.spark is not None:
+            self.spark.streams.removeListener(self._listener)
+            self._listener = None
         if self._own_spark and self.spark is not None:
             self.spark.stop()
             self.spark = None

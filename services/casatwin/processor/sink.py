@@ -29,6 +29,7 @@ from casatwin.bus import topics
 from casatwin.bus.messages import InvalidMessage, check, encode
 from casatwin.config import Settings
 from casatwin.logs import get_logger
+from casatwin.observability.families import observe_event_latency
 from casatwin.processor.network import RoadNetwork
 from casatwin.processor.publication import BatchPublisher
 
@@ -179,6 +180,7 @@ class InfractionSink:
         for message in published:
             INFRACTIONS.labels(message["type"]).inc()
         SINK_SECONDS.observe(time.perf_counter() - started)
+        observe_event_latency("event_to_published", published)
         log.debug(
             "infractions published",
             batch=batch_id,

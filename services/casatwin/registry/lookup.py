@@ -15,11 +15,13 @@ infraction message's ``vehicle`` and ``driver`` objects.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import orjson
 
+from casatwin.observability.families import REGISTRY_LOOKUP_KEYS, REGISTRY_LOOKUP_SECONDS
 from casatwin.registry import db
 from casatwin.rules.engine import DriverHistory, PastOffence
 
@@ -142,6 +144,7 @@ def _lookup(
     since_ms: int | None,
     key: int,
 ) -> dict[str, VehicleRecord]:
+    started = time.perf_counter()
     # Sorted: neighbouring probes share their B-tree path (~10% faster than random order).
     wanted = sorted(set(keys))
     rows: list[tuple[Any, ...]] = []
@@ -153,7 +156,10 @@ def _lookup(
     # Only drivers with an offence in the window have history to read.
     cins = [r[5] for r in rows if r[14] is not None and (since_ms is None or r[14] >= since_ms)]
     offences = driver_offences(conn, cins, since_ms=since_ms)
-    return _records(rows, offences, key)
+    records = _records(rows, offences, key)
+    REGISTRY_LOOKUP_SECONDS.labels(column).observe(time.perf_counter() - started)
+    REGISTRY_LOOKUP_KEYS.labels(column).inc(len(wanted))
+    return records
 
 
 def driver_offences(

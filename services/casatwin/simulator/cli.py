@@ -105,9 +105,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     service.start()
+    bridge = None
+    if settings.dispatcher.simulate:
+        from casatwin.simulator.dispatching import DispatchBridge
+
+        bridge = DispatchBridge(service)
+        bridge.start()
     try:
         service.run_until(stop)
     finally:
+        if bridge is not None:
+            bridge.stop()
         service.drain()
     return 0
 

@@ -39,6 +39,7 @@ from casatwin.city.model import CityPack
 from casatwin.city.routing import Router
 from casatwin.city.signals import GREEN, RED, YELLOW
 from casatwin.config import SimulatorSettings
+from casatwin.dispatch import planner as dispatch_planner
 from casatwin.simulator.kinematics import DriverModel
 from casatwin.simulator.network import RoadNetwork
 from casatwin.simulator.routes import HopTable, RouteStore
@@ -767,10 +768,9 @@ class Fleet:
     # -- police units --------------------------------------------------------------------
 
     def station_place(self, station: int) -> tuple[int, float]:
-        """Where the units of a station wait: the start of a segment leaving its node."""
-        pack = self.net.pack
-        node = pack.node_index[pack.police_stations[station].node]
-        return int(pack.segments_from(node)[0]), 0.0
+        """Where the units of a station wait (the dispatcher assumes the same place)."""
+        place = dispatch_planner.station_place(self.net.pack, station)
+        return place.segment, place.offset_m
 
     def units(self) -> list[UnitStatus]:
         return [self.unit_status(self.ids[v]) for v in self.police_station]

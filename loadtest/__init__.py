@@ -1,0 +1,1 @@
+"""Locust load test of the dashboard (``make loadtest``)."""

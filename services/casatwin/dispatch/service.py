@@ -1,0 +1,409 @@
+"""``casatwin dispatcher``: infractions in, units assigned in MariaDB, dispatch events out.
+
+One step per batch of messages, in a consumer group (instances share the partitions):
+
+1. ``casatwin.infractions``: an infraction whose decision needs a unit is put on the map
+   (:class:`~casatwin.dispatch.planner.Planner`), the free units are read from MariaDB, the
+   one that arrives first by road is booked (:func:`store.assign`: a unit another
+   instance booked in the meantime is skipped and the next best tried) and ``assigned`` is
+   published with the route, the ETA and the handling time; with no unit free the
+   incident is queued.
+2. ``casatwin.dispatch``: the units' reports (``en_route``, ``on_scene``, ``closed``, from
+   the simulator) are recorded; a closed unit is free again and the queue is served.
+3. Every ``queue_check_s`` the queue is offered the free units (a unit back on duty, or
+   freed by another instance); every ``congestion_refresh_s`` the routing takes in the
+   segment speeds read from ``casatwin.congestion``.
+
+Offsets are committed after the batch is recorded: a replay assigns nothing twice (the
+dispatch id is the infraction's). Bad input goes to the DLQ with the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import confluent_kafka
+from prometheus_client import Counter, Gauge, Histogram
+
+from casatwin import metrics
+from casatwin.bus import messages, topics
+from casatwin.bus.admin import ensure_topics, wait_for_broker
+from casatwin.bus.consumer import group_consumer, reader
+from casatwin.bus.consumer import messages as next_batch
+from casatwin.bus.dlq import DeadLetterWriter
+from casatwin.bus.producer import Producer
+from casatwin.city.model import CityPack
+from casatwin.config import Settings
+from casatwin.dispatch import store
+from casatwin.dispatch.nearest import Choice, Place
+from casatwin.dispatch.planner import Incident, Planner, UnknownPlace
+from casatwin.logs import get_logger
+from casatwin.observability.families import observe_event_latency
+from casatwin.registry import db
+
+log = get_logger("dispatcher")
+
+ASSIGNED = Counter("casatwin_dispatch_assigned_total", "Units assigned to incidents")
+QUEUED = Counter("casatwin_dispatch_queued_total", "Incidents queued: no unit was free")
+CONFLICTS = Counter(
+    "casatwin_dispatch_conflicts_total", "Units booked by another instance first (picked again)"
+)
+RESPONSE = Histogram(
+    "casatwin_dispatch_response_seconds",
+    "From the offence to the unit on scene",
+    buckets=(60, 120, 180, 300, 420, 600, 900, 1200, 1800, 3600),
+)
+QUEUE_LENGTH = Gauge("casatwin_dispatch_queue_length", "Incidents waiting for a unit")
+UNIT_BUSY = Gauge(
+    "casatwin_dispatch_unit_busy", "1 while the unit has an open assignment", ["unit", "station"]
+)
+STATION_UTILISATION = Gauge(
+    "casatwin_dispatch_station_utilisation", "Share of a station's units on duty that are busy",
+    ["station"],
+)  # fmt: skip
+BUSY_SECONDS = Counter(
+    "casatwin_dispatch_unit_busy_seconds_total",
+    "Time units spent assigned (rate() of it is the utilisation)",
+    ["unit", "station"],
+)
+REPORT_EVERY_S = 10.0
+MAX_PICKS = 5  # units booked by others before an incident is queued for the next check
+QUEUE_PER_CHECK = 200
+CONGESTION_BATCHES = 20  # of 5,000 windows, read per refresh
+
+
+@dataclass
+class _Tally:
+    assigned: int = 0
+    queued: int = 0
+    skipped: int = 0
+    dead: int = 0
+    reports: int = 0
+    since: float = field(default_factory=time.monotonic)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        pack: CityPack,
+        *,
+        client_id: str = "casatwin-dispatcher",
+        infractions_topic: str = topics.INFRACTIONS,
+        dispatch_topic: str = topics.DISPATCH,
+        congestion_topic: str = topics.CONGESTION,
+        clock: Any = time.time,
+    ) -> None:
+        self.settings = settings
+        self.planner = Planner(pack, settings.dispatcher.min_speed_kmh)
+        self.client_id = client_id
+        self.infractions_topic = infractions_topic
+        self.dispatch_topic = dispatch_topic
+        self.congestion_topic = congestion_topic
+        self.clock = clock
+        self.conn: db.Connection | None = None
+        self.producer: Producer | None = None
+        self.dlq: DeadLetterWriter | None = None
+        self.consumer: confluent_kafka.Consumer | None = None
+        self.congestion: confluent_kafka.Consumer | None = None
+        self._tally = _Tally()
+        self._next_queue_check = 0.0
+        self._next_refresh = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to MariaDB (UserError: unreachable, not migrated) and the broker."""
+        self.conn = db.connect(self.settings.mariadb)
+        wait_for_broker(self.settings.kafka)
+        ensure_topics(self.settings.kafka)
+        self.producer = Producer(self.settings.kafka, self.client_id)
+        self.dlq = DeadLetterWriter(self.producer, "dispatcher")
+        self.consumer = group_consumer(
+            self.settings.kafka,
+            self.settings.dispatcher.consumer_group,
+            [self.infractions_topic, self.dispatch_topic],
+            self.client_id,
+            offset_reset="earliest",
+        )
+        # Every instance reads all the congestion windows: the whole map's speeds.
+        self.congestion = reader(self.settings.kafka, [self.congestion_topic], self.client_id)
+        log.info(
+            "dispatcher started",
+            city=self.planner.pack.name,
+            units=len(self.planner.home),
+            group=self.settings.dispatcher.consumer_group,
+        )
+
+    def run_until(self, stop: threading.Event) -> None:
+        assert self.consumer is not None, "start() first"
+        while not stop.is_set():
+            self.step()
+
+    def step(self, timeout_s: float = 0.2) -> None:
+        """One batch of messages, then the periodic work that is due."""
+        assert self.consumer is not None and self.producer is not None
+        batch = next_batch(self.consumer, max_messages=500, timeout_s=timeout_s)
+        for message in batch:
+            self._handle(message)
+        if batch:
+            self.producer.flush(10.0)
+            self.consumer.commit(asynchronous=False)
+        now = time.monotonic()
+        if now >= self._next_queue_check:
+            self._next_queue_check = now + self.settings.dispatcher.queue_check_s
+            self.serve_queue()
+            self._update_gauges()
+        if now >= self._next_refresh:
+            self._next_refresh = now + self.settings.dispatcher.congestion_refresh_s
+            self._read_congestion()
+        self.producer.poll(0)
+        self._maybe_report()
+
+    def stop(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+        if self.congestion is not None:
+            self.congestion.close()
+        if self.producer is not None:
+            self.producer.close()
+        if self.conn is not None:
+            self.conn.close()
+        self._maybe_report(force=True)
+        log.info("dispatcher stopped")
+
+    # -- messages ------------------------------------------------------------------------
+
+    def _handle(self, message: confluent_kafka.Message) -> None:
+        topic, raw = message.topic(), message.value()
+        kind = topics.INFRACTIONS if topic == self.infractions_topic else topics.DISPATCH
+        try:
+            value = messages.decode(kind, raw or b"")
+            if kind == topics.INFRACTIONS:
+                self.handle_infraction(value)
+            else:
+                self.handle_report(value)
+        except (messages.InvalidMessage, UnknownPlace) as exc:
+            assert self.dlq is not None
+            key = message.key()
+            self.dlq.send(
+                raw,
+                str(exc),
+                topic=topic,
+                partition=message.partition(),
+                offset=message.offset(),
+                key=key.decode(errors="replace") if key else None,
+            )
+            self._tally.dead += 1
+
+    def handle_infraction(self, infraction: dict[str, Any]) -> str | None:
+        """Assign (or queue) a unit for one infraction; the dispatch id, or None if no unit
+        is needed or it was handled before."""
+        if not infraction["dispatch_required"]:
+            self._tally.skipped += 1
+            return None
+        incident = self.planner.incident(infraction)
+        assert self.conn is not None
+        try:
+            booked = book(self.conn, self.planner, incident, self._now_ms())
+        except store.AlreadyHandled:
+            return None
+        if booked is not None:
+            dispatch_id, choice = booked
+            self._publish_assigned(dispatch_id, incident, choice)
+            return dispatch_id
+        if store.enqueue(self.conn, incident, self.planner.segment_id(incident)):
+            QUEUED.inc()
+            self._tally.queued += 1
+            log.info(
+                "no unit free; incident queued",
+                infraction=incident.infraction_id,
+                severity=incident.severity,
+            )
+        return None
+
+    def handle_report(self, event: dict[str, Any]) -> None:
+        """A unit's report: record arrival and close; a closed unit takes the queue."""
+        status = event["status"]
+        if status not in ("en_route", "on_scene", "closed"):
+            return  # our own assigned events, or another producer's
+        assert self.conn is not None
+        after = store.record_status(
+            self.conn, event["dispatch_id"], status, event["ts"], event.get("response_s")
+        )
+        if after is None:
+            return
+        self._tally.reports += 1
+        if status == "on_scene" and after.response_s is not None:
+            RESPONSE.observe(after.response_s)
+            log.info(
+                "unit on scene",
+                unit=after.unit_id,
+                infraction=after.infraction_id,
+                response_s=round(after.response_s, 1),
+            )
+        if status == "closed":
+            if after.assigned_ms is not None and after.closed_ms is not None:
+                station = self.planner.station_of.get(after.unit_id or "", "")
+                BUSY_SECONDS.labels(after.unit_id, station).inc(
+                    max(0, after.closed_ms - after.assigned_ms) / 1000
+                )
+            self.serve_queue()
+
+    # -- the queue -----------------------------------------------------------------------
+
+    def serve_queue(self) -> int:
+        """Give queued incidents (most severe, then oldest, first) the free units."""
+        assert self.conn is not None
+        served = 0
+        for _ in range(QUEUE_PER_CHECK):
+            try:
+                result = store.assign_queued(self.conn, self._pick_for_queued, self._now_ms())
+            except store.UnitTaken:
+                CONFLICTS.inc()
+                continue
+            if result is None:
+                break
+            queued, _, _, (incident, choice) = result
+            self._publish_assigned(queued.dispatch_id, incident, choice)
+            served += 1
+        return served
+
+    def _pick_for_queued(
+        self, queued: store.Assignment, free: list[str]
+    ) -> tuple[str, float, Any] | None:
+        pack = self.planner.pack
+        segment = pack.segment_index.get(queued.segment_id or "")
+        if segment is None:
+            return None
+        incident = Incident(
+            queued.infraction_id,
+            queued.infraction_type,
+            queued.created_ms,
+            float(queued.lat or 0.0),
+            float(queued.lon or 0.0),
+            Place(segment, float(queued.offset_m or 0.0)),
+            queued.severity,
+        )
+        choice = self.planner.choose_free(incident, free)
+        if choice is None:
+            return None
+        return choice.unit_id, choice.eta_s, (incident, choice)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _publish_assigned(self, dispatch_id: str, incident: Incident, choice: Choice) -> None:
+        assert self.producer is not None
+        pack = self.planner.pack
+        event: messages.DispatchEvent = {
+            "dispatch_id": dispatch_id,
+            "infraction_id": incident.infraction_id,
+            "unit_id": choice.unit_id,
+            "status": "assigned",
+            "ts": self._now_ms(),
+            "eta_s": round(choice.eta_s, 1),
+            "route": self.planner.route_latlon(choice.route),
+            "segments": [pack.segment_ids[s] for s in choice.route],
+            "target_offset_m": round(incident.place.offset_m, 2),
+            "handling_s": self.settings.dispatcher.handling_s(incident.type),
+            "incident_ts": incident.event_ts,
+        }
+        self.producer.send_json(self.dispatch_topic, dict(event), key=choice.unit_id)
+        ASSIGNED.inc()
+        observe_event_latency("event_to_dispatch", [{"event_ts": incident.event_ts}], event["ts"])
+        self._tally.assigned += 1
+        log.info(
+            "unit assigned",
+            unit=choice.unit_id,
+            infraction=incident.infraction_id,
+            eta_s=round(choice.eta_s),
+            crow_m=round(choice.crow_m),
+        )
+
+    def _read_congestion(self) -> None:
+        if self.congestion is None:
+            return
+        seen = 0
+        for _ in range(CONGESTION_BATCHES):
+            batch = next_batch(self.congestion, max_messages=5000, timeout_s=0.0)
+            for message in batch:
+                try:
+                    window = messages.decode(topics.CONGESTION, message.value() or b"")
+                except messages.InvalidMessage:
+                    continue  # the congestion producer's DLQ is its own business
+                if window["scope"] == "segment" and window["count"] > 0:
+                    seen += self.planner.observe_speed(window["key"], window["avg_speed_kmh"])
+            if not batch:
+                break
+        if self.planner.refresh():
+            log.info("routing updated with current segment speeds", segments=seen)
+
+    def _update_gauges(self) -> None:
+        assert self.conn is not None
+        units = store.units(self.conn)
+        QUEUE_LENGTH.set(store.queue_length(self.conn))
+        per_station: dict[str, list[int]] = {}
+        for unit in units:
+            busy = int(unit.dispatch_id is not None)
+            UNIT_BUSY.labels(unit.unit_id, unit.station_id).set(busy)
+            if unit.on_duty or busy:
+                per_station.setdefault(unit.station_id, []).append(busy)
+        for station, flags in per_station.items():
+            STATION_UTILISATION.labels(station).set(sum(flags) / len(flags))
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _maybe_report(self, force: bool = False) -> None:
+        t = self._tally
+        if not force and time.monotonic() - t.since < REPORT_EVERY_S:
+            return
+        if t.assigned or t.queued or t.dead or t.reports or force:
+            log.info(
+                "dispatch progress",
+                assigned=t.assigned,
+                queued=t.queued,
+                not_needed=t.skipped,
+                unit_reports=t.reports,
+                dead_letters=t.dead,
+            )
+        self._tally = _Tally()
+
+
+def book(
+    conn: db.Connection, planner: Planner, incident: Incident, now_ms: int
+) -> tuple[str, Choice] | None:
+    """Book the free unit that reaches ``incident`` first: (dispatch id, choice), or None
+    when no unit can go. A unit another dispatcher booked meanwhile is passed over;
+    :class:`store.AlreadyHandled` if the infraction has a dispatch record already."""
+    cursor = conn.cursor()
+    try:
+        free = store.free_units(cursor)
+    finally:
+        cursor.close()
+    segment_id = planner.segment_id(incident)
+    for _ in range(MAX_PICKS):
+        choice = planner.choose_free(incident, free)
+        if choice is None:
+            return None
+        try:
+            return store.assign(conn, incident, segment_id, choice.unit_id, choice.eta_s,
+                                now_ms), choice  # fmt: skip
+        except store.UnitTaken:
+            CONFLICTS.inc()
+            free.remove(choice.unit_id)
+    return None
+
+
+def serve(settings: Settings, pack: CityPack, stop: threading.Event) -> None:
+    """Run one dispatcher until ``stop`` (what ``casatwin dispatcher`` does)."""
+    metrics.serve(settings.dispatcher.metrics_port, "dispatcher")
+    dispatcher = Dispatcher(settings, pack)
+    dispatcher.start()
+    try:
+        dispatcher.run_until(stop)
+    finally:
+        dispatcher.stop()

@@ -1,0 +1,1 @@
+"""Observability: the metric families the services export and their catalogue."""

@@ -1,0 +1,181 @@
+"""The dispatcher against the real broker and MariaDB: two instances racing for units,
+bad input to the DLQ, the queue served by severity then age, units off duty and back."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import orjson
+import pytest
+
+from casatwin.bus import topics
+from casatwin.bus.producer import Producer
+from casatwin.city import load, synthetic
+from casatwin.dispatch import store
+from casatwin.dispatch.service import Dispatcher
+from casatwin.registry import db
+from casatwin.registry.loader import police_units_of
+from tests.conftest import query
+from tests.dispatch_support import create_topics, dispatch_db, read, wait_for
+
+pytestmark = pytest.mark.integration
+
+UNITS_PER_STATION = 15
+
+
+@pytest.fixture(scope="module")
+def pack():
+    """The grid with 30 units (two stations at opposite corners)."""
+    raw = synthetic.grid(rows=6, cols=6, spacing_m=300)
+    for station in raw["police_stations"]:
+        prefix = station["units"][0].rsplit("-", 1)[0]
+        station["units"] = [f"{prefix}-{i}" for i in range(1, UNITS_PER_STATION + 1)]
+    return load.from_dict(raw)
+
+
+def infraction(pack, n, segment, *, klass=2, event_ts=None, required=True, **extra):
+    a = pack.seg_from[segment]
+    return {
+        "infraction_id": f"INF-{n:04d}",
+        "type": "red_light",
+        "event_ts": event_ts or int(time.time() * 1000),
+        "detected_ts": int(time.time() * 1000),
+        "lat": float(pack.node_lat[a]),
+        "lon": float(pack.node_lon[a]),
+        "segment_id": pack.segment_ids[segment],
+        "measured": 0.0,
+        "limit": 0.0,
+        "vehicle": {"vehicle_id": "TX-00001"},
+        "driver": {},
+        "decision": {"class": klass, "dispatch_required": required},
+        "dispatch_required": required,
+    } | extra
+
+
+@pytest.fixture
+def setup(broker_settings, mariadb, pack):
+    """Settings with private topics and database, and a way to run dispatchers."""
+    (infractions_topic,) = create_topics(broker_settings, 4, 1)
+    (dispatch_topic,) = create_topics(broker_settings, 2, 1)
+    settings = broker_settings.replace(
+        mariadb=dispatch_db(mariadb, pack).__dict__,
+        dispatcher={"consumer_group": f"dispatch-{uuid.uuid4().hex[:6]}", "queue_check_s": 0.3},
+    )
+    running: list[tuple[Dispatcher, threading.Thread]] = []
+    stop = threading.Event()
+
+    def start(n: int) -> list[Dispatcher]:
+        for i in range(n):
+            d = Dispatcher(
+                settings,
+                pack,
+                client_id=f"dispatcher-{i}",
+                infractions_topic=infractions_topic,
+                dispatch_topic=dispatch_topic,
+            )
+            d.start()
+            t = threading.Thread(target=d.run_until, args=(stop,), daemon=True)
+            t.start()
+            running.append((d, t))
+        return [d for d, _ in running]
+
+    def send(topic, values):
+        producer = Producer(settings.kafka, "test")
+        for value in values:
+            raw = value if isinstance(value, bytes) else orjson.dumps(value)
+            producer.send(topic, raw, key=None)
+        assert producer.flush(10) == 0
+
+    yield settings, infractions_topic, dispatch_topic, start, send
+    stop.set()
+    for d, t in running:
+        t.join(15)
+        d.stop()
+
+
+def rows(settings, sql, args=None):
+    return query(settings.mariadb, sql, args)
+
+
+def test_two_dispatchers_never_book_a_unit_twice(setup, pack):
+    settings, infractions_topic, dispatch_topic, start, send = setup
+    start(2)
+    n = 100
+    segments = [i * 7 % pack.n_segments for i in range(n)]
+    send(infractions_topic, [infraction(pack, i, s) for i, s in enumerate(segments)])
+    count = "SELECT COUNT(*) FROM dispatch_assignments"
+    assert wait_for(lambda: rows(settings, count)[0][0] == n, 60), rows(settings, count)
+    by_status = dict(rows(settings, "SELECT status, COUNT(*) FROM dispatch_assignments"
+                                    " GROUP BY status"))  # fmt: skip
+    units = len(police_units_of(pack))
+    assert by_status == {"assigned": units, "queued": n - units}
+    booked = rows(settings, "SELECT unit_id, COUNT(*) FROM dispatch_assignments"
+                            " WHERE unit_id IS NOT NULL GROUP BY unit_id")  # fmt: skip
+    assert len(booked) == units and all(c == 1 for _, c in booked)
+    assigned = [e for e in read(settings, dispatch_topic) if e["status"] == "assigned"]
+    assert sorted(e["unit_id"] for e in assigned) == sorted(u for u, _ in booked)
+    assert len({e["infraction_id"] for e in assigned}) == units
+    assert all(e["route"] and e["segments"] and e["eta_s"] >= 0 for e in assigned)
+
+
+def test_bad_input_goes_to_the_dlq_and_the_dispatcher_goes_on(setup, pack):
+    settings, infractions_topic, _, start, send = setup
+    start(1)
+    unknown = infraction(pack, 1, 0, segment_id="s-nowhere")
+    send(infractions_topic, [b"{not json", unknown, infraction(pack, 2, 3)])
+    assert wait_for(lambda: rows(settings, "SELECT infraction_id FROM dispatch_assignments")
+                    == [("INF-0002",)], 30)  # fmt: skip
+    letters = [d for d in read(settings, topics.DLQ) if d["topic"] == infractions_topic]
+    reasons = sorted(d["error"] for d in letters)
+    assert len(reasons) == 2
+    assert reasons[0].startswith("not valid JSON")
+    assert "segment 's-nowhere' is not in city pack" in reasons[1]
+    assert all(d["stage"] == "dispatcher" for d in letters)
+
+
+def test_the_queue_is_served_by_severity_then_age_and_off_duty_units_wait(setup, pack):
+    settings, infractions_topic, dispatch_topic, start, send = setup
+    units = [u.unit_id for u in police_units_of(pack)]
+    conn = db.open_connection(settings.mariadb)
+    store.set_on_duty(conn, units, False)
+    (dispatcher,) = start(1)
+    t0 = int(time.time() * 1000) - 60_000
+    send(infractions_topic, [
+        infraction(pack, 1, 5, klass=3, event_ts=t0),
+        infraction(pack, 2, 9, klass=1, event_ts=t0 + 2000),
+        infraction(pack, 3, 11, klass=1, event_ts=t0 + 1000),
+        infraction(pack, 4, 13, required=False),  # nothing to send
+    ])  # fmt: skip
+    queued = "SELECT COUNT(*) FROM dispatch_assignments WHERE status = 'queued'"
+    assert wait_for(lambda: rows(settings, queued)[0][0] == 3, 30)
+    time.sleep(1)  # a few queue checks: nobody is on duty
+    assert rows(settings, queued)[0][0] == 3
+    # One unit back on duty at a time: each takes the most severe, then oldest, incident.
+    order = []
+    mine = "SELECT infraction_id FROM dispatch_assignments WHERE unit_id = %s"
+    for unit in units[:3]:
+        store.set_on_duty(conn, [unit], True)
+        assert wait_for(lambda u=unit: rows(settings, mine, (u,)), 20)
+        order.append(rows(settings, mine, (unit,))[0][0])
+    assert order == ["INF-0003", "INF-0002", "INF-0001"]
+    # A closed assignment frees its unit, which serves the queue again; times are kept.
+    dispatch_id = store.dispatch_id_of("INF-0003")
+    now = int(time.time() * 1000)
+    send(dispatch_topic, [
+        {"dispatch_id": dispatch_id, "infraction_id": "INF-0003", "unit_id": units[0],
+         "status": "on_scene", "ts": now, "response_s": 75.0},
+        {"dispatch_id": dispatch_id, "infraction_id": "INF-0003", "unit_id": units[0],
+         "status": "closed", "ts": now + 5000},
+    ])  # fmt: skip
+    times = (
+        "SELECT status, arrived_ms, closed_ms, response_s FROM dispatch_assignments"
+        " WHERE dispatch_id = %s"
+    )
+    assert wait_for(lambda: rows(settings, times, (dispatch_id,))[0][0] == "closed", 20)
+    assert rows(settings, times, (dispatch_id,)) == [("closed", now, now + 5000, 75.0)]
+    states = {u.unit_id: u.status for u in store.units(conn)}
+    assert states[units[0]] == "available" and states[units[3]] == "off_duty"
+    conn.close()
+    assert dispatcher.planner.pack is pack
