@@ -280,8 +280,11 @@ def records_read(progress: dict[str, Any]) -> int:
 
     total = 0
     for source in progress.get("sources", []):
-        start, end = source.get("startOffset"), source.get("endOffset")
-        if isinstance(start, dict) and isinstance(end, dict):
+        start, end = (
+            ko.from_progress(source.get("startOffset")),
+            ko.from_progress(source.get("endOffset")),
+        )
+        if start is not None and end is not None:
             total += sum(r.count for r in ko.plan_ranges(start, end))
     return total
 
@@ -292,7 +295,10 @@ def source_lag(progress: dict[str, Any]) -> int:
 
     lag = 0
     for source in progress.get("sources", []):
-        end, latest = source.get("endOffset"), source.get("latestOffset")
-        if isinstance(end, dict) and isinstance(latest, dict):
+        end, latest = (
+            ko.from_progress(source.get("endOffset")),
+            ko.from_progress(source.get("latestOffset")),
+        )
+        if end is not None and latest is not None:
             lag += ko.backlog(end, latest)
     return lag

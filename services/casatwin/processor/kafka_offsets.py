@@ -241,6 +241,17 @@ def rounds(ranges: list[OffsetRange]) -> list[list[OffsetRange]]:
     return out
 
 
+def from_progress(value: object) -> OffsetMap | None:
+    """A source's offsets as a query's progress gives them: a map, its JSON text, or
+    nothing (the first batch)."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, dict) else None
+
+
 def backlog(end: OffsetMap, latest: OffsetMap) -> int:
     """Records on the broker beyond ``end`` (the consumer lag of the query)."""
     return sum(
