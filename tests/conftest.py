@@ -1,4 +1,5 @@
-"""Shared fixtures: real servers, started once per test session on free ports.
+"""Shared fixtures: real servers on free ports (MariaDB once per session, the broker and the
+read model once per test module).
 
 The servers are the ones `make run` starts (same classes, same options), each in its own
 temporary directory, so several test sessions can run side by side without sharing state.
@@ -26,18 +27,22 @@ def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("servers")
 
 
-@pytest.fixture(scope="session")
-def broker(servers_dir: Path) -> Iterator[TansuBroker]:
-    server = TansuBroker("127.0.0.1", free_port(), servers_dir / "tansu")
+# Module scope: the topics and the read model have fixed names, so each test module gets a
+# broker and a read model of its own (both start in about a second) and modules cannot
+# see each other's messages.
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    server = TansuBroker("127.0.0.1", free_port(), tmp_path_factory.mktemp("tansu"))
     server.start()
     ensure_topics(KafkaSettings(bootstrap=server.bootstrap))
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def mongo(servers_dir: Path) -> Iterator[MongoWireServer]:
-    server = MongoWireServer("127.0.0.1", free_port(), servers_dir / "mongo")
+@pytest.fixture(scope="module")
+def mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoWireServer]:
+    # nx-27017 keeps every database in one SQLite store: a directory per server.
+    server = MongoWireServer("127.0.0.1", free_port(), tmp_path_factory.mktemp("mongo"))
     server.start()
     yield server
     server.stop()
