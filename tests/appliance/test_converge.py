@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 import urllib.request
@@ -20,14 +21,24 @@ SERVERS = {
     "optiplex": ["prometheus-node-exporter", "kafka", "nx-27017", "mariadb", "spark-master"],
     "prodesk": ["prometheus-node-exporter", "spark-worker"],
 }
-SERVICE_GROUPS = {
-    "simulator": "simulator",
-    "gateway": "gateway",
-    "gateway-fake-api": "gateway_fake_api",
-    "processor": "processor",
-    "dispatcher": "dispatcher",
-    "dashboard": "dashboard",
+# casatwin-<service>: (its inventory group, its `casatwin` command).
+SERVICES = {
+    "simulator": ("simulator", "simulator"),
+    "gateway": ("gateway", "gateway"),
+    "gateway-fake-api": ("gateway_fake_api", "gateway"),
+    "processor": ("processor", "processor"),
+    "dispatcher": ("dispatcher", "dispatcher"),
+    "dashboard": ("dashboard", "dashboard"),
 }
+
+
+def commands_of_this_version() -> set[str]:
+    """The `casatwin` commands of the wheel under test (built from this tree)."""
+    from casatwin.cli import build_parser
+
+    parser = build_parser()
+    actions = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(next(actions).choices)
 
 
 def garage_services_enabled() -> dict[str, bool]:
@@ -40,11 +51,13 @@ def placed_on(node: str) -> list[str]:
     """casatwin-* units the garage inventory puts on a node (switched-on services only)."""
     inventory = yaml.safe_load((GARAGE / "hosts.yml").read_text())["all"]["children"]
     tier = next(name for name, group in inventory.items() if node in (group.get("hosts") or {}))
-    enabled = garage_services_enabled()
+    enabled, commands = garage_services_enabled(), commands_of_this_version()
     return [
         f"casatwin-{service}"
-        for service, group in SERVICE_GROUPS.items()
-        if enabled.get(service) and tier in inventory[group].get("children", {})
+        for service, (group, command) in SERVICES.items()
+        if enabled.get(service)
+        and command in commands  # the role skips a service this version lacks
+        and tier in inventory[group].get("children", {})
     ]
 
 
@@ -159,6 +172,73 @@ def test_read_model_server_is_reachable_from_the_compute_node(converged):
         ".admin.command('ping'))\""
     )
     assert "'ok': 1" in out, out
+
+
+# The scripted violators of scenarios/e2e.yaml and what each does (docs/scenarios.md).
+SCRIPTED = {"TX-00101": "speeding", "TX-00102": "red_light"}
+E2E_SECONDS = 90  # the speeder (t=30..50 s) and the red-light runner (t=60 s)
+
+
+def _history(node_address: str, vehicle: str) -> list[dict]:
+    """The dashboard's history API, from the host, as anyone sees it."""
+    url = f"http://{node_address}:8080/api/infractions?vehicle={vehicle}&limit=50"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)["items"]
+
+
+def _ledger(converged) -> dict[str, tuple[str, str]]:
+    """infraction_id -> (vehicle, type) of every infraction in the MariaDB ledger."""
+    passwords = _vault_passwords(converged)
+    script = (
+        "import pymysql; c = pymysql.connect(host='optiplex', database='casatwin', "
+        f"user='casatwin_migrator', password={passwords['migrator']!r}); cur = c.cursor(); "
+        "cur.execute('SELECT infraction_id, vehicle_id, type FROM infractions'); "
+        "print('\\n'.join(' '.join(map(str, row)) for row in cur.fetchall()))"
+    )
+    out = converged.machine("prodesk").sh(f'/opt/casatwin/venv/bin/python -c "{script}"')
+    return {i: (v, t) for i, v, t in (line.split() for line in out.splitlines() if line)}
+
+
+def test_scripted_infractions_flow_end_to_end_across_a_processor_restart(converged):
+    """scenarios/e2e.yaml played on the edge node; casatwin-processor restarted while the
+    speeder drives; every scripted infraction reaches the ledger and the dashboard's
+    history API exactly once, and nothing the ledger held before the restart is lost."""
+    edge, compute = converged.machine("lenovo"), converged.machine("prodesk")
+    (edge.root / "root/e2e.yaml").write_text((REPO / "scenarios/e2e.yaml").read_text())
+    # A second simulator, only the scripted taxis (the service's 50 are TX-00001..50),
+    # no metrics port (the service has 9401).
+    edge.sh(
+        "systemd-run --unit=casatwin-e2e --property=EnvironmentFile=/etc/casatwin/casatwin.env "
+        "--setenv=CASATWIN_SIMULATOR_METRICS_PORT=0 --setenv=CASATWIN_GENERAL_DATA_DIR=/tmp "
+        "/opt/casatwin/venv/bin/casatwin simulator --scenario /root/e2e.yaml --taxis 0 "
+        f"--seconds {E2E_SECONDS}"
+    )
+    time.sleep(35)  # the speeder is on Boulevard Zerktouni now
+    before = _ledger(converged)
+    compute.sh("systemctl restart casatwin-processor", timeout_s=180)
+    assert compute.sh("systemctl is-active casatwin-processor", check=False).strip() == "active"
+
+    deadline, found = time.monotonic() + 420, {}
+    while time.monotonic() < deadline:
+        found = {}
+        for vehicle in SCRIPTED:
+            try:
+                found[vehicle] = [i["type"] for i in _history(edge.address, vehicle)]
+            except OSError:
+                found[vehicle] = []
+        if all(SCRIPTED[v] in found[v] for v in SCRIPTED):
+            break
+        time.sleep(5)
+    journal = compute.journal("casatwin-processor", lines=30)
+    assert all(SCRIPTED[v] in found[v] for v in SCRIPTED), f"history API: {found}\n{journal}"
+    assert all(found[v].count(SCRIPTED[v]) == 1 for v in SCRIPTED), found
+
+    after = _ledger(converged)
+    assert set(before) <= set(after), f"lost across the restart: {set(before) - set(after)}"
+    scripted = sorted(x for x in after.values() if x[0] in SCRIPTED)
+    assert scripted == sorted(SCRIPTED.items()), scripted
+    simulator = edge.sh("systemctl show -p Result,ExecMainStatus casatwin-e2e", check=False)
+    assert "ExecMainStatus=0" in simulator, simulator
 
 
 def test_second_converge_changes_nothing(converged):
