@@ -84,15 +84,11 @@ class Dashboard:
         self._preparing = asyncio.create_task(self._prepare_stores())
 
     async def _prepare_stores(self) -> None:
-        """Indexes and tables; a missing server is a warning (the live view works without)."""
-        for what, fn in (
-            ("read model indexes", partial(store.ensure_indexes, self.db)),
-            ("operator tables", self.operators.ensure_schema),
-        ):
-            try:
-                await self.run(fn)
-            except Exception as exc:
-                log.warning(f"{what} not prepared yet", reason=str(exc)[:200])
+        """The read model's indexes; a missing server is a warning (the live view works without)."""
+        try:
+            await self.run(partial(store.ensure_indexes, self.db))
+        except Exception as exc:
+            log.warning("read model indexes not prepared yet", reason=str(exc)[:200])
 
     async def on_shutdown(self, app: web.Application) -> None:
         await self.hub.stop()

@@ -66,8 +66,10 @@ def run_add_operator(args: argparse.Namespace, settings: Settings) -> int:
 
     password = read_password()
     check_new_operator(args.name, password)
+    from casatwin.registry import db
+
+    db.connect(settings.mariadb).close()  # a schema without the operator tables: say to migrate
     operators = OperatorStore(settings.mariadb)
-    operators.ensure_schema()
     if not operators.set_operator(args.name, hash_password(password), replace=args.reset_password):
         raise UserError(
             f"operator {args.name!r} already exists",

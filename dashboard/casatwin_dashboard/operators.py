@@ -13,8 +13,8 @@ Where things live, and why:
 * sessions live in the dashboard's memory (a random token in an HttpOnly, SameSite=Strict
   cookie); a restart logs operators out, which is acceptable for a control-room screen.
 
-The tables are created with ``CREATE TABLE IF NOT EXISTS`` by :func:`ensure_schema` (at the
-dashboard's start and by ``casatwin dashboard add-operator``).
+The tables come with the registry's migrations (``0005_operators.sql``, applied by
+``casatwin db migrate``): the dashboard's database account needs no right to create tables.
 """
 
 from __future__ import annotations
@@ -39,30 +39,6 @@ MIN_PASSWORD_LENGTH = 12
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
 SCRYPT_MAXMEM = 256 * 1024 * 1024
-
-SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS dashboard_operators (
-        name VARCHAR(64) NOT NULL PRIMARY KEY,
-        password_hash VARCHAR(255) NOT NULL,
-        created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-        password_changed_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
-    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS identity_views (
-        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-        viewed_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-        operator VARCHAR(64) NOT NULL,
-        infraction_id VARCHAR(128) NOT NULL,
-        driver_ref VARCHAR(128) NOT NULL,
-        client_address VARCHAR(64) NOT NULL,
-        request VARCHAR(255) NOT NULL,
-        KEY by_operator (operator, viewed_at),
-        KEY by_infraction (infraction_id)
-    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
-    """,
-)
 
 
 # -- passwords ----------------------------------------------------------------------------
@@ -212,12 +188,6 @@ class OperatorStore:
                 f"cannot reach MariaDB at {s.host}:{s.port} ({exc.args[-1]})",
                 hint="is it running? `make run` starts one; CASATWIN_MARIADB_* say where it is.",
             ) from None
-
-    def ensure_schema(self) -> None:
-        with self._connect() as conn, conn.cursor() as cur:
-            for statement in SCHEMA:
-                cur.execute(statement)
-            conn.commit()
 
     def set_operator(self, name: str, password_hash: str, *, replace: bool) -> bool:
         """Create the operator (or change its password when ``replace``); False if it exists."""

@@ -21,9 +21,21 @@ pytestmark = pytest.mark.integration
 T0 = 1_767_261_600_000  # 2026-01-01T10:00:00Z
 
 
+@pytest.fixture(scope="module")
+def operators_db(mariadb):
+    """A migrated database: the operator and audit tables come with the migrations."""
+    from tests.conftest import scratch_database
+
+    return scratch_database(mariadb, "casatwin_dashboard_api")
+
+
 @pytest.fixture
-def api_settings(stack_settings, grid_pack):
-    return stack_settings.replace(city={"pack": str(grid_pack)}, dashboard={"metrics_port": 0})
+def api_settings(stack_settings, grid_pack, operators_db):
+    return stack_settings.replace(
+        city={"pack": str(grid_pack)},
+        dashboard={"metrics_port": 0},
+        mariadb={"database": operators_db.database},
+    )
 
 
 @pytest.fixture
@@ -239,7 +251,6 @@ def test_identities_are_masked_for_anonymous_and_shown_audited_to_an_operator(
     api_settings, history
 ):
     operators = OperatorStore(api_settings.mariadb)
-    operators.ensure_schema()
     operators.set_operator("youssef", hash_password("a good long password"), replace=True)
     login = {"name": "youssef", "password": "a good long password"}
     results = call(

@@ -1,7 +1,7 @@
 """``make run``: servers first, then the services of the Procfile, then an orderly stop.
 
-Ctrl-C (or SIGTERM) stops the services (honcho sends them SIGTERM, then SIGKILL after five
-seconds) and then the servers, newest first; nothing is left running.
+Ctrl-C (or SIGTERM) stops the services (honcho sends them SIGTERM, then SIGKILL after
+``STOP_GRACE_S``) and then the servers, newest first; nothing is left running.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from casatwin.errors import UserError
 from casatwin.logs import get_logger
 
 log = get_logger("stack")
+
+STOP_GRACE_S = 30
 
 
 def parse_procfile(path: Path) -> dict[str, str]:
@@ -116,9 +118,13 @@ def run(settings: Settings, procfile: str, servers_only: bool = False) -> int:
 
 
 def _run_services(processes: dict[str, str], env: dict[str, str]) -> int:
+    from honcho import manager as honcho_manager
     from honcho.manager import Manager
     from honcho.printer import Printer
 
+    # honcho's grace before SIGKILL is 5 s; the processor needs longer to stop its queries and
+    # its JVM on a busy machine (systemd's units give it TimeoutStopSec).
+    honcho_manager.KILL_WAIT = STOP_GRACE_S
     manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty()))
     for name, command in processes.items():
         manager.add_process(name, command, env=env)

@@ -12,6 +12,7 @@ The congestion windows of issue 5 are a second :class:`QuerySpec` added to
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import time
@@ -250,6 +251,9 @@ class ProcessorApp:
         )
 
     def stop(self) -> None:
+        # Stopping a query interrupts its running batch on purpose; py4j would log the
+        # InterruptedException of the batch's callback as an error with a stack trace.
+        logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)
         for running in reversed(self.running):
             if running.query is not None:
                 try:

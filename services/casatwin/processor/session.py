@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from importlib import resources
 
 from pyspark.sql import SparkSession
@@ -80,7 +84,27 @@ def build_session(settings: Settings, master: str | None = None) -> SparkSession
     builder = SparkSession.builder
     for key, value in spark_config(settings, master).items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with jvm_ignores_stop_signals():
+        spark = builder.getOrCreate()
     spark.dataSource.register(KafkaSource)
     spark.dataSource.register(TelemetrySource)
     return spark
+
+
+@contextlib.contextmanager
+def jvm_ignores_stop_signals() -> Iterator[None]:
+    """Launch the JVM with SIGTERM ignored (PySpark already ignores SIGINT for it).
+
+    honcho and systemd signal the whole process group: a JVM that died at once would leave
+    the Python side stopping its queries against a dead gateway (stack traces, lost
+    in-flight batch). HotSpot installs no handler for a stop signal ignored at start, so the
+    JVM stays up until ``spark.stop()`` ends it, after the queries have stopped.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal dispositions can only be changed from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
