@@ -259,7 +259,7 @@ class _Progress:
             **census,
             "msgs_per_s": round((totals["sent"] - self.last_sent) / elapsed),
             "undelivered": totals["failed"] + totals["refused"],
-            "queued": len(producer),
+            "awaiting_broker": len(producer),  # not the census's queued vehicles
             "steps_per_s": round(steps_per_s, 1),
         }
         if lag_s > 1.0:
