@@ -83,12 +83,13 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0
 
 class RunningApp:
     """The processor application in this process (sharing the session's Spark), supervised
-    in a thread, stopped by :meth:`stop`."""
+    in a thread, stopped by :meth:`stop`; ``queries`` as :class:`ProcessorApp` takes them
+    (default: all of them)."""
 
-    def __init__(self, settings: Settings, spark: Any) -> None:
+    def __init__(self, settings: Settings, spark: Any, queries: list[Any] | None = None) -> None:
         from casatwin.processor.app import ProcessorApp
 
-        self.app = ProcessorApp(settings, spark=spark)
+        self.app = ProcessorApp(settings, queries=queries, spark=spark)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.app.run_until, args=(self._stop, 5.0))
 

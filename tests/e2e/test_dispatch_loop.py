@@ -1,56 +1,97 @@
-"""The dispatch loop closed: a scripted red-light runner in the simulator → an infraction →
-the nearest unit assigned → its telemetry moves along the route → on scene → closed →
-available again, with the response time in MariaDB and on ``casatwin.dispatch``.
+"""The dispatch loop closed, through the real chain: a scripted red-light runner in the
+simulator → its telemetry on ``casatwin.telemetry`` → the Spark processor detects and decides
+the infraction → ``casatwin.infractions`` → the dispatcher assigns the nearest unit → the
+simulator's dispatch bridge drives it along the route (its telemetry moves) → on scene →
+closed → available again, with the response time in MariaDB and on ``casatwin.dispatch``.
 
-The simulator, its dispatch bridge and the dispatcher run for real against the broker and
-MariaDB. The infraction is published from the simulator's own red-light crossing, in the
-processor's message shape: the Spark processor is not in this loop (its detection of the
-same scripted runner is ``test_processor_scenario``), which keeps this test at ~30 s.
+A red light alone is settled by a fine (no unit); the runner's driver has a suspended
+licence, so loi 52-05 sends the case to court and the vehicle must be stopped: a unit.
+
+Lean for CI: the 5×5 grid, 20 taxis, the processor's infractions query only, in this process
+on the session's Spark, the simulation paced at up to ~40× real time, 30 s of handling.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 import uuid
 
+import orjson
 import pytest
 
-from casatwin.bus.producer import Producer
+from casatwin.bus import topics
+from casatwin.bus.admin import ensure_topics
 from casatwin.city import load, synthetic
 from casatwin.city.geometry import haversine_m
+from casatwin.config import Settings
 from casatwin.dispatch import store
 from casatwin.dispatch.service import Dispatcher
-from casatwin.registry import db
+from casatwin.fleet import FLEET_SIZE
+from casatwin.processor.app import InfractionsQuery
+from casatwin.registry import db, loader
 from casatwin.simulator import scenario as scenarios
 from casatwin.simulator.dispatching import DispatchBridge
 from casatwin.simulator.service import SimulatorService
 from casatwin.simulator.simulation import Simulation
-from tests.conftest import query
-from tests.dispatch_support import create_topics, dispatch_db, read, wait_for
+from tests.conftest import REGISTRY_AS_OF, query, scratch_database
+from tests.dispatch_support import create_topics, read, wait_for
+from tests.processor_support import (
+    RunningApp,
+    grid_city,
+    ledger_rows,
+    read_topic,
+    topic_ends,
+)
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
-SCENARIO = """\
+RUNNER = "TX-00012"
+SCENARIO = f"""\
 name: dispatch-loop
 city: grid
-traffic: {taxis: 20, speeder_share: 0, red_light_runner_share: 0, illegal_parker_share: 0}
+traffic: {{taxis: 20, speeder_share: 0, red_light_runner_share: 0, illegal_parker_share: 0}}
 duration_s: 600
 events:
-  - {type: red_light, vehicle: TX-00012, at: 20, intersection: Row 2 x Column 2}
+  - {{type: red_light, vehicle: {RUNNER}, at: 20, intersection: Row 2 x Column 2}}
 """
 SIM_SECONDS_PER_TICK = 2.0  # the test paces the simulation: up to ~40x real time
 HANDLING_S = 30.0
 
 
-def test_a_red_light_runner_gets_a_unit_that_drives_there_and_comes_free(
-    broker_settings, mariadb, tmp_path
-):
-    pack = load.from_dict(synthetic.grid(5, 5))
-    ledger = dispatch_db(mariadb, pack)
+def suspend_licence_of_driver(ledger, vehicle_id: str) -> None:
+    """The driver on the taxi's open shift drives with a suspended licence."""
     conn = db.open_connection(ledger)
-    infractions, dispatch, telemetry = create_topics(broker_settings, 1, 3)
-    settings = broker_settings.replace(
+    try:
+        conn.cursor().execute(
+            "UPDATE drivers d JOIN taxi_shifts s ON s.cin = d.cin SET d.status = 'suspended'"
+            " WHERE s.open_vehicle = %s",
+            (vehicle_id,),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_a_red_light_runner_detected_by_the_processor_gets_a_unit_that_comes_free(
+    spark, mariadb, broker, mongo, tmp_path
+):
+    pack = load.from_dict(synthetic.grid())  # the grid of grid_city(), the processor's city
+    ledger = scratch_database(mariadb, f"casatwin_dispatch_e2e_{uuid.uuid4().hex[:6]}")
+    loader.load(
+        ledger,
+        FLEET_SIZE,
+        seed=52,
+        as_of=dt.date.fromisoformat(REGISTRY_AS_OF),
+        police_units=loader.police_units_of(pack),
+    )
+    suspend_licence_of_driver(ledger, RUNNER)
+    settings = Settings().replace(
+        general={"data_dir": tmp_path / "state"},
+        city=grid_city(tmp_path),
+        kafka={"bootstrap": broker.bootstrap},
+        mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         mariadb=ledger.__dict__,
         simulator={"metrics_port": 0},
         dispatcher={
@@ -59,34 +100,20 @@ def test_a_red_light_runner_gets_a_unit_that_drives_there_and_comes_free(
             "queue_check_s": 0.5,
         },
     )
+    ensure_topics(settings.kafka)
+    (dispatch,) = create_topics(settings, 1, 1)
+    since = topic_ends(settings, topics.INFRACTIONS)
+    starting = orjson.dumps(topic_ends(settings, topics.TELEMETRY)).decode()
+    settings = settings.replace(processor={"starting_offsets": starting})
+
     path = tmp_path / "scenario.yaml"
     path.write_text(SCENARIO)
     sim = Simulation(pack, settings.simulator, int(time.time() * 1000), scenarios.load(path))
-    service = SimulatorService(settings, sim, realtime=False, seconds=0, telemetry_topic=telemetry)
+    service = SimulatorService(settings, sim, realtime=False, seconds=0)
     bridge = DispatchBridge(service, topic=dispatch, group_id=f"sim-{uuid.uuid4().hex[:6]}")
-    dispatcher = Dispatcher(settings, pack, infractions_topic=infractions, dispatch_topic=dispatch)
-    producer = Producer(settings.kafka, "test-processor-stand-in")
-
-    def processor_stand_in(event):
-        """What the processor publishes for the runner's crossing (decision: a unit)."""
-        if event.kind != "red_crossing" or event.vehicle_id != "TX-00012":
-            return
-        lat, lon = sim.fleet.net.latlon([event.segment], [event.offset_m])
-        producer.send_json(infractions, {
-            "infraction_id": "INF-E2E-1", "type": "red_light",
-            "event_ts": int(event.t_s * 1000), "detected_ts": sim.t_ms,
-            "lat": float(lat[0]), "lon": float(lon[0]),
-            "segment_id": pack.segment_ids[event.segment], "measured": 0.0, "limit": 0.0,
-            "vehicle": {"vehicle_id": event.vehicle_id}, "driver": {},
-            "decision": {"class": 2, "dispatch_required": True}, "dispatch_required": True,
-        })  # fmt: skip
-        producer.flush(5)
-
-    service.add_listener(processor_stand_in)
+    dispatcher = Dispatcher(settings, pack, dispatch_topic=dispatch)
+    processor = RunningApp(settings, spark, queries=[InfractionsQuery(settings)])
     stop = threading.Event()
-    service.start()
-    dispatcher.start()
-    bridge.start()
 
     def simulate():
         while not stop.is_set():
@@ -99,28 +126,43 @@ def test_a_red_light_runner_gets_a_unit_that_drives_there_and_comes_free(
         threading.Thread(target=simulate, daemon=True),
     ]
     row = (
-        "SELECT status, unit_id, created_ms, arrived_ms, closed_ms, response_s"
+        "SELECT infraction_id, status, unit_id, created_ms, arrived_ms, closed_ms, response_s"
         " FROM dispatch_assignments"
     )
+    started = time.monotonic()
     try:
+        processor.__enter__()
+        service.start()
+        dispatcher.start()
+        bridge.start()
         # Both consumer groups have joined before the simulation starts.
         threads[0].start()
         assert wait_for(dispatcher.consumer.assignment, 20)
         assert wait_for(bridge.consumer.assignment, 20)
         threads[1].start()
-        assert wait_for(lambda: query(ledger, row) and query(ledger, row)[0][0] == "closed", 120), (
+        assert wait_for(lambda: [r for r in query(ledger, row) if r[1] == "closed"], 240), (
             query(ledger, row), sim.elapsed_s)  # fmt: skip
         time.sleep(1)  # the dispatcher's next queue check has run
+    finally:
         stop.set()
         for t in threads:
             t.join(20)
-    finally:
-        stop.set()
+        processor.stop()
         bridge.stop()
         dispatcher.stop()
         service.drain()
-    status, unit, created_ms, arrived_ms, closed_ms, response_s = query(ledger, row)[0]
-    events = [e for e in read(settings, dispatch) if e["infraction_id"] == "INF-E2E-1"]
+    print(f"dispatch loop through the processor: {time.monotonic() - started:.0f} s wall")
+
+    # The processor detected the runner, and its decision called for a unit.
+    published = read_topic(settings, topics.INFRACTIONS, since)
+    (infraction,) = [m for m in published if m["vehicle_id"] == RUNNER]
+    assert infraction["type"] == "red_light"
+    assert infraction["decision"]["court"] and infraction["dispatch_required"]
+    (assignment,) = [r for r in query(ledger, row) if r[1] == "closed"]
+    infraction_id, _, unit, created_ms, arrived_ms, closed_ms, response_s = assignment
+    assert infraction_id == infraction["infraction_id"]
+    assert ledger_rows(settings.mariadb, [infraction_id])[infraction_id]["court"]
+    events = [e for e in read(settings, dispatch) if e["infraction_id"] == infraction_id]
     assert [e["status"] for e in events] == ["assigned", "en_route", "on_scene", "closed"]
     assigned, en_route, on_scene, _ = events
     assert all(e["unit_id"] == unit for e in events)
@@ -130,21 +172,22 @@ def test_a_red_light_runner_gets_a_unit_that_drives_there_and_comes_free(
     assert closed_ms - arrived_ms >= HANDLING_S * 1000
     # The unit's telemetry left its station and followed the route to the scene.
     fixes = [
-        m for m in read(settings, telemetry)
+        m for m in read(settings, topics.TELEMETRY)
         if m["vehicle_id"] == unit and en_route["ts"] - 1000 <= m["ts"] <= on_scene["ts"]
     ]  # fmt: skip
     assert len(fixes) >= 10
     scene = assigned["route"][-1]
-    first, last = fixes[0], fixes[-1]
     to_scene = [float(haversine_m(f["lat"], f["lon"], *scene)) for f in fixes]
     assert to_scene[-1] < 0.2 * to_scene[0]
     route_nodes = assigned["route"]
     assert all(min(float(haversine_m(f["lat"], f["lon"], *n)) for n in route_nodes) < 320
                for f in fixes)  # fmt: skip
-    assert (first["lat"], first["lon"]) != (last["lat"], last["lon"])
+    assert (fixes[0]["lat"], fixes[0]["lon"]) != (fixes[-1]["lat"], fixes[-1]["lon"])
     # Available again: in MariaDB (free for the next incident) and heading home.
-    assert status == "closed"
-    states = {u.unit_id: u.status for u in store.units(conn)}
+    conn = db.open_connection(ledger)
+    try:
+        states = {u.unit_id: u.status for u in store.units(conn)}
+    finally:
+        conn.close()
     assert states[unit] == "available"
     assert sim.fleet.unit_status(unit).task in ("returning", "available")
-    conn.close()
