@@ -25,9 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from casatwin.benchmarks import private_stack
 from casatwin.config import Settings, load
-from casatwin.devstack.servers import free_port, port_is_open
+from casatwin.devstack.servers import free_port
 from casatwin.errors import UserError
 from casatwin.readmodel.store import connect, upsert_infractions
+from casatwin_dashboard.bench import running_dashboard
 from loadtest.messages import infraction
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,22 +42,6 @@ def seed_history(settings: Settings, count: int) -> None:
     now_ms = int(time.time() * 1000)
     docs = [infraction(now_ms - i * 43_000) for i in range(count)]
     upsert_infractions(connect(settings.mongo), docs)
-
-
-def start_dashboard(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "ab") as log_file:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "casatwin.cli", "dashboard"],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not port_is_open("127.0.0.1", settings.dashboard.port):
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise UserError("the dashboard did not start", hint=f"see {log_path}")
-        time.sleep(0.2)
-    return server
 
 
 def run_locust(settings: Settings, out: Path, users: int, spawn_rate: float, seconds: int) -> int:
@@ -148,27 +133,22 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or REPO / "loadtest" / "reports" / stamp
     out.mkdir(parents=True, exist_ok=True)
-    with private_stack(load(), "casatwin-loadtest-") as (base, _stack):
-        settings = base.replace(dashboard={"host": "127.0.0.1", "port": free_port(),
-                                           "metrics_port": free_port()})  # fmt: skip
+    metrics_port = free_port()
+    with (
+        private_stack(load(), "casatwin-loadtest-") as (private, _stack),
+        running_dashboard(private, out / "dashboard.log", metrics_port) as port,
+    ):
+        settings = private.replace(dashboard={"port": port, "metrics_port": metrics_port})
         print(f"private stack up; seeding {SEED_INFRACTIONS} infractions", file=sys.stderr)
         seed_history(settings, SEED_INFRACTIONS)
-        dashboard = start_dashboard(settings, out / "dashboard.log")
-        try:
-            print(f"locust: {args.users} users for {args.duration} s; report in {out}",
-                  file=sys.stderr)  # fmt: skip
-            load_before = os.getloadavg()
-            code = run_locust(settings, out, args.users, args.spawn_rate, args.duration)
-            load_after = os.getloadavg()
-            metrics_url = f"http://127.0.0.1:{settings.dashboard.metrics_port}/metrics"
-            with urllib.request.urlopen(metrics_url, timeout=10) as response:
-                server_side = hop_figures(response.read().decode(), "event_to_dashboard")
-        finally:
-            dashboard.terminate()
-            try:
-                dashboard.wait(15)
-            except subprocess.TimeoutExpired:
-                dashboard.kill()
+        print(f"locust: {args.users} users for {args.duration} s; report in {out}",
+              file=sys.stderr)  # fmt: skip
+        load_before = os.getloadavg()
+        code = run_locust(settings, out, args.users, args.spawn_rate, args.duration)
+        load_after = os.getloadavg()
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(metrics_url, timeout=10) as response:
+            server_side = hop_figures(response.read().decode(), "event_to_dashboard")
     stats_path = out / "locust_stats.csv"
     if not stats_path.exists():
         raise UserError("Locust wrote no statistics", hint=f"see {out / 'locust.log'}")

@@ -163,11 +163,14 @@ def stop(process: subprocess.Popen[bytes] | None) -> dict[str, Any]:
 
 
 @contextmanager
-def running_dashboard(settings: Settings, log_path: Path) -> Iterator[int]:
+def running_dashboard(settings: Settings, log_path: Path, metrics_port: int = 0) -> Iterator[int]:
     """``casatwin dashboard`` as its own process (as in production) on a free port, its
-    output appended to ``log_path``; yields the port once it accepts connections."""
+    output appended to ``log_path``; yields the port once it accepts connections.
+    ``metrics_port``: where it serves /metrics (0: not at all)."""
     port = free_port()
-    settings = settings.replace(dashboard={"port": port, "metrics_port": 0, "host": "127.0.0.1"})
+    settings = settings.replace(
+        dashboard={"port": port, "metrics_port": metrics_port, "host": "127.0.0.1"}
+    )
     env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
