@@ -82,10 +82,16 @@ def setup(broker_settings, mariadb, pack):
         return [d for d, _ in running]
 
     def send(topic, values):
+        """Keyed as the contracts say (a unit's reports share a partition, so they stay in
+        order; unkeyed, the sticky partitioner may split them across partitions)."""
         producer = Producer(settings.kafka, "test")
         for value in values:
-            raw = value if isinstance(value, bytes) else orjson.dumps(value)
-            producer.send(topic, raw, key=None)
+            if isinstance(value, bytes):
+                raw, key = value, None
+            else:
+                raw = orjson.dumps(value)
+                key = value.get("unit_id") or value.get("vehicle", {}).get("vehicle_id")
+            producer.send(topic, raw, key=key)
         assert producer.flush(10) == 0
 
     yield settings, infractions_topic, dispatch_topic, start, send
