@@ -373,7 +373,11 @@ class CongestionSettings:
     watermark_s: int = setting(
         600, "How late a reading may arrive and still update its windows; later ones are dropped."
     )
-    trigger_ms: int = setting(5000, "Micro-batch interval of the congestion query.")
+    trigger_ms: int = setting(
+        15000,
+        "Micro-batch interval of the congestion query. Each batch re-publishes every window "
+        "its data touched (five per busy segment), so the work grows as this shrinks.",
+    )
     light_ratio: float = setting(
         0.75, "Speed ratio (average / free-flow, the limit) below which a segment is `light`."
     )

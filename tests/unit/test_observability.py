@@ -76,7 +76,7 @@ def test_event_latency_is_observed_from_event_ts():
 
 def test_spark_listener_records_a_batch():
     from casatwin.observability.families import SPARK_BATCH_ROWS
-    from casatwin.processor.listener import observe_progress
+    from casatwin.processor.progress import observe_progress
 
     rows = SPARK_BATCH_ROWS.labels("test_query")
     before = rows._value.get()

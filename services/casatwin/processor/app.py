@@ -25,10 +25,12 @@ from prometheus_client import Gauge
 from casatwin.config import Settings
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
+from casatwin.processor.progress import new_batches, observe_batches
 
 log = get_logger("processor")
 
 RETRY_START_S = 10.0
+OBSERVE_EVERY_S = 2.0  # how often each query's new batches are read for the metrics
 
 LAG = Gauge("casatwin_processor_lag_records", "Telemetry records not yet processed", ["query"])
 INPUT_RATE = Gauge(
@@ -125,7 +127,8 @@ class _Running:
     query: Any = None
     failures: int = 0
     restart_at: float = 0.0
-    last_progress: dict[str, Any] = field(default_factory=dict)
+    seen_batch: int = -1  # the last batch whose progress was observed
+    unreported: list[dict[str, Any]] = field(default_factory=list)  # for the progress line
 
 
 class ProcessorApp:
@@ -144,7 +147,6 @@ class ProcessorApp:
         self.running = [_Running(q) for q in (queries or default_queries(settings))]
         self.spark = spark
         self._own_spark = spark is None
-        self._listener: Any = None  # the metrics listener while the queries run
 
     def start(self) -> None:
         from casatwin.processor.session import build_session
@@ -157,10 +159,6 @@ class ProcessorApp:
                 master=self.master,
                 seconds=round(time.monotonic() - started, 1),
             )
-        from casatwin.processor.listener import MetricsListener
-
-        self._listener = MetricsListener()
-        self.spark.streams.addListener(self._listener)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         for running in self.running:
             self._start_query(running)
@@ -188,9 +186,14 @@ class ProcessorApp:
         """Supervise the queries until ``stop`` is set."""
         every = report_every_s or self.settings.processor.progress_every_s
         next_report = time.monotonic() + every
+        next_observe = time.monotonic() + OBSERVE_EVERY_S
         while not stop.wait(0.2):
             for running in self.running:
                 self._supervise(running)
+            if time.monotonic() >= next_observe:
+                next_observe = time.monotonic() + OBSERVE_EVERY_S
+                for running in self.running:
+                    self._observe(running)
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + every
                 for running in self.running:
@@ -214,15 +217,21 @@ class ProcessorApp:
         if running.query is None and time.monotonic() >= running.restart_at:
             self._start_query(running)
 
+    def _observe(self, running: _Running) -> None:
+        """The query's batches since the last look: into the metrics and the next line."""
+        if running.query is None:
+            return
+        new = new_batches(running.query.recentProgress, running.seen_batch)
+        if new:
+            running.seen_batch = new[-1]["batchId"]
+            observe_batches(running.spec.name, new)
+            running.unreported += new
+
     def _report(self, running: _Running) -> None:
-        query = running.query
-        if query is None:
+        self._observe(running)
+        new, running.unreported = running.unreported, []
+        if running.query is None or not new:
             return
-        progress = query.recentProgress
-        new = [p for p in progress if p["batchId"] > running.last_progress.get("batchId", -1)]
-        if not new:
-            return
-        running.last_progress = new[-1]
         rows = sum(p["numInputRows"] for p in new)
         rejected = sum(records_read(p) for p in new) - rows
         late = sum(
@@ -265,9 +274,6 @@ class ProcessorApp:
                 running.query = None
             running.spec.stop()
             log.info("query stopped", query=running.spec.name)
-        if self._listener is not None and self.spark is not None:
-            self.spark.streams.removeListener(self._listener)
-            self._listener = None
         if self._own_spark and self.spark is not None:
             self.spark.stop()
             self.spark = None

@@ -53,7 +53,6 @@ UNDELIVERED = Gauge(
 QUEUED = Gauge("casatwin_simulator_queued_messages", "Messages waiting for the broker")
 LAG = Gauge("casatwin_simulator_lag_seconds", "How far real-time mode is behind the clock")
 
-CHUNKS_PER_STEP = 5  # real time: a step's fixes go out in this many evenly spaced chunks
 PROGRESS_EVERY_S = 10.0
 BACKPRESSURE_FILL = 0.5  # as fast as possible: wait for the broker when the buffer is this full
 BACKPRESSURE_WAIT_S = 2.0
@@ -174,6 +173,11 @@ class SimulatorService:
     def _publish(self, tick: Tick, stop: threading.Event) -> None:
         producer = self.producer
         assert producer is not None
+        values = self.encoder.encode(tick.fix)  # before the wait: the bytes are ready on time
+        if self.realtime:
+            # What a step measured goes out at that step's time, as a device's fix would
+            # (the schedule spreads each vehicle's fixes over the steps of a second).
+            self._wait_until(tick.t_ms, stop)
         for reading in tick.readings:
             producer.send(
                 self.sensor_topic,
@@ -182,18 +186,12 @@ class SimulatorService:
                 timestamp_ms=tick.t_ms,
             )
         PUBLISHED.labels(self.sensor_topic).inc(len(tick.readings))
-        values = self.encoder.encode(tick.fix)
         keys = self.encoder.keys
         vehicles = tick.fix.vehicles.tolist()
         topic = self.telemetry_topic
-        chunks = CHUNKS_PER_STEP if self.realtime else 1
-        size = -(-len(values) // chunks) if values else 0
-        for c in range(chunks):
-            if self.realtime:
-                self._wait_until(tick.t_ms + c * self.sim.step_ms / chunks, stop)
-            for k in range(c * size, min((c + 1) * size, len(values))):
-                producer.send(topic, values[k], key=keys[vehicles[k]], timestamp_ms=tick.t_ms)
-            producer.poll(0)
+        for k in range(len(values)):
+            producer.send(topic, values[k], key=keys[vehicles[k]], timestamp_ms=tick.t_ms)
+        producer.poll(0)
         PUBLISHED.labels(topic).inc(len(values))
         if not self.realtime:
             self._backpressure()
