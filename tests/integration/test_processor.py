@@ -201,7 +201,8 @@ def test_malformed_telemetry_goes_to_the_dlq_with_the_reason(scenario):
 
 
 def test_spark_batches_and_the_publish_hop_are_measured(scenario):
-    """The StreamingQueryListener saw the micro-batches; the sink timed event → published."""
+    """The supervisor observed the micro-batches from their progress; the sink timed
+    event → published."""
     from prometheus_client import REGISTRY
 
     def sample(name, **labels):

@@ -52,17 +52,12 @@ def test_resume_reads_a_partition_that_went_back_from_its_start():
     # A memory-only broker restarted: the new log ends before where the last batch ended.
     previous = {T: {"0": 500, "1": 7}}
     bounds = {(T, 0): (0, 40), (T, 1): (0, 9)}
-    assert ko.went_back(previous, bounds)
     resumed = ko.resume(previous, bounds)
     assert resumed.start == {(T, 0): 0, (T, 1): 7}
     assert resumed.rewound == {(T, 0): 500}
     # ... and the batch after it reads the new log from 0, not nothing.
     ranges = ko.plan_ranges(previous, {T: {"0": 40, "1": 9}})
     assert [(r.partition, r.start, r.end) for r in ranges] == [(0, 0, 40), (1, 7, 9)]
-
-
-def test_a_partition_that_grew_has_not_gone_back():
-    assert not ko.went_back({T: {"0": 5}}, {(T, 0): (0, 5), (T, 1): (0, 0)})
 
 
 def test_limit_admits_everything_under_the_cap():

@@ -74,14 +74,28 @@ def test_event_latency_is_observed_from_event_ts():
     assert HOP_SECONDS.labels("test_hop")._sum.get() - before == pytest.approx(0.25)
 
 
-def test_spark_listener_records_a_batch():
-    from casatwin.observability.families import SPARK_BATCH_ROWS
-    from casatwin.processor.progress import observe_progress
+def test_each_new_batch_of_a_querys_progress_is_observed_once():
+    from casatwin.observability.families import SPARK_BATCH_ROWS, SPARK_BATCH_SECONDS
+    from casatwin.processor.progress import new_batches, observe_batches
 
-    rows = SPARK_BATCH_ROWS.labels("test_query")
-    before = rows._value.get()
-    observe_progress("test_query", batch_ms=120, rows=40, processed_per_s=333.0)
-    assert rows._value.get() - before == 40
+    def progress(batch_id: int, rows: int) -> dict:
+        return {
+            "batchId": batch_id,
+            "numInputRows": rows,
+            "batchDuration": 120,
+            "durationMs": {"triggerExecution": 118},
+            "processedRowsPerSecond": 333.0,
+        }
+
+    recent = [progress(7, 10), progress(5, 1), progress(6, 40)]  # Spark keeps the last 100
+    rows, seconds = SPARK_BATCH_ROWS.labels("test_query"), SPARK_BATCH_SECONDS.labels("test_query")
+    before_rows, before_s = rows._value.get(), seconds._sum.get()
+    new = new_batches(recent, after_batch=5)
+    assert [p["batchId"] for p in new] == [6, 7]
+    observe_batches("test_query", new)
+    assert rows._value.get() - before_rows == 50
+    assert seconds._sum.get() - before_s == pytest.approx(0.24)
+    assert new_batches(recent, after_batch=7) == []
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)

@@ -78,3 +78,15 @@ def test_progress_figures_from_spark_progress():
     assert records_read(progress) == 9
     assert source_lag(progress) == 8
     assert records_read({"sources": [{"startOffset": None, "endOffset": {"t": {"0": 1}}}]}) == 0
+
+
+def test_a_checkpoint_keeps_the_state_buckets_it_was_started_with(tmp_path):
+    from casatwin.processor.stateful import LEGACY_BUCKETS, checkpoint_buckets
+
+    new = tmp_path / "new"
+    assert checkpoint_buckets(new, 4) == 4
+    assert checkpoint_buckets(new, 16) == 4  # the setting changed; the checkpoint did not
+    legacy = tmp_path / "legacy"
+    (legacy / "spark" / "offsets").mkdir(parents=True)  # started before the count was kept
+    assert checkpoint_buckets(legacy, 4) == LEGACY_BUCKETS
+    assert (legacy / "state-buckets").read_text().strip() == str(LEGACY_BUCKETS)

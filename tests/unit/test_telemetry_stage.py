@@ -1,4 +1,5 @@
-"""The stateless stage: parse + validate (bad records set aside with a reason), locate."""
+"""The stateless stage: parse + validate (bad records set aside with a reason), locate, and
+the panes the congestion windows are aggregated from."""
 
 import orjson
 import pyarrow as pa
@@ -8,8 +9,8 @@ from casatwin.city.load import from_dict
 from casatwin.city.synthetic import grid
 from casatwin.processor.kafka_source import ARROW_SCHEMA
 from casatwin.processor.network import RoadNetwork
-from casatwin.processor.telemetry import FIX_SCHEMA, locate, parse
-from tests.drive import Drive, path_along
+from casatwin.processor.telemetry import FIX_SCHEMA, PANE_SCHEMA, locate, panes, parse
+from tests.drive import T0, Drive, path_along
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +80,41 @@ def test_locate_adds_segment_zone_and_projection(net):
     assert all(s >= 0 for s in table["segment"])
     assert {net.pack.seg_road[s] for s in table["segment"]} == {"Row 0"}
     assert 0 in table["zone"] and -1 in table["zone"]  # drove through the no-parking zone
+
+
+def test_panes_fold_a_vehicles_fixes_on_a_segment_within_a_pane(net):
+    """Two vehicles along Row 0 for 90 s (50 then 20 km/h): each pane row sums exactly the
+    fixes of its segment, vehicle and minute; fixes off the network have no pane."""
+    row0 = path_along(net, "Row 0")
+    drives = [
+        Drive(net, "TX-1", row0, speeds_kmh=[50.0] * 45 + [20.0], duration_s=90),
+        Drive(net, "TX-2", row0, start_ts=T0 + 500, duration_s=90),
+    ]
+    fixes = [f for d in drives for f in d.fixes()]
+    batch = locate(parse(records([orjson.dumps(f) for f in fixes]), net.pack.bounds), net)
+    off_road = batch.to_pydict()
+    off_road["segment"][0] = -1  # as if the first fix matched no road
+    folded = panes(pa.RecordBatch.from_pydict(off_road, schema=FIX_SCHEMA), 60_000)
+    assert folded.schema == PANE_SCHEMA
+    expected: dict[tuple[int, str, int], list[tuple[int, float]]] = {}
+    for seg, vehicle, ts, speed in zip(
+        off_road["segment"], off_road["vehicle_id"], off_road["ts"], off_road["speed_kmh"]
+    ):
+        if seg >= 0:
+            expected.setdefault((seg, vehicle, ts // 60_000), []).append((ts, speed))
+    got = folded.to_pydict()
+    assert len(got["segment"]) == len(expected) < len(fixes) // 5
+    for seg, vehicle, ts, n, total, low, high in zip(*got.values()):
+        pane = expected[(seg, vehicle, ts // 60_000)]
+        assert ts == max(t for t, _ in pane) and n == len(pane)
+        speeds = [v for _, v in pane]
+        assert (total, low, high) == pytest.approx((sum(speeds), min(speeds), max(speeds)))
+    assert sum(got["fixes"]) == len(fixes) - 1
+
+
+def test_no_fix_on_the_network_gives_no_pane(net):
+    fixes = Drive(net, "TX-3", path_along(net, "Row 0"), duration_s=3).fixes()
+    batch = locate(parse(records([orjson.dumps(f) for f in fixes]), net.pack.bounds), net)
+    table = batch.to_pydict()
+    table["segment"] = [-1] * len(table["segment"])
+    assert panes(pa.RecordBatch.from_pydict(table, schema=FIX_SCHEMA), 60_000).num_rows == 0

@@ -51,8 +51,8 @@ class QuerySpec(Protocol):
         """Release what :meth:`start` opened (sinks' clients); the query is stopped."""
         ...
 
-    def progress_fields(self) -> dict[str, Any]:
-        """Extra figures for the periodic progress line."""
+    def progress_fields(self, progress: list[dict[str, Any]]) -> dict[str, Any]:
+        """Extra figures for the periodic progress line, from the batches it covers."""
         ...
 
 
@@ -81,15 +81,18 @@ class InfractionsQuery:
         from casatwin.processor import pipeline
         from casatwin.processor.network import for_city
         from casatwin.processor.sink import InfractionSink
+        from casatwin.processor.stateful import checkpoint_buckets
 
         decider = self.decider or _registry_decider(self.settings)
         self.sink = InfractionSink(
             self.settings, checkpoint / "journal", decider, for_city(self.settings.city)
         )
         self.sink.start()
-        fixes = pipeline.telemetry_fixes(spark, self.settings, self.name)
+        buckets = checkpoint_buckets(checkpoint, self.settings.processor.state_buckets)
+        settings = self.settings.replace(processor={"state_buckets": buckets})
+        fixes = pipeline.telemetry_fixes(spark, settings, self.name)
         return (
-            pipeline.detections(fixes, self.settings)
+            pipeline.detections(fixes, settings)
             .writeStream.queryName(self.name)
             .foreachBatch(self.sink)
             .option("checkpointLocation", str(checkpoint / "spark"))
@@ -102,11 +105,16 @@ class InfractionsQuery:
             self.sink.stop()
             self.sink = None
 
-    def progress_fields(self) -> dict[str, Any]:
+    def progress_fields(self, progress: list[dict[str, Any]]) -> dict[str, Any]:
         from casatwin.processor.sink import INFRACTIONS
 
+        read = sum(records_read(p) for p in progress)
+        fixes = sum(p["numInputRows"] for p in progress)
         samples = (s for metric in INFRACTIONS.collect() for s in metric.samples)
-        return {"infractions": int(sum(s.value for s in samples if s.name.endswith("_total")))}
+        return {
+            "rejected": max(read - fixes, 0),  # set aside in the DLQ by the read task
+            "infractions": int(sum(s.value for s in samples if s.name.endswith("_total"))),
+        }
 
 
 def _registry_decider(settings: Settings) -> Any:
@@ -233,7 +241,7 @@ class ProcessorApp:
         if running.query is None or not new:
             return
         rows = sum(p["numInputRows"] for p in new)
-        rejected = sum(records_read(p) for p in new) - rows
+        records = sum(records_read(p) for p in new)
         late = sum(
             op.get("numRowsDroppedByWatermark", 0)
             for p in new
@@ -250,13 +258,13 @@ class ProcessorApp:
             "processing",
             query=running.spec.name,
             batches=len(new),
+            records=records,
+            records_per_s=round(records / seconds) if seconds else 0,
             rows=rows,
-            rows_per_s=round(rows / seconds) if seconds else 0,
             batch_ms=round(seconds * 1000 / len(new)),
             lag=lag,
-            rejected=max(rejected, 0),
             late_dropped=late,
-            **running.spec.progress_fields(),
+            **running.spec.progress_fields(new),
         )
 
     def stop(self) -> None:

@@ -1,14 +1,21 @@
 """``congestion``: the processor's second query — sliding windows per segment and intersection.
 
-    casatwin.telemetry (fixes, map-matched)   ─┐  union  ─▶ window(5 min, every 1 min)
-    casatwin.sensors.intersection (readings)  ─┘           per (scope, key), watermark 10 min
+    casatwin.telemetry (fixes, map-matched,   ─┐  union  ─▶ window(5 min, every 1 min)
+      folded into panes in the read task)      │           per (scope, key), watermark 10 min
+    casatwin.sensors.intersection (readings)  ─┘
         ─▶ foreachBatch (driver): level, anomaly ─▶ casatwin.congestion, read model
+
+The read task folds a vehicle's fixes on a segment within one pane (a minute: no window
+boundary falls inside it) into one row of count, speed sum, minimum and maximum
+(:func:`~casatwin.processor.telemetry.panes`): the windows come out as from the fixes
+themselves, from about a tenth of the rows. Fixes off the road network have no segment and
+no window.
 
 A segment's window has its distinct vehicles, average/min/max speed and the ratio of the
 average to the free-flow speed (the limit); an intersection's has its vehicles (sum of the
 readings), average and peak queue, average and peak wait. Output mode ``update``: a window
 is emitted when data arrives for it, again when late data (inside the watermark) changes
-it; a reading whose windows have all closed is dropped by Spark and counted
+it; a reading (or pane) whose windows have all closed is dropped by Spark and counted
 (``numRowsDroppedByWatermark``: one per window it would have entered) in the progress line
 and ``casatwin_congestion_late_rows_total``. The two inputs have a watermark each; the query
 follows the more advanced one (``multipleWatermarkPolicy=max``). Re-emitted windows
@@ -18,6 +25,7 @@ latest message per window.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -71,14 +79,16 @@ def window_rows(spark: Any, settings: Settings) -> Any:
     c, p = settings.congestion, settings.processor
     watermark = f"{c.watermark_s} seconds"
     none = F.lit(None)
-    fixes = pipeline.telemetry_fixes(
-        spark, settings, "congestion", dead_letters=False, watermark_s=c.watermark_s
-    ).select(
+    pane_ms = math.gcd(c.window_s, c.slide_s) * 1000  # no window boundary inside a pane
+    fixes = pipeline.segment_panes(spark, settings, "congestion", pane_ms, c.watermark_s).select(
         F.lit("segment").alias("scope"),
         F.col("segment").cast("string").alias("key"),
         "event_time",
         "vehicle_id",
-        F.col("speed_kmh"),
+        "fixes",
+        "speed_sum",
+        "speed_min",
+        "speed_max",
         none.cast("int").alias("vehicles"),
         none.cast("int").alias("queue"),
         none.cast("double").alias("wait_s"),
@@ -102,7 +112,10 @@ def window_rows(spark: Any, settings: Settings) -> Any:
             F.col("r.intersection_id").alias("key"),
             F.timestamp_millis("r.ts").alias("event_time"),
             none.cast("string").alias("vehicle_id"),
-            none.cast("double").alias("speed_kmh"),
+            none.cast("int").alias("fixes"),
+            none.cast("double").alias("speed_sum"),
+            none.cast("double").alias("speed_min"),
+            none.cast("double").alias("speed_max"),
             F.col("r.vehicles").alias("vehicles"),
             F.col("r.queue_len").alias("queue"),
             F.col("r.max_wait_s").alias("wait_s"),
@@ -116,9 +129,9 @@ def window_rows(spark: Any, settings: Settings) -> Any:
         .agg(
             F.size(F.collect_set("vehicle_id")).alias("distinct_vehicles"),
             F.sum("vehicles").alias("sensed_vehicles"),
-            F.avg("speed_kmh").alias("avg_speed_kmh"),
-            F.min("speed_kmh").alias("min_speed_kmh"),
-            F.max("speed_kmh").alias("max_speed_kmh"),
+            (F.sum("speed_sum") / F.sum("fixes")).alias("avg_speed_kmh"),
+            F.min("speed_min").alias("min_speed_kmh"),
+            F.max("speed_max").alias("max_speed_kmh"),
             F.avg("queue").alias("avg_queue"),
             F.max("queue").alias("peak_queue"),
             F.avg("wait_s").alias("avg_wait_s"),
@@ -314,7 +327,7 @@ class CongestionQuery:
         LATE_ROWS.inc(late)
         return late
 
-    def progress_fields(self) -> dict[str, Any]:
+    def progress_fields(self, progress: list[dict[str, Any]]) -> dict[str, Any]:
         self.late_rows()
         return {
             "windows": self.sink.published if self.sink else 0,

@@ -117,20 +117,15 @@ class Resumed:
     rewound: dict[tuple[str, int], int] = field(default_factory=dict)  # → previous end
 
 
-def went_back(previous_end: OffsetMap, bounds: Bounds) -> bool:
-    """Does a partition end before where the last batch ended? (With watermark bounds a
-    growing partition may: ask again with exact bounds before believing it.)"""
-    return any((get(previous_end, *key) or 0) > end for key, (_, end) in bounds.items())
-
-
 def resume(previous_end: OffsetMap, bounds: Bounds) -> Resumed:
     """The start of the next batch: the previous end, plus partitions created since (read
     from their earliest offset), moved past records the broker no longer keeps.
 
-    ``bounds`` must be exact when :func:`went_back`: a partition whose true end is before
-    the previous end has been emptied (a memory-only broker restarted, or the topic was
-    re-created) and is read again from its start, instead of waiting for the new log to
-    pass the old offsets and skipping everything before them."""
+    ``bounds`` must be exact (true ends, not the embedded broker's lagging watermarks): a
+    partition whose true end is before the previous end has been emptied (a memory-only
+    broker restarted, or the topic was re-created) and is read again from its start,
+    instead of waiting for the new log to pass the old offsets and skipping everything
+    before them."""
     start: dict[tuple[str, int], int] = {}
     new, lost, rewound = [], {}, {}
     for key, (low, end) in sorted(bounds.items()):

@@ -5,8 +5,8 @@
         all in the source's read task
     fixes ── detections ──▶ per-vehicle detectors (state store, event-time timers)
 
-A second query (congestion windows, say) builds on :func:`telemetry_fixes` with its own
-checkpoint, and passes ``dead_letters=False`` so that a bad record reaches the DLQ once.
+A second query builds on the same source with its own checkpoint and no dead letters (a bad
+record reaches the DLQ once): the congestion windows read :func:`segment_panes`.
 """
 
 from __future__ import annotations
@@ -49,12 +49,32 @@ def telemetry_fixes(
     With ``dead_letters``, malformed records go to the DLQ (one query per application
     should: a record is set aside once).
     """
-    p = settings.processor
-    options = telemetry_options(settings, f"{p.client_id}-{query}", dead_letters)
-    fixes = spark.readStream.format(TELEMETRY_SOURCE).options(**options).load()
-    delay_s = p.watermark_delay_s if watermark_s is None else watermark_s
-    return fixes.withColumn("event_time", F.timestamp_millis("ts")).withWatermark(
-        "event_time", f"{int(delay_s * 1000)} milliseconds"
+    delay_s = settings.processor.watermark_delay_s if watermark_s is None else watermark_s
+    return _telemetry(spark, settings, query, dead_letters, delay_s)
+
+
+def segment_panes(
+    spark: SparkSession, settings: Settings, query: str, pane_ms: int, watermark_s: float
+) -> DataFrame:
+    """The matched fixes of ``casatwin.telemetry`` as partial aggregates per segment, vehicle
+    and pane of ``pane_ms`` (:func:`~casatwin.processor.telemetry.panes`), event time the
+    pane's latest fix, with a watermark; bad records are left to the infractions query."""
+    return _telemetry(spark, settings, query, False, watermark_s, pane_ms)
+
+
+def _telemetry(
+    spark: SparkSession,
+    settings: Settings,
+    query: str,
+    dead_letters: bool,
+    watermark_s: float,
+    pane_ms: int = 0,
+) -> DataFrame:
+    client_id = f"{settings.processor.client_id}-{query}"
+    options = telemetry_options(settings, client_id, dead_letters, pane_ms)
+    rows = spark.readStream.format(TELEMETRY_SOURCE).options(**options).load()
+    return rows.withColumn("event_time", F.timestamp_millis("ts")).withWatermark(
+        "event_time", f"{int(watermark_s * 1000)} milliseconds"
     )
 
 

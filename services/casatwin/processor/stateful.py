@@ -15,7 +15,8 @@ earliest deadline, so that a timer fires even when none of its vehicles reports 
 State travels with the data in Arrow batches: no call back to the JVM per vehicle.
 
 The number of buckets must stay the same for the life of a checkpoint (a vehicle's state
-lives in its bucket).
+lives in its bucket): :func:`checkpoint_buckets` records it with the checkpoint, and a
+checkpoint keeps its own whatever the setting says later.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ import pandas as pd
 from pyspark.sql.streaming.state import GroupState
 
 from casatwin.config import CitySettings
+from casatwin.logs import get_logger
 from casatwin.processor.detectors import Detection, DetectorConfig, Detectors, Fix, VehicleState
 from casatwin.processor.network import for_city
 
@@ -52,6 +55,34 @@ INPUT_COLUMNS = ("vehicle_id", "kind", "ts", "lat", "lon", "x", "y", "speed_kmh"
                  "along_m", "zone", "partition", "offset")  # fmt: skip
 
 Bucket = dict[str, list[Any]]  # vehicle id → [deadline, VehicleState as a dict]
+
+BUCKETS_FILE = "state-buckets"
+LEGACY_BUCKETS = 8  # the count of checkpoints written before it was recorded
+
+log = get_logger("processor")
+
+
+def checkpoint_buckets(checkpoint: Path, configured: int) -> int:
+    """The state buckets of the query checkpointed at ``checkpoint``: those it was started
+    with (recorded beside it), or ``configured`` for a new one."""
+    recorded = checkpoint / BUCKETS_FILE
+    if recorded.exists():
+        buckets = int(recorded.read_text())
+    elif (checkpoint / "spark" / "offsets").exists():
+        buckets = LEGACY_BUCKETS
+    else:
+        buckets = configured
+    if buckets != configured:
+        log.warning(
+            "the checkpoint keeps the detectors' state in its own number of buckets; "
+            "the setting applies to new checkpoints (casatwin processor --reset)",
+            checkpoint=str(checkpoint),
+            buckets=buckets,
+            setting=configured,
+        )
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(f"{buckets}\n")
+    return buckets
 
 
 @lru_cache(maxsize=4)

@@ -9,7 +9,9 @@ Bad records go to ``casatwin.dlq`` from the task; the task (hence the batch) suc
 once the DLQ has acknowledged them. A replayed batch sends its dead letters again (they
 carry the record's topic/partition/offset, which identifies duplicates). A query that only
 needs the fixes (a second query over the telemetry) reads with ``deadLetters=false`` so
-that each bad record is set aside once.
+that each bad record is set aside once. With ``paneMs``, the rows are not fixes but their
+partial aggregates per segment, vehicle and pane (:func:`~casatwin.processor.telemetry.panes`),
+which is what the congestion windows need.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pyspark.sql.types import StructType
 from casatwin.bus import topics
 from casatwin.config import CitySettings, KafkaSettings, Settings
 from casatwin.processor.kafka_source import KafkaSource, kafka_settings, source_options
-from casatwin.processor.telemetry import FIX_SCHEMA, STAGE, locate, parse
+from casatwin.processor.telemetry import FIX_SCHEMA, PANE_SCHEMA, STAGE, locate, panes, parse
 
 NAME = "casatwin-telemetry"
 
@@ -35,15 +37,21 @@ class TelemetryDecoder:
     """Records → fixes (and dead letters), in the read task."""
 
     def __init__(
-        self, kafka: KafkaSettings, city: CitySettings, client_id: str, dead_letters: bool
+        self,
+        kafka: KafkaSettings,
+        city: CitySettings,
+        client_id: str,
+        dead_letters: bool,
+        pane_ms: int = 0,
     ) -> None:
         self.kafka = kafka
         self.city = city
         self.client_id = client_id
         self.dead_letters = dead_letters
+        self.pane_ms = pane_ms
 
     def schema(self) -> StructType:
-        return from_arrow_schema(FIX_SCHEMA)
+        return from_arrow_schema(PANE_SCHEMA if self.pane_ms else FIX_SCHEMA)
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from casatwin.bus.dlq import DeadLetterWriter
@@ -62,7 +70,8 @@ class TelemetryDecoder:
                         key=r.key,
                     )  # fmt: skip
             if len(parsed):
-                yield locate(parsed, network)
+                fixes = locate(parsed, network)
+                yield panes(fixes, self.pane_ms) if self.pane_ms else fixes
         # The batch only succeeds once the DLQ has every dead letter.
         if producer is not None and producer.flush(30.0):
             raise RuntimeError("the DLQ did not acknowledge every dead letter within 30 s")
@@ -82,11 +91,14 @@ class TelemetrySource(KafkaSource):
             CitySettings(**orjson.loads(options["city"])),
             options.get("clientId") or "casatwin-processor",
             (options.get("deadLetters") or "true").lower() == "true",
+            int(options.get("paneMs") or 0),
         )
 
 
-def telemetry_options(settings: Settings, client_id: str, dead_letters: bool) -> dict[str, str]:
-    """The options of ``readStream.format("casatwin-telemetry")``."""
+def telemetry_options(
+    settings: Settings, client_id: str, dead_letters: bool, pane_ms: int = 0
+) -> dict[str, str]:
+    """The options of ``readStream.format("casatwin-telemetry")`` (``pane_ms``: panes)."""
     p = settings.processor
     return {
         **source_options(
@@ -100,6 +112,7 @@ def telemetry_options(settings: Settings, client_id: str, dead_letters: bool) ->
         ),
         "city": orjson.dumps(dataclasses.asdict(settings.city)).decode(),
         "deadLetters": "true" if dead_letters else "false",
+        "paneMs": str(pane_ms),
     }
 
 
