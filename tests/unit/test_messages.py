@@ -42,6 +42,54 @@ def test_bad_telemetry_names_the_field(change, reason):
     assert reason in str(error.value)
 
 
+BAD_FIXES = [
+    {**GOOD_FIX, "lat": "33.5"},
+    {**GOOD_FIX, "lon": "−7.6"},
+    {**GOOD_FIX, "speed_kmh": -3},
+    {**GOOD_FIX, "heading_deg": 400},
+    {**GOOD_FIX, "kind": "bus"},
+    {**GOOD_FIX, "ts": 1.5},
+    {**GOOD_FIX, "ts": True},
+    {**GOOD_FIX, "ts": 10**400},
+    {**GOOD_FIX, "speed_kmh": True},
+    {**GOOD_FIX, "source": None},
+    {k: v for k, v in GOOD_FIX.items() if k != "lat"},
+    [GOOD_FIX],
+]
+
+
+@pytest.mark.parametrize("bad", BAD_FIXES, ids=range(len(BAD_FIXES)))
+def test_check_all_refuses_a_batch_exactly_when_check_refuses_one(bad):
+    good = [GOOD_FIX, {**GOOD_FIX, "lat": 33, "source": "device"}]
+    assert messages.check_all(topics.TELEMETRY, good)["lat"] == [33.59, 33]
+    with pytest.raises(messages.InvalidMessage):
+        messages.check(topics.TELEMETRY, bad)
+    assert messages.check_all(topics.TELEMETRY, [*good, bad]) is None
+
+
+def test_check_all_allows_absent_optional_fields_and_checks_present_ones():
+    window = {"scope": "segment", "key": "S1", "window_start": 0, "window_end": 300_000,
+              "count": 3, "avg_speed_kmh": 13.0, "min_speed_kmh": 6, "max_speed_kmh": 18,
+              "level": "severe", "anomaly": False}  # fmt: skip
+    columns = messages.check_all(topics.CONGESTION, [window, {**window, "hour": 7}])
+    assert columns is not None and columns["hour"] == [None, 7]
+    assert messages.check_all(topics.CONGESTION, [window, {**window, "hour": 24}]) is None
+
+
+def test_decode_many_gives_columns_and_the_reason_for_each_refused_value():
+    raws = [orjson.dumps(GOOD_FIX), b"{oops", None, orjson.dumps({**GOOD_FIX, "ts": 1.5}),
+            orjson.dumps({**GOOD_FIX, "vehicle_id": "TX-00002"})]  # fmt: skip
+    decoded = messages.decode_many(topics.TELEMETRY, raws)
+    assert decoded.positions == [0, 4] and len(decoded) == 2
+    assert decoded.columns["vehicle_id"] == ["TX-00001", "TX-00002"]
+    assert sorted(decoded.reasons) == [1, 2, 3]
+    assert decoded.reasons[1].startswith("not valid JSON")
+    assert decoded.reasons[2] == "empty message (no value)"
+    assert "'ts' should be an integer" in decoded.reasons[3]
+    everything_good = messages.decode_many(topics.TELEMETRY, [raws[0], raws[4]])
+    assert everything_good.positions == [0, 1] and not everything_good.reasons
+
+
 def test_not_json_and_not_object():
     with pytest.raises(messages.InvalidMessage, match="not valid JSON"):
         messages.decode(topics.TELEMETRY, b"{oops")

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 
 from casatwin.bus import topics
-from casatwin.bus.messages import InvalidMessage, check
+from casatwin.bus.messages import decode_many
 from casatwin.processor.network import RoadNetwork
 
 STAGE = "processor.parse"
@@ -75,28 +74,12 @@ def parse(
     contract: str = topics.TELEMETRY,
 ) -> Parsed:
     """Decode and validate the records of one Arrow batch from the Kafka source against
-    the ``contract`` of a topic and the city's bounds."""
-    values = batch.column("value").to_pylist()
-    good: list[dict[str, Any]] = []
-    where: list[int] = []  # row of each good message in the batch
-    reasons: dict[int, str] = {}
-    loads = orjson.loads
-    for row, raw in enumerate(values):
-        try:
-            message = loads(raw) if raw is not None else None
-            if message is None:
-                raise InvalidMessage("empty message (no value)")
-            check(contract, message)
-        except orjson.JSONDecodeError as exc:
-            reasons[row] = f"not valid JSON: {exc}"
-        except InvalidMessage as exc:
-            reasons[row] = str(exc)
-        else:
-            good.append(message)
-            where.append(row)
-    columns: dict[str, list[Any]] = {
-        name: [m[name] for m in good] for name in ("vehicle_id", "kind", *_NUMBERS)
-    }
+    the ``contract`` of a topic (in bulk: :func:`~casatwin.bus.messages.decode_many`) and
+    the city's bounds."""
+    decoded = decode_many(contract, batch.column("value").to_pylist())
+    reasons = decoded.reasons
+    where = decoded.positions  # row of each good message in the batch
+    columns = {name: decoded.columns.get(name, []) for name in ("vehicle_id", "kind", *_NUMBERS)}
     outside = _outside(columns["lat"], columns["lon"], bounds)
     if outside:
         for k in outside:
@@ -111,11 +94,15 @@ def parse(
         where = [where[k] for k in keep]
     partitions = batch.column("partition").to_pylist()
     offsets = batch.column("offset").to_pylist()
-    columns["partition"] = [partitions[r] for r in where]
-    columns["offset"] = [offsets[r] for r in where]
+    if len(where) == batch.num_rows:  # the common case: every record is good
+        columns["partition"], columns["offset"] = partitions, offsets
+    else:
+        columns["partition"] = [partitions[r] for r in where]
+        columns["offset"] = [offsets[r] for r in where]
     rejected = []
     if reasons:
         keys, record_topics = batch.column("key").to_pylist(), batch.column("topic").to_pylist()
+        values = batch.column("value").to_pylist()
         for row, reason in sorted(reasons.items()):
             key = keys[row]
             rejected.append(
