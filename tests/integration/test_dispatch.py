@@ -1,5 +1,6 @@
 """The dispatcher against the real broker and MariaDB: two instances racing for units,
-bad input to the DLQ, the queue served by severity then age, units off duty and back."""
+bad input to the DLQ, the queue served by severity then age, units off duty and back, a
+unit's reports out of order."""
 
 from __future__ import annotations
 
@@ -185,3 +186,39 @@ def test_the_queue_is_served_by_severity_then_age_and_off_duty_units_wait(setup,
     assert states[units[0]] == "available" and states[units[3]] == "off_duty"
     conn.close()
     assert dispatcher.planner.pack is pack
+
+
+def test_an_arrival_reported_after_the_close_still_counts_once(setup, pack):
+    settings, infractions_topic, dispatch_topic, start, send = setup
+    start(1)
+    t0 = int(time.time() * 1000) - 600_000
+    send(infractions_topic, [infraction(pack, 1, 5, event_ts=t0)])
+    dispatch_id = store.dispatch_id_of("INF-0001")
+    unit_of = "SELECT unit_id FROM dispatch_assignments WHERE dispatch_id = %s"
+    assert wait_for(lambda: rows(settings, unit_of, (dispatch_id,)), 30)
+    ((unit,),) = rows(settings, unit_of, (dispatch_id,))
+    # The close is applied first: the arrival still gives the true time, and the unit,
+    # freed by the close, stays free.
+    arrived, closed = t0 + 90_000, t0 + 400_000
+    report = {"dispatch_id": dispatch_id, "infraction_id": "INF-0001", "unit_id": unit}
+    send(dispatch_topic, [
+        report | {"status": "closed", "ts": closed},
+        report | {"status": "on_scene", "ts": arrived},
+    ])  # fmt: skip
+    times = (
+        "SELECT status, arrived_ms, closed_ms, response_s, open_unit FROM dispatch_assignments"
+        " WHERE dispatch_id = %s"
+    )
+    assert wait_for(lambda: rows(settings, times, (dispatch_id,))[0][3] is not None, 20)
+    recorded = [("closed", arrived, closed, 90.0, None)]
+    assert rows(settings, times, (dispatch_id,)) == recorded
+    # Repeated (or later still) reports change nothing.
+    conn = db.open_connection(settings.mariadb)
+    try:
+        for status, ts in (("on_scene", arrived + 1000), ("closed", closed + 1000),
+                           ("en_route", closed + 2000)):  # fmt: skip
+            assert store.record_status(conn, dispatch_id, status, ts, 1.0) is None
+        assert rows(settings, times, (dispatch_id,)) == recorded
+        assert {u.unit_id: u.status for u in store.units(conn)}[unit] == "available"
+    finally:
+        conn.close()

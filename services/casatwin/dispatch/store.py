@@ -184,22 +184,30 @@ def record_status(
     conn: db.Connection, dispatch_id: str, status: str, ts: int, response_s: float | None = None
 ) -> Assignment | None:
     """Record what the unit reports (en_route, on_scene, closed); the assignment after it,
-    or None if there is no such open assignment (a late or repeated report)."""
+    or None if the report changes nothing (a repeated one, an en_route after the arrival).
+
+    Only ``on_scene`` sets ``arrived_ms`` and ``response_s``. Should it come after the
+    ``closed`` of its assignment (nothing but the topic's keying keeps a unit's reports in
+    order), it still records them, once, and leaves the assignment closed: the unit stays
+    free and is booked nowhere.
+    """
 
     def work(cursor: db.Cursor) -> Assignment | None:
         if status == "on_scene":
+            # response_s is NULL until the arrival is recorded, whatever the status.
             cursor.execute(
-                "UPDATE dispatch_assignments SET status = 'on_scene', arrived_ms = %s,"
-                " response_s = COALESCE(%s, (%s - created_ms) / 1000)"
-                " WHERE dispatch_id = %s AND status IN ('assigned', 'en_route')",
+                "UPDATE dispatch_assignments SET arrived_ms = %s,"
+                " response_s = COALESCE(%s, (%s - created_ms) / 1000),"
+                " status = IF(status = 'closed', 'closed', 'on_scene')"
+                " WHERE dispatch_id = %s AND (status IN ('assigned', 'en_route')"
+                " OR (status = 'closed' AND response_s IS NULL))",
                 (ts, response_s, ts, dispatch_id),
             )
         elif status == "closed":
             cursor.execute(
-                "UPDATE dispatch_assignments SET status = 'closed', closed_ms = %s,"
-                " arrived_ms = COALESCE(arrived_ms, %s)"
+                "UPDATE dispatch_assignments SET status = 'closed', closed_ms = %s"
                 " WHERE dispatch_id = %s AND status IN ('assigned', 'en_route', 'on_scene')",
-                (ts, ts, dispatch_id),
+                (ts, dispatch_id),
             )
         elif status == "en_route":
             cursor.execute(
