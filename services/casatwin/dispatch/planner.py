@@ -9,6 +9,7 @@ parameter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,24 @@ def severity(decision: dict[str, Any]) -> int:
     return int(klass) if isinstance(klass, int) and not isinstance(klass, bool) else 9
 
 
+Freshness = tuple[int, int]  # a congestion window's (window_end, window_start), in that order
+
+
+def freshness(window: Mapping[str, Any]) -> Freshness:
+    """How recent a congestion window is: the later end, then the later start, is newer."""
+    return int(window["window_end"]), int(window["window_start"])
+
+
+def supersedes(window: Freshness, current: Freshness | None) -> bool:
+    """Whether a segment's speed from ``window`` replaces the one from ``current``.
+
+    Not if it is older: the topic may carry a window again after a newer one (a late
+    re-publication). The same window again does replace it: an update-mode query
+    re-emits a window as more fixes come in.
+    """
+    return current is None or window >= current
+
+
 def station_place(pack: CityPack, station: int) -> Place:
     """Where the units of a station wait: the start of a segment leaving its node."""
     node = pack.node_index[pack.police_stations[station].node]
@@ -59,6 +78,7 @@ class Planner:
         self.min_speed_kmh = min_speed_kmh
         self.router = Router(pack)
         self._weights = pack.seg_free_flow_s.copy()
+        self._speed_window: dict[int, Freshness] = {}  # the window each known speed is from
         self._dirty = False
         self.station_of = {u: s.id for s in pack.police_stations for u in s.units}
         self.place_units(
@@ -146,11 +166,18 @@ class Planner:
 
     # -- congestion ----------------------------------------------------------------------
 
-    def observe_speed(self, segment_id: str, speed_kmh: float) -> bool:
-        """Use a segment's current speed (a congestion window); False if unknown segment."""
+    def observe_speed(
+        self, segment_id: str, speed_kmh: float, window: Freshness | None = None
+    ) -> bool:
+        """Use a segment's current speed, from the congestion ``window`` (None: taken as
+        current); False if the segment is unknown or the window older than the one in use."""
         segment = self.pack.segment_index.get(segment_id)
         if segment is None:
             return False
+        if window is not None:
+            if not supersedes(window, self._speed_window.get(segment)):
+                return False
+            self._speed_window[segment] = window
         speed = max(float(speed_kmh), self.min_speed_kmh) / 3.6
         self._weights[segment] = float(self.pack.seg_length_m[segment]) / speed
         self._dirty = True

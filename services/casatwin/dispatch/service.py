@@ -39,7 +39,7 @@ from casatwin.city.model import CityPack
 from casatwin.config import Settings
 from casatwin.dispatch import store
 from casatwin.dispatch.nearest import Choice, Place
-from casatwin.dispatch.planner import Incident, Planner, UnknownPlace
+from casatwin.dispatch.planner import Incident, Planner, UnknownPlace, freshness
 from casatwin.logs import get_logger
 from casatwin.observability.families import observe_event_latency
 from casatwin.registry import db
@@ -335,7 +335,9 @@ class Dispatcher:
                 except messages.InvalidMessage:
                     continue  # the congestion producer's DLQ is its own business
                 if window["scope"] == "segment" and window["count"] > 0:
-                    seen += self.planner.observe_speed(window["key"], window["avg_speed_kmh"])
+                    seen += self.planner.observe_speed(
+                        window["key"], window["avg_speed_kmh"], freshness(window)
+                    )
             if not batch:
                 break
         if self.planner.refresh():
