@@ -48,7 +48,7 @@ def infraction(pack, n, segment, *, klass=2, event_ts=None, required=True, **ext
         "segment_id": pack.segment_ids[segment],
         "measured": 0.0,
         "limit": 0.0,
-        "vehicle": {"vehicle_id": "TX-00001"},
+        "vehicle": {"vehicle_id": f"TX-{n + 1:05d}"},  # the key: spread over the partitions
         "driver": {},
         "decision": {"class": klass, "dispatch_required": required},
         "dispatch_required": required,
@@ -106,9 +106,36 @@ def rows(settings, sql, args=None):
     return query(settings.mariadb, sql, args)
 
 
+def infraction_partitions(dispatcher: Dispatcher) -> set[int]:
+    assert dispatcher.consumer is not None
+    return {
+        tp.partition
+        for tp in dispatcher.consumer.assignment()
+        if tp.topic == dispatcher.infractions_topic
+    }
+
+
+def record_handled(dispatcher: Dispatcher) -> list[str]:
+    """The ids of the infractions ``dispatcher`` handles from now on."""
+    handled: list[str] = []
+    handle = dispatcher.handle_infraction
+
+    def recorded(value):
+        handled.append(value["infraction_id"])
+        return handle(value)
+
+    dispatcher.handle_infraction = recorded
+    return handled
+
+
 def test_two_dispatchers_never_book_a_unit_twice(setup, pack):
     settings, infractions_topic, dispatch_topic, start, send = setup
-    start(2)
+    dispatchers = start(2)
+    handled = [record_handled(d) for d in dispatchers]
+    # Until the group has shared the partitions, one instance would take everything.
+    assert wait_for(lambda: all(infraction_partitions(d) for d in dispatchers), 30), [
+        infraction_partitions(d) for d in dispatchers
+    ]
     n = 100
     segments = [i * 7 % pack.n_segments for i in range(n)]
     send(infractions_topic, [infraction(pack, i, s) for i, s in enumerate(segments)])
@@ -125,6 +152,9 @@ def test_two_dispatchers_never_book_a_unit_twice(setup, pack):
     assert sorted(e["unit_id"] for e in assigned) == sorted(u for u, _ in booked)
     assert len({e["infraction_id"] for e in assigned}) == units
     assert all(e["route"] and e["segments"] and e["eta_s"] >= 0 for e in assigned)
+    # Both instances took part: the race for units was real.
+    assert all(handled), [len(h) for h in handled]
+    assert set(handled[0]) | set(handled[1]) == {f"INF-{i:04d}" for i in range(n)}
 
 
 def test_bad_input_goes_to_the_dlq_and_the_dispatcher_goes_on(setup, pack):
