@@ -98,13 +98,14 @@ def run_duty(args: argparse.Namespace, settings: Settings) -> int:
     from casatwin.dispatch import store
     from casatwin.registry import db
 
+    units = list(dict.fromkeys(args.units))  # a unit named twice is reported once
     conn = db.connect(settings.mariadb)
     try:
-        changed = store.set_on_duty(conn, list(dict.fromkeys(args.units)), args.on_duty)
+        changed = store.set_on_duty(conn, units, args.on_duty)
     finally:
         conn.close()
     state = "on duty" if args.on_duty else "off duty"
-    same = [u for u in args.units if u not in changed]
+    same = [u for u in units if u not in changed]
     if changed:
         print(f"{', '.join(changed)}: now {state}")
     if same:
