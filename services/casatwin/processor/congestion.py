@@ -213,7 +213,9 @@ class CongestionSink:
             self._db = None
 
     def __call__(self, frame: Any, batch_id: int) -> None:
-        rows = [r.asDict() for r in frame.collect()]
+        from casatwin.processor.sink import collect_rows
+
+        rows = collect_rows(frame)
         if rows:
             self.write([window_message(r, self.settings, self._network) for r in rows])
 

@@ -95,6 +95,32 @@ def infraction_message(
     return message
 
 
+class BatchInterrupted(RuntimeError):
+    """The query was stopped while its micro-batch was being collected (it will be replayed)."""
+
+
+def collect_rows(frame: Any) -> list[dict[str, Any]]:
+    """A ``foreachBatch`` micro-batch's rows, on the driver.
+
+    Stopping a query interrupts the collect. Spark tells an interruption from a failure by a
+    regex over the error's text that recurses once per character: on py4j's message, with
+    the whole Java stack trace in it, the stream thread dies of a StackOverflowError and
+    prints a thousand lines. The interruption is raised again with a short message that the
+    regex still recognises, so a stop is quiet and the batch is replayed on restart.
+    """
+    from py4j.protocol import Py4JJavaError
+
+    try:
+        return [row.asDict() for row in frame.collect()]
+    except Py4JJavaError as exc:
+        if "java.lang.InterruptedException" not in str(exc):
+            raise
+        raise BatchInterrupted(
+            "py4j.protocol.Py4JJavaError: An error occurred while calling collect: "
+            "java.lang.InterruptedException (the query is stopping)"
+        ) from None
+
+
 class InfractionSink:
     """``foreachBatch`` target of the infractions query; ``start()`` before the query."""
 
@@ -146,8 +172,7 @@ class InfractionSink:
             self._db = None
 
     def __call__(self, frame: Any, batch_id: int) -> None:
-        rows = [row.asDict() for row in frame.collect()]
-        self.write(batch_id, rows)
+        self.write(batch_id, collect_rows(frame))
 
     def write(self, batch_id: int, detections: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Decide, record, publish and index one batch; the messages as published."""
