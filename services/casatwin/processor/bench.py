@@ -46,6 +46,7 @@ log = get_logger("bench")
 
 LATENCY_TAXIS = 500
 LATENCY_SECONDS = 150
+FLOOR_SECONDS = 45
 WARMUP_S = 30  # infractions whose evidence arrived in the first seconds are not counted
 SWEEP_SECONDS = 75
 RECORD_TAXIS = 3000
@@ -208,11 +209,60 @@ def measure_latency(settings: Settings, seconds: int, spark: Any = None) -> dict
 
 
 def latency(settings: Settings) -> dict[str, Any]:
+    from casatwin.processor.session import build_session
+
     prepare_registry(settings)
-    result = measure_latency(settings, LATENCY_SECONDS)
+    spark = build_session(settings)
+    try:
+        result = measure_latency(settings, LATENCY_SECONDS, spark)
+        result["reference_stateful_floor"] = stateful_floor(spark, settings, FLOOR_SECONDS)
+    finally:
+        spark.stop()
     result["settings"] = _described(settings)
     result["machine_load_1m"] = os.getloadavg()[0]
     return result
+
+
+def _no_detection(key: Any, frames: Iterator[Any], state: Any) -> Iterator[Any]:
+    """A stateful step that does nothing but read its rows and keep a small state."""
+    for _ in frames:
+        pass
+    state.update((b"x" * 100,))
+    yield from ()
+
+
+def stateful_floor(spark: Any, settings: Settings, seconds: int) -> dict[str, Any]:
+    """What one micro-batch of the same shape costs with no work in it, on the same session
+    and settings: Spark's rate source (500 rows/s) → ``applyInPandasWithState`` over the
+    same number of buckets, doing nothing → ``foreachBatch`` collecting the rows. The
+    processor's latency cannot go below about one and a half of these."""
+    from pyspark.sql import functions as F  # noqa: N812 - Spark's convention
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    with tempfile.TemporaryDirectory(prefix="casatwin-floor-") as checkpoint:
+        rows = (
+            spark.readStream.format("rate").option("rowsPerSecond", LATENCY_TAXIS).load()
+            .withColumn("bucket", F.col("value") % settings.processor.state_buckets)
+            .withWatermark("timestamp", "30 seconds")
+            .groupBy("bucket")
+            .applyInPandasWithState(_no_detection, "n long", "s binary", "append",
+                                    GroupStateTimeout.EventTimeTimeout)
+        )  # fmt: skip
+        query = (
+            rows.writeStream.foreachBatch(lambda frame, _: frame.collect())
+            .option("checkpointLocation", checkpoint)
+            .trigger(processingTime="0 seconds")
+            .start()
+        )
+        time.sleep(seconds)
+        progress = [p for p in query.recentProgress if p["numInputRows"]]
+        query.stop()
+    batches = [p["durationMs"]["triggerExecution"] for p in progress[len(progress) // 3 :]]
+    return {
+        "batch_ms_median": statistics.median(batches) if batches else None,
+        "batches": len(batches),
+        "what": "rate source → applyInPandasWithState doing nothing → foreachBatch collect",
+    }
 
 
 SWEEP: list[tuple[str, dict[str, Any]]] = [
