@@ -34,6 +34,21 @@ def children_of(pid: int) -> set[int]:
     return found
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited child that nobody has reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "(gone)"
+
+
 def wait_for_output(process, needle, timeout_s):
     deadline = time.monotonic() + timeout_s
     seen = []
@@ -87,6 +102,50 @@ def test_servers_start_and_ctrl_c_leaves_nothing_running(tmp_path):
     still_running = [pid for pid in descendants if Path(f"/proc/{pid}").exists()]
     assert still_running == []
     assert not port_is_open("127.0.0.1", settings.mariadb.port)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_the_whole_twin_runs_and_ctrl_c_stops_every_service_quietly(tmp_path):
+    """make run with every service of the Procfile: telemetry flows, the processor's queries
+    start; Ctrl-C stops services and servers, leaves no process and prints no traceback."""
+    env, _ = stack_env(tmp_path)
+    fake_api = free_port()
+    env |= {
+        "CASATWIN_DASHBOARD_PORT": str(free_port()),
+        "CASATWIN_FAKE_API_PORT": str(fake_api),
+        "CASATWIN_GATEWAY_API_URL": f"http://127.0.0.1:{fake_api}/tmdd/detector-data",
+        "CASATWIN_SIMULATOR_TAXIS": "100",
+        "CASATWIN_REGISTRY_DRIVERS": "13000",
+        **{f"CASATWIN_{name}_METRICS_PORT": "0" for name in
+           ("SIMULATOR", "GATEWAY", "PROCESSOR", "DISPATCHER", "DASHBOARD")},
+    }  # fmt: skip
+    procfile = Path(__file__).resolve().parents[2] / "Procfile"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "casatwin.cli", "stack", "up", "--procfile", str(procfile)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    output = ""
+    try:
+        output += wait_for_output(process, "query started query=congestion", timeout_s=300)
+        descendants = children_of(process.pid)
+        tail = subprocess.run(
+            [sys.executable, "-m", "casatwin.cli", "tail", "telemetry", "-n", "3",
+             "--timeout", "20"],
+            capture_output=True, text=True, env=env, timeout=60, check=True,
+        )  # fmt: skip
+        assert tail.stdout.count('"vehicle_id"') == 3
+        process.send_signal(signal.SIGINT)
+        output += process.communicate(timeout=150)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output[-3000:]
+    time.sleep(0.5)
+    left = {pid: command_of(pid) for pid in descendants if running(pid)}
+    assert left == {}, output[-3000:]
+    for noise in ("Traceback", "Exception in thread", "StackOverflowError"):
+        assert noise not in output, output[output.index(noise) - 2000 :][:4000]
 
 
 def test_a_busy_port_is_a_clear_error(tmp_path):
