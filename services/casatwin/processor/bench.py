@@ -269,8 +269,8 @@ SWEEP: list[tuple[str, dict[str, Any]]] = [
     ("defaults", {}),
     ("trigger 250 ms", {"trigger_ms": 250}),
     ("trigger 1000 ms", {"trigger_ms": 1000}),
-    ("2 state buckets, 1 shuffle partition", {"state_buckets": 2, "shuffle_partitions": 1}),
-    ("16 state buckets", {"state_buckets": 16}),
+    ("8 state buckets, 2 shuffle partitions", {"state_buckets": 8, "shuffle_partitions": 2}),
+    ("2 state buckets", {"state_buckets": 2}),
     ("in-memory state store (hdfs)", {"state_store": "hdfs"}),
     ("checkpoints on tmpfs (/dev/shm)", {"checkpoint_dir": "tmpfs"}),
 ]
