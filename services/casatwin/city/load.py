@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -88,7 +88,9 @@ def write(raw: dict[str, Any], path: Path) -> None:
         raise PackError(f"cannot write city pack {path}: {exc.strerror}") from None
 
 
-@lru_cache(maxsize=8)
+# Unbounded on purpose: a service loads one or two packs, and a bounded cache that evicted
+# the bundled pack would hand load_city's callers a second, different copy of the city.
+@cache
 def load(name_or_path: str) -> CityPack:
     """A bundled pack by name (``casablanca``) or a pack file by path; validated."""
     path = bundled_path(name_or_path)
@@ -102,7 +104,7 @@ def load(name_or_path: str) -> CityPack:
     return from_dict(read_raw(path), source=str(path))
 
 
-@lru_cache(maxsize=8)
+@cache
 def load_city(settings: CitySettings) -> CityPack:
     """THE city of a service: ``settings.pack`` with the configured speed limits applied.
 
