@@ -20,8 +20,9 @@ simulated time is a parameter. Per step, for all vehicles at once:
 
 Behaviours: most drivers are law-abiding (desired speed below the limit, stop on red).
 Speeders want 1.25–1.6 × the limit; red-light runners ignore signals; illegal parkers
-regularly drive to a no-parking zone and stop there for minutes. Simplifications, on
-purpose: no lane changes within a segment, no yielding at unsignalised junctions.
+regularly drive to a no-parking zone and stop there for minutes. On multi-lane segments a
+vehicle held up by a slower leader overtakes when the next lane has room. Simplification,
+on purpose: no yielding at unsignalised junctions.
 """
 
 from __future__ import annotations
