@@ -1,6 +1,6 @@
-"""The dispatcher against the real broker and MariaDB: two instances racing for units,
-bad input to the DLQ, the queue served by severity then age, units off duty and back, a
-unit's reports out of order."""
+"""The dispatcher against the real broker, MariaDB and read model: two instances racing for
+units, bad input to the DLQ, the queue served by severity then age, units off duty and back,
+a unit's reports out of order, every dispatch event in the read model's timeline once."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from casatwin.bus.producer import Producer
 from casatwin.city import load, synthetic
 from casatwin.dispatch import store
 from casatwin.dispatch.service import Dispatcher
+from casatwin.readmodel import store as readmodel
 from casatwin.registry import db
 from casatwin.registry.loader import police_units_of
+from casatwin_dashboard.history import find_timeline
 from tests.conftest import query
 from tests.dispatch_support import create_topics, dispatch_db, read, wait_for
 
@@ -56,12 +58,13 @@ def infraction(pack, n, segment, *, klass=2, event_ts=None, required=True, **ext
 
 
 @pytest.fixture
-def setup(broker_settings, mariadb, pack):
-    """Settings with private topics and database, and a way to run dispatchers."""
+def setup(broker_settings, mariadb, mongo, pack):
+    """Settings with private topics and databases, and a way to run dispatchers."""
     (infractions_topic,) = create_topics(broker_settings, 4, 1)
     (dispatch_topic,) = create_topics(broker_settings, 2, 1)
     settings = broker_settings.replace(
         mariadb=dispatch_db(mariadb, pack).__dict__,
+        mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         dispatcher={"consumer_group": f"dispatch-{uuid.uuid4().hex[:6]}", "queue_check_s": 0.3},
     )
     running: list[tuple[Dispatcher, threading.Thread]] = []
@@ -252,3 +255,41 @@ def test_an_arrival_reported_after_the_close_still_counts_once(setup, pack):
         assert {u.unit_id: u.status for u in store.units(conn)}[unit] == "available"
     finally:
         conn.close()
+
+
+def test_every_dispatch_event_reaches_the_timeline_once_and_in_order(setup, pack):
+    settings, infractions_topic, dispatch_topic, start, send = setup
+    start(1)
+    # An id no other test of the module uses: nx-27017 shares collections across databases.
+    t0 = int(time.time() * 1000) - 120_000
+    send(infractions_topic, [infraction(pack, 900, 5, event_ts=t0)])
+    assert wait_for(lambda: read(settings, dispatch_topic), 30)
+    (assigned,) = read(settings, dispatch_topic)
+    report = {k: assigned[k] for k in ("dispatch_id", "infraction_id", "unit_id")}
+    now = int(time.time() * 1000)
+    on_scene = report | {"status": "on_scene", "ts": now + 2000, "response_s": 122.0}
+    # As the simulator reports, with two messages delivered twice (a producer's retry, a
+    # replay after a crash): the timeline keeps one entry per step.
+    send(dispatch_topic, [
+        assigned,
+        report | {"status": "en_route", "ts": now + 1000},
+        on_scene,
+        on_scene,
+        report | {"status": "closed", "ts": now + 3000},
+    ])  # fmt: skip
+    steps = ["assigned", "en_route", "on_scene", "closed"]
+    timeline = readmodel.connect(settings.mongo)
+    try:
+
+        def statuses():
+            return [e["status"] for e in find_timeline(timeline, "INF-0900")]
+
+        # The unit's messages share a partition: once the close is in, so are the repeats.
+        assert wait_for(lambda: "closed" in statuses(), 30), statuses()
+        recorded = find_timeline(timeline, "INF-0900")
+    finally:
+        timeline.client.close()
+    assert [e["status"] for e in recorded] == steps
+    assert all(e["unit_id"] == assigned["unit_id"] for e in recorded)
+    assert recorded[0]["route"] == assigned["route"] and recorded[0]["eta_s"] == assigned["eta_s"]
+    assert recorded[2]["response_s"] == 122.0 and recorded[2]["ts"] == now + 2000

@@ -9,13 +9,17 @@ One step per batch of messages, in a consumer group (instances share the partiti
    published with the route, the ETA and the handling time; with no unit free the
    incident is queued.
 2. ``casatwin.dispatch``: the units' reports (``en_route``, ``on_scene``, ``closed``, from
-   the simulator) are recorded; a closed unit is free again and the queue is served.
+   the simulator) are recorded; a closed unit is free again and the queue is served. Every
+   event of the topic, the instances' own ``assigned`` included, goes to the read model's
+   timeline (``dispatch_events``): this consumer group is where each passes once, after
+   it was published.
 3. Every ``queue_check_s`` the queue is offered the free units (a unit back on duty, or
    freed by another instance); every ``congestion_refresh_s`` the routing takes in the
    segment speeds read from ``casatwin.congestion``.
 
 Offsets are committed after the batch is recorded: a replay assigns nothing twice (the
-dispatch id is the infraction's). Bad input goes to the DLQ with the reason.
+dispatch id is the infraction's) and rewrites the same timeline entries (keyed by dispatch
+id and status). Bad input goes to the DLQ with the reason.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import confluent_kafka
+import pymongo.errors
 from prometheus_client import Counter, Gauge, Histogram
+from pymongo.database import Database
 
 from casatwin import metrics
 from casatwin.bus import messages, topics
@@ -42,6 +48,7 @@ from casatwin.dispatch.nearest import Choice, Place
 from casatwin.dispatch.planner import Incident, Planner, UnknownPlace, freshness
 from casatwin.logs import get_logger
 from casatwin.observability.families import observe_event_latency
+from casatwin.readmodel import store as readmodel
 from casatwin.registry import db
 
 log = get_logger("dispatcher")
@@ -73,6 +80,9 @@ REPORT_EVERY_S = 10.0
 MAX_PICKS = 5  # units booked by others before an incident is queued for the next check
 QUEUE_PER_CHECK = 200
 CONGESTION_BATCHES = 20  # of 5,000 windows, read per refresh
+# Short: while the read model is away each write waits this long, and the consumer must
+# poll again within kafka.max_poll_interval_ms.
+READ_MODEL_TIMEOUT_MS = 2000
 
 
 @dataclass
@@ -105,6 +115,7 @@ class Dispatcher:
         self.congestion_topic = congestion_topic
         self.clock = clock
         self.conn: db.Connection | None = None
+        self.timeline: Database | None = None  # the read model
         self.producer: Producer | None = None
         self.dlq: DeadLetterWriter | None = None
         self.consumer: confluent_kafka.Consumer | None = None
@@ -118,6 +129,12 @@ class Dispatcher:
     def start(self) -> None:
         """Connect to MariaDB (UserError: unreachable, not migrated) and the broker."""
         self.conn = db.connect(self.settings.mariadb)
+        self.timeline = readmodel.connect(self.settings.mongo, READ_MODEL_TIMEOUT_MS)
+        try:
+            readmodel.ensure_indexes(self.timeline)
+        except pymongo.errors.ConnectionFailure as exc:
+            # Not fatal: its writes wait for it (the dashboard makes the indexes too).
+            log.warning("read model not reachable yet", reason=str(exc)[:200])
         wait_for_broker(self.settings.kafka)
         ensure_topics(self.settings.kafka)
         self.producer = Producer(self.settings.kafka, self.client_id)
@@ -172,6 +189,8 @@ class Dispatcher:
             self.producer.close()
         if self.conn is not None:
             self.conn.close()
+        if self.timeline is not None:
+            self.timeline.client.close()
         self._maybe_report(force=True)
         log.info("dispatcher stopped")
 
@@ -186,6 +205,7 @@ class Dispatcher:
                 self.handle_infraction(value)
             else:
                 self.handle_report(value)
+                self.record_timeline(value)
         except (messages.InvalidMessage, UnknownPlace) as exc:
             assert self.dlq is not None
             key = message.key()
@@ -252,6 +272,12 @@ class Dispatcher:
                     max(0, after.closed_ms - after.assigned_ms) / 1000
                 )
             self.serve_queue()
+
+    def record_timeline(self, event: dict[str, Any]) -> None:
+        """One step of an incident's timeline in the read model (the dashboard's history);
+        a replayed event overwrites its own entry."""
+        assert self.timeline is not None
+        readmodel.record_dispatch_events(self.timeline, [event])
 
     # -- the queue -----------------------------------------------------------------------
 
