@@ -1,6 +1,7 @@
 """The dispatcher against the real broker, MariaDB and read model: two instances racing for
 units, bad input to the DLQ, the queue served by severity then age, units off duty and back,
-a unit's reports out of order, every dispatch event in the read model's timeline once."""
+an incident no unit can take passed over, a unit's reports out of order, every dispatch
+event in the read model's timeline once."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from casatwin.bus import topics
 from casatwin.bus.producer import Producer
 from casatwin.city import load, synthetic
 from casatwin.dispatch import store
+from casatwin.dispatch.nearest import Place
+from casatwin.dispatch.planner import Incident
 from casatwin.dispatch.service import Dispatcher
 from casatwin.readmodel import store as readmodel
 from casatwin.registry import db
@@ -193,13 +196,7 @@ def test_the_queue_is_served_by_severity_then_age_and_off_duty_units_wait(setup,
     time.sleep(1)  # a few queue checks: nobody is on duty
     assert rows(settings, queued)[0][0] == 3
     # One unit back on duty at a time: each takes the most severe, then oldest, incident.
-    order = []
-    mine = "SELECT infraction_id FROM dispatch_assignments WHERE unit_id = %s"
-    for unit in units[:3]:
-        store.set_on_duty(conn, [unit], True)
-        assert wait_for(lambda u=unit: rows(settings, mine, (u,)), 20)
-        order.append(rows(settings, mine, (unit,))[0][0])
-    assert order == ["INF-0003", "INF-0002", "INF-0001"]
+    assert served_one_by_one(settings, conn, units[:3]) == ["INF-0003", "INF-0002", "INF-0001"]
     # A closed assignment frees its unit, which serves the queue again; times are kept.
     dispatch_id = store.dispatch_id_of("INF-0003")
     now = int(time.time() * 1000)
@@ -219,6 +216,40 @@ def test_the_queue_is_served_by_severity_then_age_and_off_duty_units_wait(setup,
     assert states[units[0]] == "available" and states[units[3]] == "off_duty"
     conn.close()
     assert dispatcher.planner.pack is pack
+
+
+def served_one_by_one(settings, conn, units) -> list[str]:
+    """Bring ``units`` back on duty one at a time: the infraction each is given."""
+    order = []
+    mine = "SELECT infraction_id FROM dispatch_assignments WHERE unit_id = %s"
+    for unit in units:
+        store.set_on_duty(conn, [unit], True)
+        assert wait_for(lambda u=unit: rows(settings, mine, (u,)), 20), f"{unit} got nothing"
+        order.append(rows(settings, mine, (unit,))[0][0])
+    return order
+
+
+def test_an_incident_no_unit_can_take_does_not_hold_up_the_queue(setup, pack):
+    settings, infractions_topic, _, start, send = setup
+    units = [u.unit_id for u in police_units_of(pack)]
+    conn = db.open_connection(settings.mariadb)
+    store.set_on_duty(conn, units, False)
+    start(1)
+    t0 = int(time.time() * 1000) - 60_000
+    # The most urgent incident was queued under another version of the city pack: its
+    # segment is not on this map, no unit can be sent there.
+    lost = Incident("INF-0001", "red_light", t0, 33.585, -7.625, Place(0, 10.0), 0)
+    assert store.enqueue(conn, lost, "s-gone")
+    send(infractions_topic, [
+        infraction(pack, 2, 9, klass=3, event_ts=t0 + 1000),
+        infraction(pack, 3, 11, klass=2, event_ts=t0 + 2000),
+    ])  # fmt: skip
+    queued = "SELECT infraction_id FROM dispatch_assignments WHERE status = 'queued'"
+    assert wait_for(lambda: len(rows(settings, queued)) == 3, 30)
+    # The others are served past it, still most severe first.
+    assert served_one_by_one(settings, conn, units[:2]) == ["INF-0003", "INF-0002"]
+    assert rows(settings, queued) == [("INF-0001",)]
+    conn.close()
 
 
 def test_an_arrival_reported_after_the_close_still_counts_once(setup, pack):

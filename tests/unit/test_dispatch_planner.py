@@ -1,4 +1,7 @@
-"""The planner: infractions put on the map, severity, unit homes, congestion in the routing."""
+"""The planner: infractions put on the map, queued incidents put back on it, severity, unit
+homes, congestion in the routing."""
+
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -50,6 +53,32 @@ def test_an_intersection_infraction_is_placed_at_the_junction(planner):
 def test_an_infraction_off_the_map_is_refused_with_the_reason(planner, infraction, reason):
     with pytest.raises(UnknownPlace, match=reason):
         planner.locate({"lat": 0, "lon": 0} | infraction)
+
+
+@dataclass(frozen=True)
+class QueuedRow:
+    infraction_id: str
+    infraction_type: str
+    created_ms: int
+    severity: int
+    segment_id: str | None
+    offset_m: float | None
+    lat: float | None
+    lon: float | None
+
+
+def test_a_queued_incident_is_put_back_where_it_was_unless_the_map_changed(planner):
+    incident = planner.incident(at(planner, 7, 120.0))
+    row = QueuedRow(
+        "I-1", "speeding", 1, 2, planner.pack.segment_ids[7],
+        incident.place.offset_m, incident.lat, incident.lon,
+    )  # fmt: skip
+    assert planner.queued_incident(row) == incident
+    # Queued under another version of the pack: it cannot be placed, so no unit is chosen.
+    with pytest.raises(UnknownPlace, match="segment 's-gone' is not in city pack 'grid'"):
+        planner.queued_incident(replace(row, segment_id="s-gone"))
+    with pytest.raises(UnknownPlace):
+        planner.queued_incident(replace(row, segment_id=None))
 
 
 def test_severity_puts_court_cases_first_then_the_class():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,6 +36,19 @@ class Incident:
     lon: float
     place: Place
     severity: int
+
+
+class Queued(Protocol):
+    """What the queue keeps of an incident (a ``dispatch_assignments`` row)."""
+
+    infraction_id: str
+    infraction_type: str
+    created_ms: int
+    severity: int
+    segment_id: str | None
+    offset_m: float | None
+    lat: float | None
+    lon: float | None
 
 
 def severity(decision: dict[str, Any]) -> int:
@@ -104,13 +117,30 @@ class Planner:
             severity(infraction["decision"]),
         )
 
+    def queued_incident(self, queued: Queued) -> Incident:
+        """The incident of a queued record; :class:`UnknownPlace` if its segment is not in
+        this pack (it was queued under another version of the pack)."""
+        return Incident(
+            queued.infraction_id,
+            queued.infraction_type,
+            queued.created_ms,
+            float(queued.lat or 0.0),
+            float(queued.lon or 0.0),
+            Place(self._segment(queued.segment_id or ""), float(queued.offset_m or 0.0)),
+            queued.severity,
+        )
+
+    def _segment(self, segment_id: str) -> int:
+        segment = self.pack.segment_index.get(segment_id)
+        if segment is None:
+            raise UnknownPlace(f"segment {segment_id!r} is not in city pack {self.pack.name!r}")
+        return segment
+
     def locate(self, infraction: dict[str, Any]) -> Place:
         pack = self.pack
         segment_id = infraction.get("segment_id")
         if segment_id:
-            segment = pack.segment_index.get(segment_id)
-            if segment is None:
-                raise UnknownPlace(f"segment {segment_id!r} is not in city pack {pack.name!r}")
+            segment = self._segment(segment_id)
         elif infraction.get("intersection_id"):
             where = pack.intersection_index.get(infraction["intersection_id"])
             if where is None:

@@ -44,7 +44,7 @@ from casatwin.bus.producer import Producer
 from casatwin.city.model import CityPack
 from casatwin.config import Settings
 from casatwin.dispatch import store
-from casatwin.dispatch.nearest import Choice, Place
+from casatwin.dispatch.nearest import Choice
 from casatwin.dispatch.planner import Incident, Planner, UnknownPlace, freshness
 from casatwin.logs import get_logger
 from casatwin.observability.families import observe_event_latency
@@ -121,6 +121,7 @@ class Dispatcher:
         self.consumer: confluent_kafka.Consumer | None = None
         self.congestion: confluent_kafka.Consumer | None = None
         self._tally = _Tally()
+        self._unplaceable: set[str] = set()  # queued incidents already reported off the map
         self._next_queue_check = 0.0
         self._next_refresh = 0.0
 
@@ -282,17 +283,25 @@ class Dispatcher:
     # -- the queue -----------------------------------------------------------------------
 
     def serve_queue(self) -> int:
-        """Give queued incidents (most severe, then oldest, first) the free units."""
+        """Give queued incidents (most severe, then oldest, first) the free units. One that
+        none of them can take is passed over until the next check: it must not hold up
+        the incidents behind it."""
         assert self.conn is not None
         served = 0
+        passed_over: set[str] = set()
         for _ in range(QUEUE_PER_CHECK):
             try:
-                result = store.assign_queued(self.conn, self._pick_for_queued, self._now_ms())
+                result = store.assign_queued(
+                    self.conn, self._pick_for_queued, self._now_ms(), passed_over
+                )
             except store.UnitTaken:
                 CONFLICTS.inc()
                 continue
             if result is None:
                 break
+            if isinstance(result, store.PassedOver):
+                passed_over.add(result.queued.dispatch_id)
+                continue
             queued, _, _, (incident, choice) = result
             self._publish_assigned(queued.dispatch_id, incident, choice)
             served += 1
@@ -301,19 +310,17 @@ class Dispatcher:
     def _pick_for_queued(
         self, queued: store.Assignment, free: list[str]
     ) -> tuple[str, float, Any] | None:
-        pack = self.planner.pack
-        segment = pack.segment_index.get(queued.segment_id or "")
-        if segment is None:
+        try:
+            incident = self.planner.queued_incident(queued)
+        except UnknownPlace as exc:
+            if queued.dispatch_id not in self._unplaceable:  # said once, not every check
+                self._unplaceable.add(queued.dispatch_id)
+                log.warning(
+                    "queued incident not on this city's map; passed over",
+                    infraction=queued.infraction_id,
+                    reason=str(exc),
+                )
             return None
-        incident = Incident(
-            queued.infraction_id,
-            queued.infraction_type,
-            queued.created_ms,
-            float(queued.lat or 0.0),
-            float(queued.lon or 0.0),
-            Place(segment, float(queued.offset_m or 0.0)),
-            queued.severity,
-        )
         choice = self.planner.choose_free(incident, free)
         if choice is None:
             return None

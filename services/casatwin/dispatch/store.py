@@ -10,6 +10,7 @@ recognised by the primary key and assigned nothing.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,29 +133,44 @@ def enqueue(conn: db.Connection, incident: Incident, segment_id: str) -> bool:
         cursor.close()
 
 
+@dataclass(frozen=True)
+class PassedOver:
+    """A queued incident that none of the free units can take (not on this city pack's
+    map, out of their reach): it keeps its place and the next one is served."""
+
+    queued: Assignment
+
+
 def assign_queued(
-    conn: db.Connection, pick: Any, now_ms: int
-) -> tuple[Assignment, str, float, Any] | None:
-    """Give the most urgent queued incident (severity, then age) a unit.
+    conn: db.Connection, pick: Any, now_ms: int, passed_over: Collection[str] = ()
+) -> tuple[Assignment, str, float, Any] | PassedOver | None:
+    """Give the most urgent queued incident (severity, then age) not in ``passed_over``
+    (dispatch ids) a unit.
 
     ``pick(assignment, free_unit_ids)`` returns ``(unit_id, eta_s, extra)`` or None. The
     queue head is locked (``SKIP LOCKED``: another dispatcher takes the next one), so one
-    incident is never assigned twice. Returns what was assigned, or None.
+    incident is never assigned twice. Returns what was assigned, :class:`PassedOver` if
+    ``pick`` found no unit for the head, or None (nothing queued, no unit free).
     """
+    skip = f" AND dispatch_id NOT IN ({', '.join(['%s'] * len(passed_over))})"
 
-    def work(cursor: db.Cursor) -> tuple[Assignment, str, float, Any] | None:
+    def work(cursor: db.Cursor) -> tuple[Assignment, str, float, Any] | PassedOver | None:
         cursor.execute(
             f"SELECT {_ASSIGNMENT_COLUMNS} FROM dispatch_assignments WHERE status = 'queued'"
-            " ORDER BY severity, created_ms LIMIT 1 FOR UPDATE SKIP LOCKED"
+            f"{skip if passed_over else ''} ORDER BY severity, created_ms LIMIT 1"
+            " FOR UPDATE SKIP LOCKED",
+            tuple(passed_over) or None,
         )
         row = cursor.fetchone()
         if row is None:
             return None
         queued = Assignment(*row)
         free = free_units(cursor)
-        chosen = pick(queued, free) if free else None
-        if chosen is None:
+        if not free:
             return None
+        chosen = pick(queued, free)
+        if chosen is None:
+            return PassedOver(queued)
         unit_id, eta_s, extra = chosen
         db.scalar(cursor, "SELECT unit_id FROM police_units WHERE unit_id = %s FOR UPDATE",
                   (unit_id,))  # fmt: skip
