@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from casatwin.bus.consumer import read_to_end, reader
@@ -49,5 +50,16 @@ def read(settings: Settings, topic: str) -> list[dict[str, Any]]:
     consumer = reader(settings.kafka, [topic], "test-read", start="earliest")
     try:
         return [orjson.loads(m.value()) for m in read_to_end(consumer, 15)]
+    finally:
+        consumer.close()
+
+
+def committed(settings: Settings, group: str, topic: str) -> int:
+    """How many messages of ``topic`` (a fresh one: offsets from 0) ``group`` committed."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return sum(max(0, tp.offset) for tp in offsets)
     finally:
         consumer.close()

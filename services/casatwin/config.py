@@ -360,6 +360,14 @@ class DispatcherSettings:
     simulate: bool = setting(
         True, "The simulator drives the units the dispatcher assigns (casatwin.dispatch)."
     )
+    backoff_base_s: float = setting(
+        0.5, "First wait before trying again while MariaDB or the read model is unreachable."
+    )
+    backoff_max_s: float = setting(
+        5.0,
+        "Longest wait between attempts while a store is unreachable; below "
+        "kafka.max_poll_interval_ms, so the instance keeps its partitions meanwhile.",
+    )
     metrics_port: int = setting(9404, "Port of the dispatcher's /metrics endpoint (0: off).")
 
     def handling_s(self, infraction_type: str) -> float:

@@ -1,10 +1,11 @@
 """The dispatcher against the real broker, MariaDB and read model: two instances racing for
 units, bad input to the DLQ, the queue served by severity then age, units off duty and back,
 an incident no unit can take passed over, a unit's reports out of order, every dispatch
-event in the read model's timeline once."""
+event in the read model's timeline once, a MariaDB outage waited out with nothing lost."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -15,6 +16,7 @@ import pytest
 from casatwin.bus import topics
 from casatwin.bus.producer import Producer
 from casatwin.city import load, synthetic
+from casatwin.devstack.servers import MariaDBServer, free_port
 from casatwin.dispatch import store
 from casatwin.dispatch.nearest import Place
 from casatwin.dispatch.planner import Incident
@@ -24,7 +26,7 @@ from casatwin.registry import db
 from casatwin.registry.loader import police_units_of
 from casatwin_dashboard.history import find_timeline
 from tests.conftest import query
-from tests.dispatch_support import create_topics, dispatch_db, read, wait_for
+from tests.dispatch_support import committed, create_topics, dispatch_db, read, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,22 +63,39 @@ def infraction(pack, n, segment, *, klass=2, event_ts=None, required=True, **ext
 
 
 @pytest.fixture
-def setup(broker_settings, mariadb, mongo, pack):
+def server(request, mariadb, tmp_path):
+    """The session's MariaDB; or, parametrised "private", one of the test's own to stop."""
+    if getattr(request, "param", None) != "private":
+        yield mariadb
+        return
+    private = MariaDBServer("127.0.0.1", free_port(), tmp_path / "mariadb",
+                            options={"innodb-buffer-pool-size": "32M"})  # fmt: skip
+    private.start()
+    yield private
+    private.stop()
+
+
+@pytest.fixture
+def setup(broker_settings, server, mongo, pack):
     """Settings with private topics and databases, and a way to run dispatchers."""
     (infractions_topic,) = create_topics(broker_settings, 4, 1)
     (dispatch_topic,) = create_topics(broker_settings, 2, 1)
     settings = broker_settings.replace(
-        mariadb=dispatch_db(mariadb, pack).__dict__,
+        mariadb=dispatch_db(server, pack).__dict__,
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
-        dispatcher={"consumer_group": f"dispatch-{uuid.uuid4().hex[:6]}", "queue_check_s": 0.3},
+        dispatcher={
+            "consumer_group": f"dispatch-{uuid.uuid4().hex[:6]}",
+            "queue_check_s": 0.3,
+            "backoff_max_s": 1.0,
+        },
     )
     running: list[tuple[Dispatcher, threading.Thread]] = []
     stop = threading.Event()
 
-    def start(n: int) -> list[Dispatcher]:
+    def start(n: int, **dispatcher) -> list[Dispatcher]:
         for i in range(n):
             d = Dispatcher(
-                settings,
+                settings.replace(dispatcher=dispatcher),
                 pack,
                 client_id=f"dispatcher-{i}",
                 infractions_topic=infractions_topic,
@@ -324,3 +343,67 @@ def test_every_dispatch_event_reaches_the_timeline_once_and_in_order(setup, pack
     assert all(e["unit_id"] == assigned["unit_id"] for e in recorded)
     assert recorded[0]["route"] == assigned["route"] and recorded[0]["eta_s"] == assigned["eta_s"]
     assert recorded[2]["response_s"] == 122.0 and recorded[2]["ts"] == now + 2000
+
+
+def outage_lines(caplog, event: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "casatwin.dispatcher" and event in r.message]
+
+
+@pytest.mark.parametrize("server", ["private"], indirect=True)
+def test_a_mariadb_outage_pauses_the_dispatcher_which_then_loses_nothing(
+    setup, server, pack, caplog
+):
+    caplog.set_level(logging.INFO, logger="casatwin.dispatcher")
+    settings, infractions_topic, dispatch_topic, start, send = setup
+    group = settings.dispatcher.consumer_group
+    # No queue check after the first: the outage is met handling a message, half-way
+    # through a batch.
+    start(1, queue_check_s=3600)
+    send(infractions_topic, [infraction(pack, 901, 5)])
+    assert wait_for(lambda: committed(settings, group, dispatch_topic) == 1, 30)  # assigned
+    (assigned,) = read(settings, dispatch_topic)
+    assert committed(settings, group, infractions_topic) == 1
+
+    server.stop()
+    # One partition, so one batch: the first needs no unit (handled without MariaDB), the
+    # second a unit (not handled while it is away).
+    same = {"vehicle": {"vehicle_id": "TX-00902"}}
+    send(infractions_topic, [
+        infraction(pack, 904, 7, required=False, **same),
+        infraction(pack, 902, 9, **same),
+    ])  # fmt: skip
+    paused = "MariaDB unreachable; dispatching paused, no message lost, retrying"
+    assert wait_for(lambda: outage_lines(caplog, paused), 30)
+    # More arrives meanwhile: an infraction, the unit's reports.
+    now = int(time.time() * 1000)
+    report = {k: assigned[k] for k in ("dispatch_id", "infraction_id", "unit_id")}
+    send(infractions_topic, [infraction(pack, 903, 11)])
+    send(dispatch_topic, [
+        report | {"status": "en_route", "ts": now},
+        report | {"status": "on_scene", "ts": now + 1000, "response_s": 61.0},
+    ])  # fmt: skip
+    assert wait_for(lambda: len(outage_lines(caplog, paused)) >= 3, 30)
+    # Still running, retrying with backoff; committed: what was handled, and no more.
+    line = outage_lines(caplog, paused)[-1]
+    assert line.levelname == "WARNING"
+    fields = line.casatwin_fields
+    assert fields["failures_in_row"] >= 3 and 0 < fields["retry_in_s"] <= 1.0
+    assert fields["reason"].startswith(f"cannot reach MariaDB at 127.0.0.1:{server.port}")
+    assert committed(settings, group, infractions_topic) == 2
+    assert committed(settings, group, dispatch_topic) == 1
+
+    server.start()
+    rows_of = "SELECT infraction_id, status, unit_id IS NOT NULL FROM dispatch_assignments"
+    expected = [("INF-0901", "on_scene", 1), ("INF-0902", "assigned", 1),
+                ("INF-0903", "assigned", 1)]  # fmt: skip
+    assert wait_for(lambda: sorted(rows(settings, rows_of)) == expected, 60), rows(
+        settings, rows_of
+    )
+    assert outage_lines(caplog, "MariaDB reachable again; dispatching resumed")
+    # Each infraction assigned once, every message handled and then committed.
+    assert wait_for(lambda: committed(settings, group, dispatch_topic) == 5, 30)
+    assert committed(settings, group, infractions_topic) == 4
+    published = [e for e in read(settings, dispatch_topic) if e["status"] == "assigned"]
+    assert sorted(e["infraction_id"] for e in published) == ["INF-0901", "INF-0902", "INF-0903"]
+    arrival = "SELECT arrived_ms, response_s FROM dispatch_assignments WHERE infraction_id = %s"
+    assert rows(settings, arrival, ("INF-0901",)) == [(now + 1000, 61.0)]

@@ -20,10 +20,16 @@ One step per batch of messages, in a consumer group (instances share the partiti
 Offsets are committed after the batch is recorded: a replay assigns nothing twice (the
 dispatch id is the infraction's) and rewrites the same timeline entries (keyed by dispatch
 id and status). Bad input goes to the DLQ with the reason.
+
+A store that goes away (MariaDB, the read model) pauses the dispatcher instead of ending
+it: what was handled is committed, the consumer is sent back to the first message that was
+not, and the step is tried again with backoff, logged each time (:mod:`outage`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,9 +49,11 @@ from casatwin.bus.dlq import DeadLetterWriter
 from casatwin.bus.producer import Producer
 from casatwin.city.model import CityPack
 from casatwin.config import Settings
-from casatwin.dispatch import store
+from casatwin.dispatch import outage, store
 from casatwin.dispatch.nearest import Choice
 from casatwin.dispatch.planner import Incident, Planner, UnknownPlace, freshness
+from casatwin.errors import UserError
+from casatwin.gateway.backoff import Backoff
 from casatwin.logs import get_logger
 from casatwin.observability.families import observe_event_latency
 from casatwin.readmodel import store as readmodel
@@ -114,6 +122,10 @@ class Dispatcher:
         self.dispatch_topic = dispatch_topic
         self.congestion_topic = congestion_topic
         self.clock = clock
+        self.rand = random.random
+        self.outage = outage.Outage(
+            Backoff(settings.dispatcher.backoff_base_s, settings.dispatcher.backoff_max_s)
+        )
         self.conn: db.Connection | None = None
         self.timeline: Database | None = None  # the read model
         self.producer: Producer | None = None
@@ -157,19 +169,64 @@ class Dispatcher:
         )
 
     def run_until(self, stop: threading.Event) -> None:
+        """Step until ``stop``; an unreachable store is waited for, other errors end it."""
         assert self.consumer is not None, "start() first"
         while not stop.is_set():
-            self.step()
+            try:
+                if self.outage.failures:
+                    self._probe()
+                self.step()
+            except Exception as exc:
+                down = outage.unavailable(exc)
+                if down is None:
+                    raise
+                self._pause(down, stop)
+
+    def _pause(self, down: outage.StoreUnavailable, stop: threading.Event) -> None:
+        now = time.monotonic()
+        delay = self.outage.failed(down.store, now, self.rand)
+        log.warning(
+            f"{down.store} unreachable; dispatching paused, no message lost, retrying",
+            reason=down.reason,
+            failures_in_row=self.outage.failures,
+            down_s=round(self.outage.lasted(now), 1),
+            retry_in_s=round(delay, 2),
+        )
+        stop.wait(delay)
+
+    def _probe(self) -> None:
+        """Raise :class:`outage.StoreUnavailable` unless the store that was away answers."""
+        if self.outage.store == outage.MARIADB:
+            if self.conn is not None:
+                with contextlib.suppress(Exception):  # broken: we only let go of it
+                    self.conn.close()
+                self.conn = None
+            try:
+                self.conn = db.connect(self.settings.mariadb)
+            except UserError as exc:
+                raise outage.StoreUnavailable(outage.MARIADB, exc.message) from None
+        else:
+            assert self.timeline is not None
+            self.timeline.command("ping")
+        log.info(
+            f"{self.outage.store} reachable again; dispatching resumed",
+            down_s=round(self.outage.lasted(time.monotonic()), 1),
+            attempts=self.outage.failures,
+        )
+        self.outage.end()
 
     def step(self, timeout_s: float = 0.2) -> None:
         """One batch of messages, then the periodic work that is due."""
         assert self.consumer is not None and self.producer is not None
         batch = next_batch(self.consumer, max_messages=500, timeout_s=timeout_s)
-        for message in batch:
-            self._handle(message)
-        if batch:
-            self.producer.flush(10.0)
-            self.consumer.commit(asynchronous=False)
+        handled = 0
+        try:
+            for message in batch:
+                self._handle(message)
+                handled += 1
+        finally:
+            if batch:
+                self._settle(batch, handled)
         now = time.monotonic()
         if now >= self._next_queue_check:
             self._next_queue_check = now + self.settings.dispatcher.queue_check_s
@@ -194,6 +251,26 @@ class Dispatcher:
             self.timeline.client.close()
         self._maybe_report(force=True)
         log.info("dispatcher stopped")
+
+    def _settle(self, batch: list[confluent_kafka.Message], handled: int) -> None:
+        """Commit the handled messages once what they published is out; send the consumer
+        back to each partition's first message that was not handled, to read it again."""
+        assert self.consumer is not None and self.producer is not None
+        self.producer.flush(10.0)
+        commit, again = outage.resume_points(
+            [(m.topic(), m.partition(), m.offset()) for m in batch], handled
+        )
+        for (topic, partition), offset in again.items():
+            try:
+                self.consumer.seek(confluent_kafka.TopicPartition(topic, partition, offset))
+            except confluent_kafka.KafkaException as exc:
+                # Revoked meanwhile: its new owner starts from the committed offset.
+                log.debug("partition not read again here", partition=partition, reason=str(exc))
+        if commit:
+            self.consumer.commit(
+                offsets=[confluent_kafka.TopicPartition(t, p, o) for (t, p), o in commit.items()],
+                asynchronous=False,
+            )
 
     # -- messages ------------------------------------------------------------------------
 
