@@ -134,19 +134,43 @@ def test_bus_is_reachable_from_the_other_nodes_and_has_the_topics(converged):
     assert "casatwin.telemetry" in out and "casatwin.infractions" in out, out
 
 
+# What the dashboard's account must not do (MariaDB refuses: 1142, command denied).
+DASHBOARD_REFUSED = {
+    "create a table": "CREATE TABLE intruder (id INT)",
+    "change the audit": "UPDATE identity_views SET operator = 'intruder'",
+    "delete the audit": "DELETE FROM identity_views",
+    "add an operator": "INSERT INTO dashboard_operators (name, password_hash) VALUES ('x', 'y')",
+    "change a password": "UPDATE dashboard_operators SET password_hash = 'intruder'",
+    "write the ledger": "INSERT INTO infractions (infraction_id) VALUES ('intruder')",
+}
+
+
 def test_each_service_account_has_only_its_privileges(converged):
-    """MariaDB on the broker node, reached from the compute node with the vault's passwords."""
+    """MariaDB on the broker node, reached from the compute node with the vault's passwords.
+    The dashboard reads, writes the audit of identity views and nothing else; the migrator
+    owns the schema."""
     script = r"""
 import os, pymysql
 kw = dict(host="optiplex", database="casatwin", connect_timeout=10)
 pw = dict(line.strip().split("=", 1) for line in open("/run/pw") if "=" in line)
 reader = pymysql.connect(user="casatwin_dashboard", password=pw["dashboard"], **kw)
-reader.cursor().execute("SELECT 1")
-try:
-    reader.cursor().execute("CREATE TABLE intruder (id INT)")
-    print("dashboard could create a table")
-except pymysql.err.OperationalError as exc:
-    print("refused", exc.args[0])
+cur = reader.cursor()
+cur.execute("SELECT COUNT(*) FROM dashboard_operators")
+cur.execute("SELECT COUNT(*) FROM identity_views")
+print("dashboard reads")
+cur.execute(
+    "INSERT INTO identity_views (operator, infraction_id, driver_ref, client_address, request) "
+    "VALUES ('appliance-test', 'none', '', '', 'privilege check')"
+)
+reader.rollback()  # allowed, and left no row
+print("dashboard audits")
+for what, sql in REFUSED.items():
+    try:
+        cur.execute(sql)
+        print("dashboard could", what)
+    except pymysql.MySQLError as exc:
+        print("refused", what, exc.args[0])
+reader.rollback()
 owner = pymysql.connect(user="casatwin_migrator", password=pw["migrator"], **kw)
 owner.cursor().execute("CREATE TABLE IF NOT EXISTS appliance_probe (id INT)")
 owner.cursor().execute("DROP TABLE appliance_probe")
@@ -160,8 +184,11 @@ print("migrator ok")
         + "\n".join(f"{k}={v}" for k, v in passwords.items())
         + "\nEOF\nchmod 600 /run/pw"
     )
+    script = f"REFUSED = {DASHBOARD_REFUSED!r}\n" + script
     out = prodesk.sh(f"/opt/casatwin/venv/bin/python - <<'EOF'\n{script}\nEOF")
-    assert "refused 1142" in out, out  # 1142: command denied to user
+    assert "dashboard reads" in out and "dashboard audits" in out, out
+    for what in DASHBOARD_REFUSED:
+        assert f"refused {what} 1142" in out, (what, out)  # 1142: command denied to user
     assert "migrator ok" in out, out
 
 
@@ -239,6 +266,51 @@ def test_scripted_infractions_flow_end_to_end_across_a_processor_restart(converg
     assert scripted == sorted(SCRIPTED.items()), scripted
     simulator = edge.sh("systemctl show -p Result,ExecMainStatus casatwin-e2e", check=False)
     assert "ExecMainStatus=0" in simulator, simulator
+
+
+def test_operator_added_by_the_playbook_sees_an_identity_and_the_view_is_audited(converged):
+    """playbooks/add-operator.yml adds an operator as the migrator account; logged in from the
+    host, the operator sees a driver's identity, which the dashboard's own account audits
+    first (its one write)."""
+    import secrets
+
+    from tests.appliance import ansible
+
+    name, password = "appliance.operator", secrets.token_urlsafe(18)
+    run = ansible.playbook(
+        [*converged.args, "-e", f"casatwin_operator_name={name}",
+         "-e", f"casatwin_operator_password={password}"],
+        converged.logs / "add-operator.log", timeout_s=300, playbook="playbooks/add-operator.yml",
+    )  # fmt: skip
+    assert run.returncode == 0, f"add-operator failed (log: {run.log}):\n{run.tail()}"
+    assert f"operator {name} created" in run.output, run.tail()
+    assert password not in run.output
+
+    edge = converged.machine("lenovo")
+    base = f"http://{edge.address}:8080"
+    login = urllib.request.Request(
+        f"{base}/api/login", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"name": name, "password": password}).encode(),
+    )  # fmt: skip
+    with urllib.request.urlopen(login, timeout=30) as response:
+        cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+    infraction = _history(edge.address, next(iter(SCRIPTED)))[0]["infraction_id"]
+    url = f"{base}/api/infractions/{infraction}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert json.load(response)["identity"] == "masked"  # anyone
+    as_operator = urllib.request.Request(url, headers={"Cookie": cookie})
+    with urllib.request.urlopen(as_operator, timeout=10) as response:
+        assert json.load(response)["identity"] == "shown"  # once the view is audited
+
+    passwords = _vault_passwords(converged)
+    script = (
+        "import pymysql; c = pymysql.connect(host='optiplex', database='casatwin', "
+        f"user='casatwin_migrator', password={passwords['migrator']!r}); cur = c.cursor(); "
+        "cur.execute('SELECT COUNT(*) FROM identity_views WHERE operator = %s AND "
+        f"infraction_id = %s', ({name!r}, {infraction!r})); print('views', cur.fetchone()[0])"
+    )
+    out = converged.machine("prodesk").sh(f'/opt/casatwin/venv/bin/python -c "{script}"')
+    assert "views 1" in out, out
 
 
 def test_second_converge_changes_nothing(converged):
