@@ -35,11 +35,11 @@ NodeId\tLogEndOffset\tLag\tLastFetchTimestamp\tLastCaughtUpTimestamp\tStatus
 """
 # ...and of Kafka 3.9 and later, which adds each replica's directory id.
 KAFKA_39 = """\
-NodeId  DirectoryId             LogEndOffset  Lag   LastFetchTimestamp  LastCaughtUpTimestamp  Status
-1       dDo1k_pRSD-VmReEpu383g  15000         0     1725452183409       1725452183409          Leader
-2       wQ1Qd8dXRtuBoRHqfd7ZBw  12000         3000  1725452183000       1725452170000          Follower
-3       PecI8BL_S3WT1yYso6yUfg  15000         0     1725452183300       1725452183300          Follower
-4       AAAAAAAAAAAAAAAAAAAAAA  14990         10    1725452183300       1725452183300          Observer
+NodeId DirectoryId LogEndOffset Lag LastFetchTimestamp LastCaughtUpTimestamp Status
+1 dDo1k_pRSD-VmReEpu383g 15000 0 1725452183409 1725452183409 Leader
+2 wQ1Qd8dXRtuBoRHqfd7ZBw 12000 3000 1725452183000 1725452170000 Follower
+3 PecI8BL_S3WT1yYso6yUfg 15000 0 1725452183300 1725452183300 Follower
+4 AAAAAAAAAAAAAAAAAAAAAA 14990 10 1725452183300 1725452183300 Observer
 """
 
 
