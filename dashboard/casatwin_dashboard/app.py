@@ -1,7 +1,9 @@
 """The aiohttp application: pages, the WebSocket, the history API, operator login.
 
 ``create_app(settings)`` builds it; ``casatwin dashboard`` runs it. Blocking work (pymongo,
-PyMySQL, scrypt) runs in the loop's executor; the bus is read on threads (see feed.py).
+PyMySQL) runs in the loop's executor; password checks on one of their own, a thread or two
+(each scrypt holds 128 MiB: a burst of logins queues there rather than multiplying the
+memory); the bus is read on threads (see feed.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -71,6 +74,9 @@ class Dashboard:
         cfg = settings.dashboard
         self.sessions = SessionStore(cfg.session_ttl_s)
         self.limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_s)
+        self.password_checks = ThreadPoolExecutor(
+            cfg.login_hash_threads, thread_name_prefix="dashboard-login"
+        )
         self.page = (static_dir() / "index.html").read_text()
         self.openapi = orjson.dumps(
             yaml.safe_load((Path(__file__).with_name("openapi.yaml")).read_text())
@@ -78,6 +84,13 @@ class Dashboard:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))
+
+    async def authenticate(self, name: str, password: str) -> bool:
+        """Check a login on the password executor (queued behind the checks running)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.password_checks, partial(self.operators.authenticate, name, password)
+        )
 
     async def on_startup(self, app: web.Application) -> None:
         self.hub.start(read_bus=self.read_bus)
@@ -95,6 +108,7 @@ class Dashboard:
 
     async def on_cleanup(self, app: web.Application) -> None:
         self.db.client.close()
+        self.password_checks.shutdown(wait=False, cancel_futures=True)
 
     def operator(self, request: web.Request) -> str | None:
         return self.sessions.operator(request.cookies.get(SESSION_COOKIE), time.time())
@@ -348,16 +362,20 @@ async def login(request: web.Request) -> web.Response:
         ) from None
     now = time.time()
     keys = [f"address:{request.remote}", f"name:{name.lower()}"]
-    wait = dash.limiter.retry_after(keys, now)
+    # Counted before the check, in the same turn of the loop: concurrent attempts all count.
+    wait = dash.limiter.reserve(keys, now)
     if wait > 0:
         return json_response(
             {"error": "too many failed logins", "hint": f"try again in {wait:.0f} s"},
             429,
             headers={"Retry-After": str(int(wait) + 1)},
         )
-    ok = await dash.run(dash.operators.authenticate, name, password)
+    try:
+        ok = await dash.authenticate(name, password)
+    except Exception:
+        dash.limiter.release(keys, now)  # MariaDB away: not the caller's failure
+        raise
     if not ok:
-        dash.limiter.failed(keys, now)
         log.warning("failed operator login", name=name[:64], address=request.remote)
         raise ApiError(401, "wrong name or password")
     dash.limiter.succeeded(keys)

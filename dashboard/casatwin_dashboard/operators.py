@@ -98,7 +98,12 @@ def check_new_operator(name: str, password: str) -> None:
 
 @dataclass
 class LoginLimiter:
-    """At most ``max_failures`` failed logins per key (address, name) within ``window_s``."""
+    """At most ``max_failures`` failed logins per key (address, name) within ``window_s``.
+
+    An attempt is counted as failed *before* its password is checked (:meth:`reserve`) and
+    forgiven when it succeeds: checking takes most of a second of scrypt, and attempts
+    counted only once checked would all pass the limit together when sent at once.
+    """
 
     max_failures: int = 5
     window_s: float = 900.0
@@ -113,12 +118,25 @@ class LoginLimiter:
                 wait = max(wait, failures[0] + self.window_s - now)
         return wait
 
-    def failed(self, keys: list[str], now: float) -> None:
+    def reserve(self, keys: list[str], now: float) -> float:
+        """Count an attempt at ``now`` as failed until it succeeds, and return 0; or the
+        seconds to wait, counting nothing, if these keys have no attempt left."""
+        wait = self.retry_after(keys, now)
+        if wait > 0:
+            return wait
         for key in keys:
             self._failures.setdefault(key, deque()).append(now)
         if len(self._failures) > 10_000:  # a bounded memory under a spray of names
             for key in [k for k in self._failures if not self._recent(k, now)]:
                 del self._failures[key]
+        return 0.0
+
+    def release(self, keys: list[str], at: float) -> None:
+        """Give back the attempt reserved at ``at``: it was never judged (a store failed)."""
+        for key in keys:
+            failures = self._failures.get(key)
+            if failures and at in failures:
+                failures.remove(at)
 
     def succeeded(self, keys: list[str]) -> None:
         for key in keys:

@@ -269,6 +269,11 @@ class DashboardSettings:
         5, "Failed logins allowed per address and per operator name within the window."
     )
     login_window_s: int = setting(900, "Window of the login rate limit, in seconds.")
+    login_hash_threads: int = setting(
+        1,
+        "Threads checking passwords at login. Each check (scrypt) holds 128 MiB: logins "
+        "beyond this wait their turn instead of adding to the dashboard's memory.",
+    )
     cookie_secure: bool = setting(
         False, "Mark the session cookie Secure (set true when served over HTTPS)."
     )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -300,6 +303,62 @@ def test_login_is_rate_limited(api_settings):
     assert statuses[:3] == [401, 401, 401]
     assert statuses[3] == 429 and "Retry-After" in results[3][2].headers
     assert statuses[4] == 400
+
+
+SCRYPT_MIB = 128  # what one password check holds (128 × r × N bytes)
+
+
+def resident_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def logins_at_once(settings, bodies):
+    """POST every body to /api/login at once: (statuses, the process's resident memory
+    just before, its peak while they were answered) in MiB."""
+
+    async def scenario():
+        async with (
+            running_dashboard(settings, read_bus=False) as (_, url),
+            aiohttp.ClientSession() as http,
+        ):
+
+            async def one(body):
+                async with http.post(url + "/api/login", json=body) as response:
+                    return response.status
+
+            before, peak, done = resident_mib(), [0.0], threading.Event()
+
+            def sample():
+                while not done.wait(0.01):
+                    peak[0] = max(peak[0], resident_mib())
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            try:
+                statuses = await asyncio.gather(*(one(body) for body in bodies))
+            finally:
+                done.set()
+                sampler.join()
+            return statuses, before, peak[0]
+
+    return asyncio.run(scenario())
+
+
+def test_wrong_logins_sent_at_once_cannot_pass_the_limit_together(api_settings):
+    settings = api_settings.replace(dashboard={"login_max_failures": 3})
+    wrong = [{"name": "nobody", "password": f"guess number {i}"} for i in range(12)]
+    statuses, _, _ = logins_at_once(settings, wrong)
+    assert sorted(statuses) == [401] * 3 + [429] * 9
+
+
+def test_passwords_of_logins_sent_at_once_are_checked_one_at_a_time(api_settings):
+    # The limit out of the way: six attempts, each a 128 MiB scrypt, checked by the one
+    # thread of the default settings.
+    settings = api_settings.replace(dashboard={"login_max_failures": 100})
+    wrong = [{"name": f"guesser{i}", "password": "not the password"} for i in range(6)]
+    statuses, before, peak = logins_at_once(settings, wrong)
+    assert statuses == [401] * 6
+    assert peak - before < 1.5 * SCRYPT_MIB, f"{peak - before:.0f} MiB for six logins"
 
 
 def test_an_unreachable_read_model_is_a_clear_503_not_a_crash(api_settings):

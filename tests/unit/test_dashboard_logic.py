@@ -105,11 +105,22 @@ def test_infraction_query_and_cursor():
 def test_login_limiter_and_sessions():
     limiter = LoginLimiter(max_failures=2, window_s=60)
     keys = ["address:1.2.3.4", "name:amina"]
-    limiter.failed(keys, 0)
+    assert limiter.reserve(keys, 0) == 0
     assert limiter.retry_after(keys, 1) == 0
-    limiter.failed(keys, 1)
+    # Attempts in flight count: the third is refused before the first two are judged.
+    assert limiter.reserve(keys, 1) == 0
+    assert limiter.reserve(keys, 1.5) == pytest.approx(58.5)
     assert limiter.retry_after(["name:amina"], 2) == pytest.approx(58)
-    assert limiter.retry_after(keys, 61) == 0  # the window slid past both failures
+    # One that was never judged is given back; a success forgives them all.
+    limiter.release(keys, 1)
+    assert limiter.retry_after(keys, 2) == 0 and limiter.reserve(keys, 2) == 0
+    assert limiter.retry_after(keys, 3) > 0
+    limiter.succeeded(keys)
+    assert limiter.retry_after(keys, 3) == 0
+    limiter.reserve(keys, 4)
+    limiter.reserve(keys, 5)
+    assert limiter.retry_after(keys, 6) > 0
+    assert limiter.retry_after(keys, 65) == 0  # the window slid past both failures
     sessions = SessionStore(ttl_s=10)
     token = sessions.create("amina", now=0)
     assert sessions.operator(token, 5) == "amina"
