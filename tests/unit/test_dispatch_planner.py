@@ -1,13 +1,14 @@
 """The planner: infractions put on the map, queued incidents put back on it, severity, unit
 homes, congestion in the routing."""
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 
 from casatwin.city import load, synthetic
 from casatwin.dispatch.nearest import Place
 from casatwin.dispatch.planner import Planner, UnknownPlace, severity, station_place
+from casatwin.dispatch.store import Assignment
 
 
 @pytest.fixture(scope="module")
@@ -55,23 +56,13 @@ def test_an_infraction_off_the_map_is_refused_with_the_reason(planner, infractio
         planner.locate({"lat": 0, "lon": 0} | infraction)
 
 
-@dataclass(frozen=True)
-class QueuedRow:
-    infraction_id: str
-    infraction_type: str
-    created_ms: int
-    severity: int
-    segment_id: str | None
-    offset_m: float | None
-    lat: float | None
-    lon: float | None
-
-
 def test_a_queued_incident_is_put_back_where_it_was_unless_the_map_changed(planner):
     incident = planner.incident(at(planner, 7, 120.0))
-    row = QueuedRow(
-        "I-1", "speeding", 1, 2, planner.pack.segment_ids[7],
-        incident.place.offset_m, incident.lat, incident.lon,
+    row = Assignment(
+        dispatch_id="D-I-1", infraction_id="I-1", unit_id=None, status="queued", created_ms=1,
+        assigned_ms=None, arrived_ms=None, closed_ms=None, eta_s=None, response_s=None,
+        infraction_type="speeding", severity=2, segment_id=planner.pack.segment_ids[7],
+        offset_m=incident.place.offset_m, lat=incident.lat, lon=incident.lon,
     )  # fmt: skip
     assert planner.queued_incident(row) == incident
     # Queued under another version of the pack: it cannot be placed, so no unit is chosen.
