@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -142,3 +145,200 @@ def test_every_inventory_sees_the_one_services_enabled_default():
     assert casatwin_defaults["casatwin_services_enabled"] == "{{ memory_plan_services_enabled }}"
     local = yaml.safe_load((REPO / "inventory/local/group_vars/all/main.yml").read_text())
     assert "casatwin_services_enabled" not in local  # the plans above run on the default
+
+
+# -- what the roles template, rendered and checked here -------------------------------------
+# The converge test starts the demo engines (Tansu, nx-27017) without Grafana or the kiosk:
+# Apache Kafka's unit and server.properties, the drop-ins of the packaged servers (MariaDB,
+# MongoDB, Grafana, Prometheus, node_exporter), Spark's and the kiosk's units are rendered
+# here instead, with the garage inventory and its production engines, and checked.
+
+NODES = ("lenovo", "optiplex", "prodesk")
+UNITS = Path("etc/systemd/system")
+# What the garage inventory gets rendered, node by node (the production engines).
+GARAGE_FILES = {
+    "lenovo": {
+        "casatwin-dashboard.service", "casatwin-gateway-fake-api.service",
+        "casatwin-gateway.service", "casatwin-simulator.service", "casatwin-kiosk.service",
+        "grafana-server.service.d/casatwin.conf", "prometheus.service.d/casatwin.conf",
+        "prometheus-node-exporter.service.d/casatwin.conf",
+    },
+    "optiplex": {
+        "kafka.service", "spark-master.service", "mariadb.service.d/casatwin.conf",
+        "mongod.service.d/casatwin.conf", "prometheus-node-exporter.service.d/casatwin.conf",
+    },
+    "prodesk": {
+        "casatwin-dispatcher.service", "casatwin-processor.service", "spark-worker.service",
+        "prometheus-node-exporter.service.d/casatwin.conf",
+    },
+}  # fmt: skip
+# Executables that the roles put on the nodes (Kafka's archive, the virtualenvs of Spark and
+# CasaTwin, the spark role's wait script, the kiosk's Debian package): absent here, so the
+# one complaint systemd-analyze may make of a unit is that one of these is not executable.
+INSTALLED_ON_THE_NODES = (
+    "/opt/kafka/bin/", "/opt/spark/lib/", "/opt/casatwin/venv/bin/",
+    "/usr/local/libexec/spark-wait-for-own-address", "/usr/bin/cage",
+)  # fmt: skip
+NOT_EXECUTABLE = re.compile(
+    r"^(?P<unit>\S+): Command (?P<path>\S+) is not executable: No such file or directory$"
+)
+# The Debian (or vendor) packages' units our drop-ins extend, as stubs: what is checked is
+# the drop-in (the packages' own units are theirs).
+PACKAGED_UNITS = ("mariadb", "mongod", "grafana-server", "prometheus", "prometheus-node-exporter")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    """tests/appliance/render.yml run on the garage inventory: <dir>/<node>/<path>."""
+    work = tmp_path_factory.mktemp("render")
+    defaults = {}
+    for path in sorted((REPO / "roles").glob("*/defaults/main.yml")):
+        role_defaults = yaml.safe_load(path.read_text()) or {}
+        assert not set(role_defaults) & set(defaults), path  # prefixed: no role shadows another
+        defaults.update(role_defaults)
+    # Role defaults as the group vars of an extra inventory source: above role defaults,
+    # below the inventory's group_vars, as in a real run.
+    (work / "defaults.yml").write_text(yaml.safe_dump({"all": {"vars": defaults}}))
+    out = work / "nodes"
+    run = ansible.playbook(
+        [
+            "-i", "inventory/garage", "-i", str(work / "defaults.yml"),
+            "-e", f"render_dir={out}", "-e", "memory_plan_memtotal_mb=7842",
+            "-e", f"ansible_python_interpreter={BIN / 'python'}",
+            "-e", '{"vault_mariadb_passwords": {}, "vault_grafana_admin_password": "x",'
+                  ' "vault_tailscale_authkey": "x"}',
+        ],
+        work / "render.log", timeout_s=300, playbook="tests/appliance/render.yml",
+    )  # fmt: skip
+    assert run.returncode == 0, run.tail()
+    return out
+
+
+def systemd_verify(unit_dir: Path, units: list[str], stubs: Path) -> list[str]:
+    """What ``systemd-analyze verify`` says of these units (drop-ins included) that it
+    should not: every line but a role-installed executable's absence."""
+    env = dict(os.environ, SYSTEMD_UNIT_PATH=f"{unit_dir}:{stubs}:/usr/lib/systemd/system")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *units],
+        cwd=unit_dir, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    lines = (result.stdout + result.stderr).splitlines()
+    problems = []
+    for line in lines:
+        missing = NOT_EXECUTABLE.match(line)
+        if missing and missing["path"].startswith(INSTALLED_ON_THE_NODES):
+            continue  # a failure, and the only one allowed: the nodes have it
+        problems.append(line)
+    if result.returncode != 0 and not lines:
+        problems.append(f"systemd-analyze verify exited {result.returncode} without a word")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def package_stubs(tmp_path_factory) -> Path:
+    stubs = tmp_path_factory.mktemp("stubs")
+    for name in PACKAGED_UNITS:
+        (stubs / f"{name}.service").write_text(
+            f"[Unit]\nDescription=stand-in for the package's {name}.service\n"
+            "[Service]\nExecStart=/bin/true\n"
+        )
+    return stubs
+
+
+def _units_to_verify(unit_dir: Path) -> list[str]:
+    """Our units, and the packaged units our drop-ins extend (checked with the drop-ins)."""
+    ours = sorted(p.name for p in unit_dir.glob("*.service"))
+    extended = sorted(p.name.removesuffix(".d") for p in unit_dir.glob("*.service.d"))
+    return ours + extended
+
+
+requires_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
+
+
+def test_garage_renders_each_nodes_units_and_drop_ins(rendered):
+    for node, expected in GARAGE_FILES.items():
+        unit_dir = rendered / node / UNITS
+        found = {str(p.relative_to(unit_dir)) for p in unit_dir.rglob("*") if p.is_file()}
+        assert found == expected, (node, found ^ expected)
+
+
+@requires_systemd_analyze
+@pytest.mark.parametrize("node", NODES)
+def test_rendered_units_pass_systemd_analyze_verify(rendered, package_stubs, node):
+    unit_dir = rendered / node / UNITS
+    problems = systemd_verify(unit_dir, _units_to_verify(unit_dir), package_stubs)
+    assert problems == [], "\n".join(problems)
+
+
+@requires_systemd_analyze
+def test_the_verify_check_catches_a_wrong_unit_and_a_wrong_drop_in(
+    rendered, package_stubs, tmp_path
+):
+    """systemd-analyze verify exits 0 on an unknown key: the check reads what it says."""
+    unit_dir = tmp_path / "units"
+    shutil.copytree(rendered / "optiplex" / UNITS, unit_dir)
+    kafka = unit_dir / "kafka.service"
+    kafka.write_text(kafka.read_text().replace("MemoryMax=", "MemoryMaximum="))
+    drop_in = unit_dir / "mariadb.service.d/casatwin.conf"
+    drop_in.write_text(drop_in.read_text().replace("LimitNOFILE=", "LimitNoFile="))
+    problems = systemd_verify(unit_dir, _units_to_verify(unit_dir), package_stubs)
+    assert any("MemoryMaximum" in p for p in problems), problems
+    assert any("LimitNoFile" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_every_unit_and_drop_in_has_a_memory_max_from_the_plan(rendered, node):
+    """README: every unit gets MemoryMax= from its budget (drop-ins for the packaged ones)."""
+    unit_dir = rendered / node / UNITS
+    files = [*unit_dir.glob("*.service"), *unit_dir.glob("*.service.d/*.conf")]
+    assert files
+    for path in files:
+        found = re.findall(r"^MemoryMax=(\d+)M$", path.read_text(), re.M)
+        assert len(found) == 1 and int(found[0]) > 0, (path, found)
+
+
+def test_kafka_logs_are_outside_its_log_dirs_and_the_quorum_names_this_node(rendered):
+    root = rendered / "optiplex"
+    props = dict(
+        line.split("=", 1)
+        for line in (root / "etc/kafka/server.properties").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    unit = (root / UNITS / "kafka.service").read_text()
+    log_dir = re.search(r"^Environment=LOG_DIR=(\S+)$", unit, re.M)[1]
+    for data_dir in props["log.dirs"].split(","):
+        assert not f"{log_dir}/".startswith(f"{data_dir.rstrip('/')}/"), (log_dir, data_dir)
+    assert log_dir in re.search(r"^ReadWritePaths=(.*)$", unit, re.M)[1].split()
+    voters = dict(v.split("@") for v in props["controller.quorum.voters"].split(","))
+    assert voters[props["node.id"]] == "optiplex:9093", voters
+    assert props["process.roles"] == "broker,controller"
+    assert props["advertised.listeners"] == "PLAINTEXT://optiplex:9092"
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/mariadbd").exists(), reason="no mariadbd here")
+def test_mariadb_options_pass_the_servers_own_check(rendered, tmp_path):
+    """The role's template validation (mariadbd parses the file), run on the rendered file;
+    and it refuses an unknown option and a value the server cannot take."""
+    validate = yaml.safe_load((REPO / "roles/mariadb/vars/main.yml").read_text())[
+        "_mariadb_validate_cnf"
+    ]
+    cnf = rendered / "optiplex/etc/mysql/mariadb.conf.d/60-casatwin.cnf"
+
+    def check(path: Path) -> subprocess.CompletedProcess:
+        argv = shlex.split(validate.replace("%s", str(path)))  # as the template module does
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+    result = check(cnf)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for wrong in ("innodb_bufer_pool_size = 1G", "innodb_buffer_pool_size = lots"):
+        path = tmp_path / "wrong.cnf"
+        path.write_text(cnf.read_text() + wrong + "\n")
+        assert check(path).returncode != 0, wrong
+
+
+def test_mongod_conf_caps_the_cache_from_the_plan(rendered):
+    conf = yaml.safe_load((rendered / "optiplex/etc/mongod.conf").read_text())
+    assert conf["storage"]["wiredTiger"]["engineConfig"]["cacheSizeGB"] == 0.75  # README's plan
+    assert conf["net"]["bindIp"] == "0.0.0.0"
