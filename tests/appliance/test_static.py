@@ -342,3 +342,18 @@ def test_mongod_conf_caps_the_cache_from_the_plan(rendered):
     conf = yaml.safe_load((rendered / "optiplex/etc/mongod.conf").read_text())
     assert conf["storage"]["wiredTiger"]["engineConfig"]["cacheSizeGB"] == 0.75  # README's plan
     assert conf["net"]["bindIp"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_each_services_state_directory_is_casatwin_state_dir(rendered, node):
+    """StateDirectory= (relative to /var/lib, made by systemd for the service's user) is
+    the directory the service works in and is told to keep its data in."""
+    for path in (rendered / node / UNITS).glob("casatwin-*.service"):
+        unit = path.read_text()
+        if "StateDirectory=" not in unit:
+            assert path.name == "casatwin-kiosk.service"
+            continue
+        state = "/var/lib/" + re.search(r"^StateDirectory=(\S+)$", unit, re.M)[1]
+        assert f"WorkingDirectory={state}\n" in unit, path
+        assert f"Environment=CASATWIN_GENERAL_DATA_DIR={state}\n" in unit, path
+        assert state.startswith("/var/lib/casatwin/"), path  # casatwin_state_dir's default
