@@ -1,7 +1,8 @@
 """The dispatcher against the real broker, MariaDB and read model: two instances racing for
 units, bad input to the DLQ, the queue served by severity then age, units off duty and back,
 an incident no unit can take passed over, a unit's reports out of order, every dispatch
-event in the read model's timeline once, a MariaDB outage waited out with nothing lost."""
+event in the read model's timeline once, a MariaDB or read model outage waited out with
+nothing lost."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from casatwin.bus import topics
 from casatwin.bus.producer import Producer
 from casatwin.city import load, synthetic
-from casatwin.devstack.servers import MariaDBServer, free_port
+from casatwin.devstack.servers import MariaDBServer, MongoWireServer, free_port
 from casatwin.dispatch import store
 from casatwin.dispatch.nearest import Place
 from casatwin.dispatch.planner import Incident
@@ -62,27 +63,41 @@ def infraction(pack, n, segment, *, klass=2, event_ts=None, required=True, **ext
     } | extra
 
 
+def shared_or_own(request, shared, own):
+    """``shared``; or, for a test parametrised "private", a server of its own (to stop)."""
+    if getattr(request, "param", None) != "private":
+        yield shared
+        return
+    server = own()
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def server(request, mariadb, tmp_path):
-    """The session's MariaDB; or, parametrised "private", one of the test's own to stop."""
-    if getattr(request, "param", None) != "private":
-        yield mariadb
-        return
-    private = MariaDBServer("127.0.0.1", free_port(), tmp_path / "mariadb",
-                            options={"innodb-buffer-pool-size": "32M"})  # fmt: skip
-    private.start()
-    yield private
-    private.stop()
+    """The MariaDB server of the dispatchers."""
+    yield from shared_or_own(request, mariadb, lambda: MariaDBServer(
+        "127.0.0.1", free_port(), tmp_path / "mariadb", options={"innodb-buffer-pool-size": "32M"}
+    ))  # fmt: skip
 
 
 @pytest.fixture
-def setup(broker_settings, server, mongo, pack):
+def read_model(request, mongo, tmp_path):
+    """The read model server of the dispatchers."""
+    yield from shared_or_own(
+        request, mongo, lambda: MongoWireServer("127.0.0.1", free_port(), tmp_path / "mongo")
+    )
+
+
+@pytest.fixture
+def setup(broker_settings, server, read_model, pack):
     """Settings with private topics and databases, and a way to run dispatchers."""
     (infractions_topic,) = create_topics(broker_settings, 4, 1)
     (dispatch_topic,) = create_topics(broker_settings, 2, 1)
     settings = broker_settings.replace(
         mariadb=dispatch_db(server, pack).__dict__,
-        mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
+        mongo={"url": read_model.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         dispatcher={
             "consumer_group": f"dispatch-{uuid.uuid4().hex[:6]}",
             "queue_check_s": 0.3,
@@ -407,3 +422,41 @@ def test_a_mariadb_outage_pauses_the_dispatcher_which_then_loses_nothing(
     assert sorted(e["infraction_id"] for e in published) == ["INF-0901", "INF-0902", "INF-0903"]
     arrival = "SELECT arrived_ms, response_s FROM dispatch_assignments WHERE infraction_id = %s"
     assert rows(settings, arrival, ("INF-0901",)) == [(now + 1000, 61.0)]
+
+
+@pytest.mark.parametrize("read_model", ["private"], indirect=True)
+def test_a_read_model_outage_pauses_the_dispatcher_until_the_timeline_is_written(
+    setup, read_model, pack, caplog
+):
+    caplog.set_level(logging.INFO, logger="casatwin.dispatcher")
+    settings, infractions_topic, dispatch_topic, start, send = setup
+    group = settings.dispatcher.consumer_group
+    start(1)
+    send(infractions_topic, [infraction(pack, 905, 5)])
+    assert wait_for(lambda: committed(settings, group, dispatch_topic) == 1, 30)  # assigned
+    (assigned,) = read(settings, dispatch_topic)
+
+    read_model.stop()
+    now = int(time.time() * 1000)
+    report = {k: assigned[k] for k in ("dispatch_id", "infraction_id", "unit_id")}
+    send(dispatch_topic, [
+        report | {"status": "en_route", "ts": now},
+        report | {"status": "on_scene", "ts": now + 1000, "response_s": 61.0},
+        report | {"status": "closed", "ts": now + 2000},
+    ])  # fmt: skip
+    paused = "read model (MongoDB) unreachable; dispatching paused, no message lost, retrying"
+    assert wait_for(lambda: outage_lines(caplog, paused), 30)
+    assert committed(settings, group, dispatch_topic) == 1
+
+    read_model.start()
+    assert wait_for(lambda: committed(settings, group, dispatch_topic) == 4, 60)
+    assert outage_lines(caplog, "read model (MongoDB) reachable again; dispatching resumed")
+    timeline = readmodel.connect(settings.mongo)
+    try:
+        steps = [e["status"] for e in find_timeline(timeline, "INF-0905")]
+    finally:
+        timeline.client.close()
+    assert steps == ["assigned", "en_route", "on_scene", "closed"]
+    # MariaDB has the unit's reports too (recorded before the read model's write failed).
+    times = "SELECT status, arrived_ms, closed_ms FROM dispatch_assignments WHERE dispatch_id = %s"
+    assert rows(settings, times, (assigned["dispatch_id"],)) == [("closed", now + 1000, now + 2000)]
