@@ -360,15 +360,21 @@ def test_every_dispatch_event_reaches_the_timeline_once_and_in_order(setup, pack
     assert recorded[2]["response_s"] == 122.0 and recorded[2]["ts"] == now + 2000
 
 
-def outage_lines(caplog, event: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "casatwin.dispatcher" and event in r.message]
+@pytest.fixture
+def logged(caplog):
+    """The dispatcher's log records of an event, from the test's start."""
+    caplog.set_level(logging.INFO, logger="casatwin.dispatcher")
+
+    def records(event: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "casatwin.dispatcher" and event in r.message]
+
+    return records
 
 
 @pytest.mark.parametrize("server", ["private"], indirect=True)
 def test_a_mariadb_outage_pauses_the_dispatcher_which_then_loses_nothing(
-    setup, server, pack, caplog
+    setup, server, pack, logged
 ):
-    caplog.set_level(logging.INFO, logger="casatwin.dispatcher")
     settings, infractions_topic, dispatch_topic, start, send = setup
     group = settings.dispatcher.consumer_group
     # No queue check after the first: the outage is met handling a message, half-way
@@ -388,7 +394,7 @@ def test_a_mariadb_outage_pauses_the_dispatcher_which_then_loses_nothing(
         infraction(pack, 902, 9, **same),
     ])  # fmt: skip
     paused = "MariaDB unreachable; dispatching paused, no message lost, retrying"
-    assert wait_for(lambda: outage_lines(caplog, paused), 30)
+    assert wait_for(lambda: logged(paused), 30)
     # More arrives meanwhile: an infraction, the unit's reports.
     now = int(time.time() * 1000)
     report = {k: assigned[k] for k in ("dispatch_id", "infraction_id", "unit_id")}
@@ -397,9 +403,9 @@ def test_a_mariadb_outage_pauses_the_dispatcher_which_then_loses_nothing(
         report | {"status": "en_route", "ts": now},
         report | {"status": "on_scene", "ts": now + 1000, "response_s": 61.0},
     ])  # fmt: skip
-    assert wait_for(lambda: len(outage_lines(caplog, paused)) >= 3, 30)
+    assert wait_for(lambda: len(logged(paused)) >= 3, 30)
     # Still running, retrying with backoff; committed: what was handled, and no more.
-    line = outage_lines(caplog, paused)[-1]
+    line = logged(paused)[-1]
     assert line.levelname == "WARNING"
     fields = line.casatwin_fields
     assert fields["failures_in_row"] >= 3 and 0 < fields["retry_in_s"] <= 1.0
@@ -414,7 +420,7 @@ def test_a_mariadb_outage_pauses_the_dispatcher_which_then_loses_nothing(
     assert wait_for(lambda: sorted(rows(settings, rows_of)) == expected, 60), rows(
         settings, rows_of
     )
-    assert outage_lines(caplog, "MariaDB reachable again; dispatching resumed")
+    assert logged("MariaDB reachable again; dispatching resumed")
     # Each infraction assigned once, every message handled and then committed.
     assert wait_for(lambda: committed(settings, group, dispatch_topic) == 5, 30)
     assert committed(settings, group, infractions_topic) == 4
@@ -426,9 +432,8 @@ def test_a_mariadb_outage_pauses_the_dispatcher_which_then_loses_nothing(
 
 @pytest.mark.parametrize("read_model", ["private"], indirect=True)
 def test_a_read_model_outage_pauses_the_dispatcher_until_the_timeline_is_written(
-    setup, read_model, pack, caplog
+    setup, read_model, pack, logged
 ):
-    caplog.set_level(logging.INFO, logger="casatwin.dispatcher")
     settings, infractions_topic, dispatch_topic, start, send = setup
     group = settings.dispatcher.consumer_group
     start(1)
@@ -445,12 +450,12 @@ def test_a_read_model_outage_pauses_the_dispatcher_until_the_timeline_is_written
         report | {"status": "closed", "ts": now + 2000},
     ])  # fmt: skip
     paused = "read model (MongoDB) unreachable; dispatching paused, no message lost, retrying"
-    assert wait_for(lambda: outage_lines(caplog, paused), 30)
+    assert wait_for(lambda: logged(paused), 30)
     assert committed(settings, group, dispatch_topic) == 1
 
     read_model.start()
     assert wait_for(lambda: committed(settings, group, dispatch_topic) == 4, 60)
-    assert outage_lines(caplog, "read model (MongoDB) reachable again; dispatching resumed")
+    assert logged("read model (MongoDB) reachable again; dispatching resumed")
     timeline = readmodel.connect(settings.mongo)
     try:
         steps = [e["status"] for e in find_timeline(timeline, "INF-0905")]
