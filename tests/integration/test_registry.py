@@ -161,6 +161,15 @@ def test_a_registry_never_shrinks_nor_mixes_seeds(loaded: MariaDBSettings):
         loader.load(loaded, 100, seed=52)
 
 
+def test_make_run_and_the_benchmarks_keep_a_larger_registry(loaded: MariaDBSettings):
+    """``make run`` and ``make bench`` need a registry of at least N drivers: after the 10M
+    load benchmark, the processor's benchmarks asking for 13,000 must not be refused."""
+    before = checksums(loaded)
+    report = loader.load(loaded, 13_000, seed=52, police_units=GRID_UNITS, at_least=True)
+    assert (report.drivers, report.rows) == (20_000, 0)
+    assert checksums(loaded) == before
+
+
 def test_an_interrupted_load_is_refused_then_finished(mariadb: MariaDBServer):
     settings = scratch_database(mariadb, "casatwin_t_interrupted")
     conn = db.open_connection(settings)

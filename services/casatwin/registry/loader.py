@@ -96,12 +96,15 @@ def load(
     police_units: list[PoliceUnit] | None = None,
     replace: bool = False,
     require_empty: bool = False,
+    at_least: bool = False,
     workdir: Path | None = None,
 ) -> LoadReport:
     """Make the registry hold ``drivers`` drivers (and their vehicles); see the module doc.
 
     ``police_units=None`` leaves the police units as they are. ``require_empty`` refuses a
-    registry that already has drivers (benchmarks measure a load from scratch).
+    registry that already has drivers (benchmarks measure a load from scratch). With
+    ``at_least``, a registry that holds more drivers is kept as it is instead of refused
+    (``make run`` and the benchmarks need *a* registry, not one of an exact size).
     """
     if not fleet.FLEET_SIZE <= drivers <= identities.MAX_DRIVERS:
         raise UserError(
@@ -125,6 +128,8 @@ def load(
                 "load from scratch",
                 hint="add --replace to empty it first (this deletes the ledgers too)",
             )
+        if drivers < have_drivers and at_least:
+            drivers = have_drivers
         if drivers < have_drivers:
             raise UserError(
                 f"the registry already holds {have_drivers:,} drivers, more than {drivers:,}",
