@@ -173,11 +173,17 @@ def render(result: dict[str, Any]) -> str:
 
 def budget(settings: Settings, seconds: int = SECONDS) -> dict[str, Any]:
     """Benchmark ``latency-budget``: ``seconds`` of 500 taxis in real time."""
-    from casatwin.processor.bench import Watcher, prepare_registry, run_simulator, running_processor
+    from casatwin.processor.bench import (
+        Watcher,
+        own_checkpoints,
+        prepare_registry,
+        run_simulator,
+        running_processor,
+    )
     from casatwin_dashboard.bench import running_dashboard
 
     prepare_registry(settings)
-    settings = settings.replace(
+    settings = own_checkpoints(settings, "latency-budget").replace(
         simulator={"speeder_share": 0.1, "red_light_runner_share": 0.05, "realtime": True},
         processor={"starting_offsets": "latest"},
     )

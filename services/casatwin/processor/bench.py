@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,16 @@ def prepare_registry(settings: Settings) -> None:
     from casatwin.registry.setup import prepare
 
     prepare(settings.replace(registry={"drivers": 13_000}))
+
+
+def own_checkpoints(settings: Settings, name: str) -> Settings:
+    """``settings`` with processor checkpoints of this benchmark's own, empty: benchmarks share
+    one set of servers and data directory, and one that resumed another's checkpoint would
+    start on its offsets (the throughput benchmark leaves a backlog of hundreds of thousands
+    of records)."""
+    where = settings.general.data_dir / "bench-checkpoints" / name
+    shutil.rmtree(where, ignore_errors=True)
+    return settings.replace(processor={"checkpoint_dir": str(where)})
 
 
 def run_simulator(settings: Settings, *args: str, wait: bool = True) -> subprocess.Popen[bytes]:
@@ -212,6 +223,7 @@ def latency(settings: Settings) -> dict[str, Any]:
     from casatwin.processor.session import build_session
 
     prepare_registry(settings)
+    settings = own_checkpoints(settings, "processor-latency")
     spark = build_session(settings)
     try:
         result = measure_latency(settings, LATENCY_SECONDS, spark)
@@ -286,9 +298,9 @@ def latency_settings(settings: Settings) -> dict[str, Any]:
     try:
         for name, change in SWEEP:
             with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
-                on_disk = settings.general.data_dir / "bench-checkpoints" / name.replace(" ", "-")
-                where = shm if change.get("checkpoint_dir") == "tmpfs" else str(on_disk)
-                variant = settings.replace(processor={**change, "checkpoint_dir": where})
+                tmpfs = {"checkpoint_dir": shm} if change.get("checkpoint_dir") == "tmpfs" else {}
+                variant = own_checkpoints(settings, f"latency-{name.replace(' ', '-')}")
+                variant = variant.replace(processor={**change, **tmpfs})
                 p = variant.processor
                 spark.conf.set("spark.sql.shuffle.partitions", str(p.shuffle_partitions))
                 spark.conf.set(
@@ -414,6 +426,7 @@ def throughput(settings: Settings) -> dict[str, Any]:
     from casatwin.processor.session import build_session
 
     prepare_registry(settings)
+    settings = own_checkpoints(settings, "processor-throughput")
     start = ends(settings, topics.TELEMETRY)
     settings = settings.replace(processor={"starting_offsets": orjson.dumps(start).decode()})
     spark = build_session(settings)
