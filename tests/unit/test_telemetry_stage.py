@@ -118,3 +118,17 @@ def test_no_fix_on_the_network_gives_no_pane(net):
     table = batch.to_pydict()
     table["segment"] = [-1] * len(table["segment"])
     assert panes(pa.RecordBatch.from_pydict(table, schema=FIX_SCHEMA), 60_000).num_rows == 0
+
+
+def test_police_units_are_not_a_sample_of_the_traffic(net):
+    """A unit waiting at its station (0 km/h) next to a taxi at 50 km/h: the segment's panes
+    are the taxi's alone."""
+    row0 = path_along(net, "Row 0")
+    taxi = Drive(net, "TX-4", row0, speeds_kmh=[50.0], duration_s=20).fixes()
+    unit = Drive(net, "PU-1", row0, speeds_kmh=[0.0], duration_s=20).fixes()
+    for fix in unit:
+        fix["kind"] = "police"
+    batch = locate(parse(records([orjson.dumps(f) for f in taxi + unit]), net.pack.bounds), net)
+    folded = panes(batch, 60_000).to_pydict()
+    assert set(folded["vehicle_id"]) == {"TX-4"}
+    assert sum(folded["fixes"]) == len(taxi)

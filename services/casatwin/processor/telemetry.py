@@ -21,6 +21,7 @@ from casatwin.bus.messages import decode_many
 from casatwin.processor.network import RoadNetwork
 
 STAGE = "processor.parse"
+POLICE = "police"  # the telemetry contract's kind of a police unit
 
 
 @dataclass(frozen=True)
@@ -175,10 +176,13 @@ def panes(fixes: pa.RecordBatch, pane_ms: int) -> pa.RecordBatch:
     windows' length and slide), so a pane's fixes enter exactly the same windows: its count,
     speed sum, minimum and maximum, and its vehicle, aggregate into those windows as the
     fixes would, with an order of magnitude fewer rows (a taxi spends seconds on a segment,
-    reporting every second). Fixes off the road network are left out.
+    reporting every second). Fixes off the road network are left out, and so are police
+    units': they wait at their stations for minutes at 0 km/h and drive with priority, so
+    they say nothing of the traffic (counted, they kept every station's street "severe").
     """
     segment = fixes.column("segment").to_numpy()
-    on_road = np.flatnonzero(segment >= 0)
+    police = fixes.column("kind").to_numpy(zero_copy_only=False) == POLICE
+    on_road = np.flatnonzero((segment >= 0) & ~police)
     if len(on_road) == 0:
         return pa.RecordBatch.from_pylist([], schema=PANE_SCHEMA)
     segment = segment[on_road]
