@@ -8,8 +8,10 @@ produced anything, and reads the output topics from their ends as they were.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -149,3 +151,30 @@ def clean_taxis(settings: MariaDBSettings, count: int) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
     finally:
         conn.close()
+
+
+def casablanca_e2e(
+    mariadb: Any, broker: Any, mongo: Any, tmp_path: Path, database: str
+) -> tuple[Settings, ko.OffsetMap, dict[str, str]]:
+    """The end-to-end set-up on Casablanca: a ledger database ``database`` with a
+    13,000-driver registry and the pack's police units, settings pointing at the test's
+    servers with the processor starting at the telemetry's end; returns the settings, the
+    end of ``casatwin.infractions`` before the test, and the simulator's environment."""
+    from casatwin.city.load import load
+    from casatwin.registry import loader
+    from tests.conftest import scratch_database
+
+    ledger = scratch_database(mariadb, database)
+    units = loader.police_units_of(load("casablanca"))
+    loader.load(ledger, 13_000, seed=52, as_of=REGISTRY_AS_OF, police_units=units)
+    settings = Settings().replace(
+        general={"data_dir": tmp_path},
+        kafka={"bootstrap": broker.bootstrap},
+        mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
+        mariadb={"host": ledger.host, "port": ledger.port, "database": ledger.database},
+    )
+    since = topic_ends(settings, topics.INFRACTIONS)
+    start = orjson.dumps(topic_ends(settings, topics.TELEMETRY)).decode()
+    settings = settings.replace(processor={"starting_offsets": start})
+    env = {**os.environ, **settings.as_env(), "CASATWIN_SIMULATOR_METRICS_PORT": "0"}
+    return settings, since, env

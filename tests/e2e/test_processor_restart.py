@@ -5,11 +5,9 @@ each scripted infraction is published and in the ledger exactly once."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import orjson
@@ -17,11 +15,10 @@ import pytest
 
 from casatwin.bus import topics
 from tests.processor_support import (
-    REGISTRY_AS_OF,
     RunningApp,
+    casablanca_e2e,
     ledger_rows,
     read_topic,
-    topic_ends,
     wait_for,
 )
 
@@ -37,28 +34,10 @@ SECONDS = 170
 
 
 def test_scripted_infractions_survive_a_processor_restart(spark, mariadb, broker, mongo, tmp_path):
-    from casatwin.city.load import load
-    from casatwin.config import Settings
-    from casatwin.registry import loader
-    from tests.conftest import scratch_database
-
-    ledger = scratch_database(mariadb, "casatwin_processor_restart")
-    units = loader.police_units_of(load("casablanca"))
-    loader.load(ledger, 13_000, seed=52, as_of=REGISTRY_AS_OF, police_units=units)
-    settings = Settings().replace(
-        general={"data_dir": tmp_path},
-        kafka={"bootstrap": broker.bootstrap},
-        mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
-        mariadb={"host": ledger.host, "port": ledger.port, "database": ledger.database},
-    )
-    since = topic_ends(settings, topics.INFRACTIONS)
-    settings = settings.replace(
-        processor={
-            "starting_offsets": orjson.dumps(topic_ends(settings, topics.TELEMETRY)).decode()
-        }
+    settings, since, env = casablanca_e2e(
+        mariadb, broker, mongo, tmp_path, "casatwin_processor_restart"
     )
     truth_path = tmp_path / "truth.json"
-    env = {**os.environ, **settings.as_env(), "CASATWIN_SIMULATOR_METRICS_PORT": "0"}
     simulator = subprocess.Popen(
         [sys.executable, "-m", "casatwin.cli", "simulator", "--realtime", "--taxis", "0",
          "--scenario", str(SCENARIO), "--seconds", str(SECONDS),

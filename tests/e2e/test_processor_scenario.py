@@ -10,10 +10,8 @@ parking of at least the dwell time.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import orjson
@@ -22,11 +20,10 @@ import pytest
 from casatwin.bus import topics
 from casatwin.readmodel.store import INFRACTIONS, connect
 from tests.processor_support import (
-    REGISTRY_AS_OF,
     RunningApp,
+    casablanca_e2e,
     ledger_rows,
     read_topic,
-    topic_ends,
     wait_for,
 )
 
@@ -57,28 +54,10 @@ def expected_decision(settings, record):
 def test_the_e2e_scenario_gives_exactly_the_scripted_infractions(
     spark, mariadb, broker, mongo, tmp_path
 ):
-    from casatwin.city.load import load
-    from casatwin.config import Settings
-    from casatwin.registry import loader
-    from tests.conftest import scratch_database
-
-    ledger = scratch_database(mariadb, "casatwin_processor_e2e")
-    units = loader.police_units_of(load("casablanca"))
-    loader.load(ledger, 13_000, seed=52, as_of=REGISTRY_AS_OF, police_units=units)
-    settings = Settings().replace(
-        general={"data_dir": tmp_path},
-        kafka={"bootstrap": broker.bootstrap},
-        mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
-        mariadb={"host": ledger.host, "port": ledger.port, "database": ledger.database},
-    )
-    since = topic_ends(settings, topics.INFRACTIONS)
-    settings = settings.replace(
-        processor={
-            "starting_offsets": orjson.dumps(topic_ends(settings, topics.TELEMETRY)).decode()
-        }
+    settings, since, env = casablanca_e2e(
+        mariadb, broker, mongo, tmp_path, "casatwin_processor_e2e"
     )
     truth_path = tmp_path / "truth.json"
-    env = {**os.environ, **settings.as_env(), "CASATWIN_SIMULATOR_METRICS_PORT": "0"}
     simulation = subprocess.run(
         [sys.executable, "-m", "casatwin.cli", "simulator", "--afap", "--scenario", str(SCENARIO),
          "--start-ms", str(START_MS), "--ground-truth", str(truth_path)],
