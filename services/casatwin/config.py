@@ -332,7 +332,8 @@ class ProcessorSettings:
     client_id: str = setting("casatwin-processor", "Kafka client id prefix of the processor.")
     consumer_group: str = setting(
         "casatwin-processor",
-        "Group the processed offsets are committed to, for lag monitoring only (recovery "
+        "Prefix of the groups each query commits its processed offsets to "
+        "(<prefix>-infractions, <prefix>-congestion), for lag monitoring only (recovery "
         "uses the checkpoint); empty: no commits.",
     )
     driver_memory: str = setting("1g", "Spark driver heap (with local[*], the whole engine).")

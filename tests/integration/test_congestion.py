@@ -63,6 +63,7 @@ def run(tmp_path_factory, broker, mongo, spark):
         kafka={"bootstrap": broker.bootstrap},
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         city=grid_city(tmp),
+        processor={"consumer_group": f"test-lag-{uuid.uuid4().hex[:8]}"},
     )
     # The intersection topic must exist for its end offsets to be read.
     producer = Producer(settings.kafka, "test-congestion-sensors")
@@ -164,3 +165,31 @@ def test_known_traffic_late_and_dropped(run):
         latest[(m["scope"], m["key"], m["window_start"])] = m
     assert latest[("segment", key, T0)]["count"] == 4
     assert latest[("intersection", "I-TEST", T0)]["level"] == "moderate"
+
+
+def test_the_query_reports_its_progress_to_a_group_of_its_own(run):
+    """The congestion query's processed offsets go to ``<prefix>-congestion``: in a group
+    shared with the infractions query they would stand for that query's progress too (the
+    faults demo stopped the broker on this, while the infractions query was still waiting
+    for MariaDB, and lost what it had not read)."""
+    import confluent_kafka
+
+    settings, net = run[:2]
+    seg = path_along(net, yaml.safe_load(KNOWN.read_text())["segment_road"])[1]
+    publish(settings, [fix(net, seg, "CT-LAG", 45 * 60, 40, 30)])
+    ends = topic_ends(settings, topics.TELEMETRY)[topics.TELEMETRY]
+    prefix = settings.processor.consumer_group
+    partitions = [confluent_kafka.TopicPartition(topics.TELEMETRY, int(p)) for p in ends]
+
+    def committed(group: str) -> dict[str, int]:
+        check = confluent_kafka.Consumer(
+            {"bootstrap.servers": settings.kafka.bootstrap, "group.id": group}
+        )
+        try:
+            return {str(tp.partition): tp.offset for tp in check.committed(partitions, 10)}
+        finally:
+            check.close()
+
+    assert wait_for(lambda: committed(f"{prefix}-congestion") == ends, 30)
+    assert all(offset < 0 for offset in committed(f"{prefix}-infractions").values())
+    assert all(offset < 0 for offset in committed(prefix).values())

@@ -51,7 +51,7 @@ log = get_logger("demo")
 
 ROOT = Path(__file__).resolve().parents[3]
 SCENARIO = ROOT / "scenarios" / "faults.yaml"
-CAUGHT_UP = 300  # records behind: about one micro-batch of a 300-taxi scenario
+Offsets = dict[tuple[str, int], int]  # (topic, partition) → offset
 
 
 @dataclass(frozen=True)
@@ -94,32 +94,49 @@ def _ledger_count(settings: Settings, since_ms: int) -> int:
         return -1  # MariaDB away
 
 
-def processor_lag(settings: Settings) -> int | None:
-    """Telemetry records not yet processed (the processor reports its processed offsets to
-    its consumer group after each batch); None when the broker or the group cannot say."""
+def telemetry_progress(settings: Settings) -> tuple[Offsets, Offsets] | None:
+    """Per partition of the telemetry: (end of the log, offset the infractions query has
+    processed up to), the query reporting its progress to its group after each batch;
+    None when the broker or the group cannot say."""
     import confluent_kafka
 
     from casatwin.bus import topics
     from casatwin.bus.watermarks import EndOffsets
+    from casatwin.processor.telemetry_source import lag_group
 
-    group = {"group.id": settings.processor.consumer_group}
+    group = {"group.id": lag_group(settings, "infractions")}
     offsets = EndOffsets(settings.kafka, "casatwin-demo-lag", timeout_s=5, **group)
     try:
         ends = offsets.ends([topics.TELEMETRY])
         committed = offsets.consumer.committed(
             [confluent_kafka.TopicPartition(t, p) for t, p in ends], timeout=5
         )
-    except Exception:  # any broker failure: the lag is unknown
+    except Exception:  # any broker failure: the progress is unknown
         return None
     finally:
         offsets.close()
     done = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
-    return sum(end - done.get(key, 0) for key, end in ends.items())
+    return ends, done
 
 
-def caught_up(settings: Settings) -> bool:
-    lag = processor_lag(settings)
-    return lag is not None and lag <= CAUGHT_UP
+def caught_up(settings: Settings) -> Callable[[], bool]:
+    """A check, to poll, that turns true once the infractions query has processed every
+    record the log held at the previous poll (at the first: at this one). What a
+    memory-only broker loses on a restart is what nobody has read yet, so with the
+    simulator stopped this waits for none, and with it playing for about one batch."""
+    target: Offsets | None = None
+
+    def check() -> bool:
+        nonlocal target
+        progress = telemetry_progress(settings)
+        if progress is None:
+            return False
+        ends, done = progress
+        reached = all(done.get(key, 0) >= end for key, end in (target or ends).items())
+        target = ends
+        return reached
+
+    return check
 
 
 def queries_started(twin: Twin) -> int:
@@ -185,7 +202,9 @@ def run(settings: Settings, stack: Stack, plan: FaultPlan, say: Say = print) -> 
         at(plan.broker_at_s)
         # What a memory-only broker loses is what nobody has read yet: stop it when the
         # processor has caught up, as an operator would before restarting it.
-        wait_until(lambda: caught_up(settings), plan.catch_up_s, 1.0)
+        if not wait_until(caught_up(settings), plan.catch_up_s, 1.0):
+            say(f"the processor has not caught up in {plan.catch_up_s:g} s; what it has not "
+                "read yet is lost with the broker")  # fmt: skip
         say(f"FAULT 3: the broker stopped for {plan.broker_down_s:g} s (memory-only: its "
             "topics are lost); producers buffer and retry")  # fmt: skip
         stack.broker.stop()

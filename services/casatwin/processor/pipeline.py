@@ -71,7 +71,7 @@ def _telemetry(
     pane_ms: int = 0,
 ) -> DataFrame:
     client_id = f"{settings.processor.client_id}-{query}"
-    options = telemetry_options(settings, client_id, dead_letters, pane_ms)
+    options = telemetry_options(settings, query, client_id, dead_letters, pane_ms)
     rows = spark.readStream.format(TELEMETRY_SOURCE).options(**options).load()
     return rows.withColumn("event_time", F.timestamp_millis("ts")).withWatermark(
         "event_time", f"{int(watermark_s * 1000)} milliseconds"

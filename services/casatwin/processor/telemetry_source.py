@@ -95,10 +95,21 @@ class TelemetrySource(KafkaSource):
         )
 
 
+def lag_group(settings: Settings, query: str) -> str:
+    """The consumer group a query reports its processed offsets to ("" for none).
+
+    One per query: the queries read the same topic at their own pace, and one group shared
+    by both would show whichever committed last (the congestion query's progress while the
+    infractions query waits for MariaDB, say)."""
+    prefix = settings.processor.consumer_group
+    return f"{prefix}-{query}" if prefix else ""
+
+
 def telemetry_options(
-    settings: Settings, client_id: str, dead_letters: bool, pane_ms: int = 0
+    settings: Settings, query: str, client_id: str, dead_letters: bool, pane_ms: int = 0
 ) -> dict[str, str]:
-    """The options of ``readStream.format("casatwin-telemetry")`` (``pane_ms``: panes)."""
+    """The options of ``readStream.format("casatwin-telemetry")`` for the streaming query
+    ``query`` (``pane_ms``: panes)."""
     p = settings.processor
     return {
         **source_options(
@@ -108,7 +119,7 @@ def telemetry_options(
             starting_offsets=p.starting_offsets,
             max_records_per_batch=p.max_records_per_batch,
             records_per_task=p.records_per_task,
-            consumer_group=p.consumer_group,
+            consumer_group=lag_group(settings, query),
         ),
         "city": orjson.dumps(dataclasses.asdict(settings.city)).decode(),
         "deadLetters": "true" if dead_letters else "false",
