@@ -41,6 +41,7 @@ log = get_logger("dashboard")
 
 T = TypeVar("T")
 SESSION_COOKIE = "casatwin_session"
+LOGIN_BUSY_RETRY_S = 5  # a few password checks of ~0.5 s each
 VIEWS = ("live", "kiosk")
 LANGUAGES = ("fr", "en")
 CSP = (
@@ -77,6 +78,7 @@ class Dashboard:
         self.password_checks = ThreadPoolExecutor(
             cfg.login_hash_threads, thread_name_prefix="dashboard-login"
         )
+        self.logins_pending = 0  # checking or waiting for a check
         self.page = (static_dir() / "index.html").read_text()
         self.openapi = orjson.dumps(
             yaml.safe_load((Path(__file__).with_name("openapi.yaml")).read_text())
@@ -85,12 +87,21 @@ class Dashboard:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))
 
+    def logins_full(self) -> bool:
+        """As many logins pending as the password threads and their queue take."""
+        cfg = self.settings.dashboard
+        return self.logins_pending >= cfg.login_hash_threads + cfg.login_queue_max
+
     async def authenticate(self, name: str, password: str) -> bool:
         """Check a login on the password executor (queued behind the checks running)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.password_checks, partial(self.operators.authenticate, name, password)
-        )
+        self.logins_pending += 1
+        try:
+            return await loop.run_in_executor(
+                self.password_checks, partial(self.operators.authenticate, name, password)
+            )
+        finally:
+            self.logins_pending -= 1
 
     async def on_startup(self, app: web.Application) -> None:
         self.hub.start(read_bus=self.read_bus)
@@ -360,6 +371,13 @@ async def login(request: web.Request) -> web.Response:
             "the body should be JSON with a name and a password",
             '{"name": "amina.b", "password": "..."}',
         ) from None
+    if dash.logins_full():
+        # Nothing counted against the caller: this is load, not a wrong password.
+        return json_response(
+            {"error": "too many logins at once", "hint": "try again in a few seconds"},
+            503,
+            headers={"Retry-After": str(LOGIN_BUSY_RETRY_S)},
+        )
     now = time.time()
     keys = [f"address:{request.remote}", f"name:{name.lower()}"]
     # Counted before the check, in the same turn of the loop: concurrent attempts all count.

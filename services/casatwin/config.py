@@ -274,6 +274,11 @@ class DashboardSettings:
         "Threads checking passwords at login. Each check (scrypt) holds 128 MiB: logins "
         "beyond this wait their turn instead of adding to the dashboard's memory.",
     )
+    login_queue_max: int = setting(
+        8,
+        "Logins that may wait for a password check; more at once are refused with 503 and "
+        "Retry-After (a spray of logins must not keep operators waiting for minutes).",
+    )
     cookie_secure: bool = setting(
         False, "Mark the session cookie Secure (set true when served over HTTPS)."
     )

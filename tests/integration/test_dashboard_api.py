@@ -361,6 +361,17 @@ def test_passwords_of_logins_sent_at_once_are_checked_one_at_a_time(api_settings
     assert peak - before < 1.5 * SCRYPT_MIB, f"{peak - before:.0f} MiB for six logins"
 
 
+def test_logins_beyond_the_queue_are_refused_at_once_and_count_for_nothing(api_settings):
+    # One thread checking, two waiting: of six logins sent at once, three are refused with
+    # 503 at once (not queued behind the others' scrypt) and use none of the attempts.
+    settings = api_settings.replace(
+        dashboard={"login_max_failures": 100, "login_hash_threads": 1, "login_queue_max": 2}
+    )
+    wrong = [{"name": f"sprayer{i}", "password": "not the password"} for i in range(6)]
+    statuses, _, _ = logins_at_once(settings, wrong)
+    assert sorted(statuses) == [401] * 3 + [503] * 3
+
+
 def test_an_unreachable_read_model_is_a_clear_503_not_a_crash(api_settings):
     from casatwin.devstack.servers import free_port
 
