@@ -13,16 +13,16 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pymongo import ASCENDING, DESCENDING
+from pymongo import DESCENDING
 from pymongo.database import Database
 
-from casatwin.bus.messages import INFRACTION_TYPES
+from casatwin.bus.messages import DISPATCH_STATUSES, INFRACTION_TYPES
 from casatwin.readmodel.store import CONGESTION, DISPATCH_EVENTS, INFRACTIONS
 
 DEFAULT_LIMIT = 50
@@ -239,9 +239,13 @@ def find_congestion(db: Database, query: CongestionQuery) -> tuple[list[dict], b
 
 
 def find_timeline(db: Database, infraction_id: str) -> list[dict[str, Any]]:
-    return list(
-        db[DISPATCH_EVENTS]
-        .find({"infraction_id": infraction_id}, {"_id": 0})
-        .sort("ts", ASCENDING)
-        .limit(1000)
-    )
+    events = db[DISPATCH_EVENTS].find({"infraction_id": infraction_id}, {"_id": 0}).limit(1000)
+    return in_lifecycle_order(events)
+
+
+def in_lifecycle_order(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Steps in the order an incident lives them (queued, assigned, en route, on scene,
+    closed), then by time: ``assigned`` carries the dispatcher's clock and the reports the
+    simulator's (or a unit's), so ``ts`` alone can put a report before its order."""
+    rank = {status: i for i, status in enumerate(DISPATCH_STATUSES)}
+    return sorted(events, key=lambda e: (rank.get(e.get("status"), len(rank)), e.get("ts", 0)))

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from casatwin_dashboard.browser import decode_png
-from casatwin_dashboard.history import ApiError, decode_cursor, encode_cursor, infraction_query
+from casatwin_dashboard.history import (
+    ApiError,
+    decode_cursor,
+    encode_cursor,
+    in_lifecycle_order,
+    infraction_query,
+)
 from casatwin_dashboard.live import LiveState
 from casatwin_dashboard.operators import (
     LoginLimiter,
@@ -100,6 +106,20 @@ def test_infraction_query_and_cursor():
     with pytest.raises(ApiError) as error:
         infraction_query({"to": "2026-13-01"}, now_ms=0)
     assert error.value.status == 400 and "to='2026-13-01' is not a time" in error.value.message
+
+
+def test_timeline_follows_the_lifecycle_whatever_the_clocks_say():
+    # The dispatcher's clock 300 ms ahead of the simulator's: the unit's en-route report
+    # carries an earlier ts than the order it answers.
+    events = [
+        {"status": "closed", "ts": 9_000},
+        {"status": "en_route", "ts": 1_700},
+        {"status": "assigned", "ts": 2_000},
+        {"status": "on_scene", "ts": 5_000},
+        {"status": "queued", "ts": 1_000},
+    ]
+    statuses = [e["status"] for e in in_lifecycle_order(events)]
+    assert statuses == ["queued", "assigned", "en_route", "on_scene", "closed"]
 
 
 def test_login_limiter_and_sessions():
