@@ -26,3 +26,20 @@ def test_walkthrough_without_a_broker_lists_topics_and_says_so():
     settings = Settings().replace(kafka={"bootstrap": f"127.0.0.1:{free_port()}"})
     text = describe(settings, sample_s=0.1)
     assert "casatwin.telemetry" in text and "no broker answers" in text
+
+
+def test_walkthrough_reads_the_inventory_it_is_given(tmp_path, capsys, monkeypatch):
+    from casatwin.devstack.servers import free_port
+
+    monkeypatch.setenv("CASATWIN_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")  # no broker
+    local = INVENTORY.parents[1] / "local" / "hosts.yml"
+    # All-in-one: every service on one node, localhost.
+    nodes = placement(yaml.safe_load(local.read_text()))
+    assert list(nodes) == ["localhost"]
+    assert {"kafka", "processor", "dashboard"} <= set(nodes["localhost"][1])
+    assert main(["demo", "walkthrough", "--sample-s", "0.1", "--inventory", str(local)]) == 0
+    out = capsys.readouterr().out
+    assert "inventory/local/hosts.yml" in out and "localhost" in out and "prodesk" not in out
+    missing = tmp_path / "hosts.yml"
+    assert main(["demo", "walkthrough", "--inventory", str(missing)]) == 2
+    assert "cannot read the inventory" in capsys.readouterr().err

@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     walk = names.add_parser("walkthrough", help="print the running architecture")
     walk.add_argument("--sample-s", type=float, default=5.0,
                       help="seconds over which topic rates are measured (default 5)")  # fmt: skip
+    walk.add_argument("--inventory", type=Path, default=None,
+                      help="the Ansible inventory the twin was converged from (default "
+                           "inventory/garage/hosts.yml)")  # fmt: skip
     walk.set_defaults(handler=run_walkthrough)
 
     latency = names.add_parser("latency", help="the latency budget, hop by hop")
@@ -104,9 +107,9 @@ def run_gameday(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_walkthrough(args: argparse.Namespace, settings: Settings) -> int:
-    from casatwin.demo.walkthrough import describe
+    from casatwin.demo.walkthrough import INVENTORY, describe
 
-    print(describe(settings, args.sample_s))
+    print(describe(settings, args.sample_s, args.inventory or INVENTORY))
     return 0
 
 

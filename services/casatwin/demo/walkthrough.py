@@ -1,8 +1,9 @@
 """``casatwin demo walkthrough``: the running architecture, for an audience.
 
-Nodes and the services placed on them come from the Ansible inventory (the same file the
-appliance is converged from); topics, partitions and live rates from the broker (end
-offsets sampled twice, ``sample_s`` apart); the services of ``make run`` from the Procfile.
+Nodes and the services placed on them come from the Ansible inventory the appliance was
+converged from (``--inventory``, the garage's by default); topics, partitions and live
+rates from the broker (end offsets sampled twice, ``sample_s`` apart); the services of
+``make run`` from the Procfile.
 """
 
 from __future__ import annotations
@@ -15,23 +16,36 @@ import yaml
 
 from casatwin.bus import topics
 from casatwin.config import Settings
+from casatwin.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[3]
 INVENTORY = ROOT / "inventory" / "garage" / "hosts.yml"
 PROCFILE = ROOT / "Procfile"
 
 
-def placement(inventory: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
-    """tier → (its hosts, the services placed on it): a placement group's children are
-    tiers (``kafka: {children: {broker: {}}}``)."""
-    groups = inventory["all"]["children"]
-    tiers = {name: sorted(g.get("hosts") or {}) for name, g in groups.items() if "hosts" in g}
-    services: dict[str, list[str]] = {tier: [] for tier in tiers}
+def placement(inventory: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
+    """node → (its hosts, the services placed on it).
+
+    A group that other groups take as a child is a tier (the garage's ``kafka: {children:
+    {broker: {}}}``): a node. A service group placed on hosts directly (the all-in-one
+    inventory's ``kafka: {hosts: {localhost: }}``) puts its service on a node per host.
+    """
+    groups = {name: group or {} for name, group in inventory["all"]["children"].items()}
+    tier_names = {child for group in groups.values() for child in group.get("children") or {}}
+    nodes = {
+        name: (sorted(group.get("hosts") or {}), [])
+        for name, group in groups.items()
+        if name in tier_names
+    }
     for name, group in groups.items():
-        for child in (group or {}).get("children") or {}:
-            if child in services:
-                services[child].append(name)
-    return {tier: (hosts, services[tier]) for tier, hosts in tiers.items()}
+        if name in tier_names:
+            continue
+        for child in group.get("children") or {}:
+            if child in nodes:
+                nodes[child][1].append(name)
+        for host in group.get("hosts") or {}:
+            nodes.setdefault(host, ([host], []))[1].append(name)
+    return nodes
 
 
 def topic_rates(settings: Settings, sample_s: float) -> dict[str, tuple[int, float]] | None:
@@ -59,9 +73,18 @@ def topic_rates(settings: Settings, sample_s: float) -> dict[str, tuple[int, flo
 def describe(settings: Settings, sample_s: float, inventory: Path = INVENTORY) -> str:
     from casatwin.devstack.runner import parse_procfile
 
-    lines = ["CasaTwin — a real-time traffic twin of Casablanca", "", "Nodes (inventory "
-             f"{inventory.relative_to(ROOT)}):"]  # fmt: skip
-    for tier, (hosts, services) in placement(yaml.safe_load(inventory.read_text())).items():
+    try:
+        tiers = placement(yaml.safe_load(inventory.read_text()))
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(
+            f"cannot read the inventory {inventory}: {exc}",
+            hint="pass --inventory with the hosts.yml the twin was converged from "
+            "(inventory/garage/hosts.yml, inventory/local/hosts.yml or your own)",
+        ) from None
+    shown = inventory.resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+    lines = ["CasaTwin — a real-time traffic twin of Casablanca", "", f"Nodes (inventory {shown}):"]
+    for tier, (hosts, services) in tiers.items():
         lines.append(f"  {tier:<8} {', '.join(hosts):<10} {', '.join(services)}")
     lines += ["", "Services (make run, Procfile):"]
     for name, command in parse_procfile(PROCFILE).items():
