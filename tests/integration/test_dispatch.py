@@ -2,7 +2,9 @@
 units, bad input to the DLQ, the queue served by severity then age, units off duty and back,
 an incident no unit can take passed over, a unit's reports out of order, every dispatch
 event in the read model's timeline once, a MariaDB or read model outage waited out with
-nothing lost."""
+nothing lost, an ``assigned`` event the broker never acknowledged read again and published
+again (and only to units that did not answer), a repeated order carried out once by the
+simulator."""
 
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ from casatwin.dispatch.service import Dispatcher
 from casatwin.readmodel import store as readmodel
 from casatwin.registry import db
 from casatwin.registry.loader import police_units_of
+from casatwin.simulator.dispatching import DispatchBridge
+from casatwin.simulator.service import SimulatorService
+from casatwin.simulator.simulation import Simulation
 from casatwin_dashboard.history import find_timeline
 from tests.conftest import query
 from tests.dispatch_support import committed, create_topics, dispatch_db, read, wait_for
@@ -465,3 +470,136 @@ def test_a_read_model_outage_pauses_the_dispatcher_until_the_timeline_is_written
     # MariaDB has the unit's reports too (recorded before the read model's write failed).
     times = "SELECT status, arrived_ms, closed_ms FROM dispatch_assignments WHERE dispatch_id = %s"
     assert rows(settings, times, (assigned["dispatch_id"],)) == [("closed", now + 1000, now + 2000)]
+
+
+def steps_until(dispatcher: Dispatcher, condition, timeout_s: float) -> bool:
+    """Step ``dispatcher`` on this thread until ``condition()``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        dispatcher.step()
+        if condition():
+            return True
+    return False
+
+
+def assigned_events(settings, topic, infraction_id=None):
+    return [
+        e for e in read(settings, topic)
+        if e["status"] == "assigned" and infraction_id in (None, e["infraction_id"])
+    ]  # fmt: skip
+
+
+def test_an_assigned_event_the_broker_never_acknowledged_is_read_again_and_published_again(
+    setup, pack, logged
+):
+    settings, infractions_topic, dispatch_topic, _, send = setup
+    group = settings.dispatcher.consumer_group
+    dispatcher = Dispatcher(
+        settings, pack, infractions_topic=infractions_topic, dispatch_topic=dispatch_topic
+    )
+    dispatcher.start()
+    real = dispatcher.producer
+    # For the dispatcher's producer the broker is away longer than its message timeout:
+    # what it publishes fails, as after kafka.message_timeout_ms with the broker down.
+    cut_off = Producer(settings.kafka, "dispatcher-cut-off", **{
+        "bootstrap.servers": f"127.0.0.1:{free_port()}", "message.timeout.ms": 1000,
+    })  # fmt: skip
+    dispatcher.producer = cut_off
+    try:
+        send(infractions_topic, [infraction(pack, 910, 5)])
+        booked = (
+            "SELECT unit_id, status, assigned_event FROM dispatch_assignments"
+            " WHERE infraction_id = 'INF-0910'"
+        )
+        assert steps_until(dispatcher, lambda: rows(settings, booked), 30)
+        # Booked in MariaDB, the order lost: the infraction is not committed ...
+        assert cut_off.lost() == 1
+        assert committed(settings, group, infractions_topic) == 0
+        (line,) = logged("not acknowledged by the broker")
+        assert line.levelname == "WARNING" and line.casatwin_fields["failed"] == 1
+        # ... but read again; its order is published again, and lost again.
+        assert steps_until(dispatcher, lambda: cut_off.lost() == 2, 30)
+        assert committed(settings, group, infractions_topic) == 0
+        assert not read(settings, dispatch_topic)
+
+        # The broker answers again: the next reading publishes the order, then commits.
+        dispatcher.producer = real
+        assert steps_until(
+            dispatcher, lambda: committed(settings, group, infractions_topic) == 1, 30
+        )
+        (assigned,) = assigned_events(settings, dispatch_topic)
+        ((unit, status, stored),) = rows(settings, booked)
+        # The order as it was booked (not routed again from where the units are now).
+        assert assigned == orjson.loads(stored)
+        assert assigned["unit_id"] == unit and status == "assigned"
+        assert assigned["dispatch_id"] == store.dispatch_id_of("INF-0910")
+        assert assigned["route"] and assigned["segments"] and assigned["handling_s"] > 0
+        assert logged("unit's order published again")
+    finally:
+        cut_off.close(1)
+        dispatcher.stop()
+
+
+def test_a_replay_publishes_again_only_the_orders_no_unit_answered(setup, pack):
+    settings, infractions_topic, dispatch_topic, start, send = setup
+    start(1)
+    send(infractions_topic, [infraction(pack, 920, 5), infraction(pack, 921, 9)])
+    assert wait_for(lambda: len(assigned_events(settings, dispatch_topic)) == 2, 30)
+    first = {e["infraction_id"]: e for e in assigned_events(settings, dispatch_topic)}
+    # The unit sent to INF-0921 got its order: it is on its way.
+    answered = first["INF-0921"]
+    report = {k: answered[k] for k in ("dispatch_id", "infraction_id", "unit_id")}
+    send(dispatch_topic, [report | {"status": "en_route", "ts": answered["ts"] + 500}])
+    status = "SELECT status FROM dispatch_assignments WHERE dispatch_id = %s"
+    assert wait_for(lambda: rows(settings, status, (answered["dispatch_id"],)) == [("en_route",)],
+                    20)  # fmt: skip
+    # Everything read again, as after a crash before the commit (a group with no offsets).
+    replay = f"replay-{uuid.uuid4().hex[:6]}"
+    start(1, consumer_group=replay)
+    assert wait_for(lambda: committed(settings, replay, infractions_topic) == 2, 30)
+    again = assigned_events(settings, dispatch_topic)
+    assert [e["infraction_id"] for e in again].count("INF-0921") == 1
+    repeats = [e for e in again if e["infraction_id"] == "INF-0920"]
+    assert repeats == [first["INF-0920"]] * 2  # the same event, ts included
+    # The timeline has each step of an incident once, the repeat included.
+    timeline = readmodel.connect(settings.mongo)
+    try:
+        assert wait_for(lambda: committed(settings, replay, dispatch_topic) == 4, 30)
+        assert [e["status"] for e in find_timeline(timeline, "INF-0920")] == ["assigned"]
+        steps = [e["status"] for e in find_timeline(timeline, "INF-0921")]
+        assert steps == ["assigned", "en_route"]
+    finally:
+        timeline.client.close()
+
+
+def test_the_simulator_carries_out_a_repeated_order_once(setup, pack):
+    settings, infractions_topic, dispatch_topic, start, send = setup
+    start(1, handling_red_light_s=20.0)
+    send(infractions_topic, [infraction(pack, 930, 5)])
+    assert wait_for(lambda: assigned_events(settings, dispatch_topic), 30)
+    (order,) = assigned_events(settings, dispatch_topic)
+    unit, dispatch_id = order["unit_id"], order["dispatch_id"]
+    simulator = settings.replace(simulator={"taxis": 10}).simulator
+    sim = Simulation(pack, simulator, int(time.time() * 1000))
+    bridge = DispatchBridge(SimulatorService(settings, sim, realtime=False), topic=dispatch_topic)
+    # What start() opens but its consumer: the orders are handed to the bridge here, on the
+    # thread that steps the simulation (as the simulator's thread runs them).
+    bridge._producer = Producer(settings.kafka, "test-bridge")
+    bridge._drive(sim.fleet, order)
+    for _ in range(20):  # on its way, it is given the same order again
+        sim.tick()
+    bridge._drive(sim.fleet, order)
+    for _ in range(20_000):
+        for event in sim.tick().events:
+            bridge._on_event(event)
+        bridge._close_due(sim.fleet)
+        if dispatch_id not in bridge.jobs:
+            break
+    assert dispatch_id not in bridge.jobs, sim.fleet.unit_status(unit)
+    bridge._drive(sim.fleet, order)  # and once more after it closed
+    assert sim.fleet.unit_status(unit).task == "returning" and not bridge.jobs
+    assert bridge._producer.flush(10) == 0
+    reports = [e["status"] for e in read(settings, dispatch_topic) if e["status"] != "assigned"]
+    assert reports == ["en_route", "on_scene", "closed"]
+    close = "SELECT status FROM dispatch_assignments WHERE dispatch_id = %s"
+    assert wait_for(lambda: rows(settings, close, (dispatch_id,)) == [("closed",)], 20)

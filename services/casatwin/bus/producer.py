@@ -172,6 +172,12 @@ class Producer:
             )
         return self.report
 
+    def lost(self) -> int:
+        """Messages failed or refused since the producer started. Two readings around some
+        sends, the second after a :meth:`flush` that left nothing, tell whether any of
+        them was lost."""
+        return sum(self.report.failed.values()) + sum(self.report.refused.values())
+
     def __len__(self) -> int:
         """Messages queued locally and not yet acknowledged."""
         return len(self._producer)

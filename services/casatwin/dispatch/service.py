@@ -17,9 +17,16 @@ One step per batch of messages, in a consumer group (instances share the partiti
    freed by another instance); every ``congestion_refresh_s`` the routing takes in the
    segment speeds read from ``casatwin.congestion``.
 
-Offsets are committed after the batch is recorded: a replay assigns nothing twice (the
-dispatch id is the infraction's) and rewrites the same timeline entries (keyed by dispatch
-id and status). Bad input goes to the DLQ with the reason.
+Offsets are committed after the batch is recorded and only once everything it published
+was acknowledged by the broker: should a publication fail (the broker away for longer than
+``kafka.message_timeout_ms``) or still be waiting after the flush, nothing of the batch is
+committed and it is read again. A replay assigns nothing twice (the dispatch id is the
+infraction's) and rewrites the same timeline entries (keyed by dispatch id and status); an
+infraction read again whose unit has not answered (still ``assigned``: no ``en_route``
+yet) has its ``assigned`` event published again, the very event kept with the assignment
+in MariaDB (same route, ETA and ``ts``). So ``assigned`` is delivered at least once, and
+its consumers take a repeat of a dispatch id and status as the same step. Bad input goes
+to the DLQ with the reason.
 
 A store that goes away (MariaDB, the read model) pauses the dispatcher instead of ending
 it: what was handled is committed, the consumer is sent back to the first message that was
@@ -32,6 +39,7 @@ import contextlib
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +104,7 @@ READ_MODEL_TIMEOUT_MS = 2000
 @dataclass
 class _Tally:
     assigned: int = 0
+    republished: int = 0
     queued: int = 0
     skipped: int = 0
     dead: int = 0
@@ -219,6 +228,7 @@ class Dispatcher:
         """One batch of messages, then the periodic work that is due."""
         assert self.consumer is not None and self.producer is not None
         batch = next_batch(self.consumer, max_messages=500, timeout_s=timeout_s)
+        lost_before = self.producer.lost()
         handled = 0
         try:
             for message in batch:
@@ -226,7 +236,7 @@ class Dispatcher:
                 handled += 1
         finally:
             if batch:
-                self._settle(batch, handled)
+                self._settle(batch, handled, lost_before)
         now = time.monotonic()
         if now >= self._next_queue_check:
             self._next_queue_check = now + self.settings.dispatcher.queue_check_s
@@ -252,11 +262,23 @@ class Dispatcher:
         self._maybe_report(force=True)
         log.info("dispatcher stopped")
 
-    def _settle(self, batch: list[confluent_kafka.Message], handled: int) -> None:
+    def _settle(self, batch: list[confluent_kafka.Message], handled: int, lost_before: int) -> None:
         """Commit the handled messages once what they published is out; send the consumer
-        back to each partition's first message that was not handled, to read it again."""
+        back to each partition's first message that was not handled, to read it again.
+        Should a publication have failed since ``lost_before`` (:meth:`Producer.lost`) or
+        still wait, none of the batch is committed: all of it is read again."""
         assert self.consumer is not None and self.producer is not None
-        self.producer.flush(10.0)
+        waiting = self.producer.flush(10.0)
+        lost = self.producer.lost() - lost_before
+        if waiting or lost:
+            log.warning(
+                "messages published for this batch not acknowledged by the broker; nothing of"
+                " it committed, it is read again (assignments are published again)",
+                failed=lost,
+                still_waiting=waiting,
+                batch=len(batch),
+            )
+            handled = 0
         commit, again = outage.resume_points(
             [(m.topic(), m.partition(), m.offset()) for m in batch], handled
         )
@@ -305,13 +327,20 @@ class Dispatcher:
             return None
         incident = self.planner.incident(infraction)
         assert self.conn is not None
+        dispatch_id, now_ms = store.dispatch_id_of(incident.infraction_id), self._now_ms()
+
+        def event_of(choice: Choice) -> dict[str, Any]:
+            return self._assigned_event(dispatch_id, incident, choice, now_ms)
+
         try:
-            booked = book(self.conn, self.planner, incident, self._now_ms())
+            booked = book(self.conn, self.planner, incident, now_ms, event_of)
         except store.AlreadyHandled:
+            self._publish_again(dispatch_id)
             return None
         if booked is not None:
-            dispatch_id, choice = booked
-            self._publish_assigned(dispatch_id, incident, choice)
+            _, choice, event = booked
+            assert event is not None
+            self._publish_assigned(event, choice)
             return dispatch_id
         if store.enqueue(self.conn, incident, self.planner.segment_id(incident)):
             QUEUED.inc()
@@ -379,14 +408,12 @@ class Dispatcher:
             if isinstance(result, store.PassedOver):
                 passed_over.add(result.queued.dispatch_id)
                 continue
-            queued, _, _, (incident, choice) = result
-            self._publish_assigned(queued.dispatch_id, incident, choice)
+            _, event, choice = result
+            self._publish_assigned(event, choice)
             served += 1
         return served
 
-    def _pick_for_queued(
-        self, queued: store.Assignment, free: list[str]
-    ) -> tuple[str, float, Any] | None:
+    def _pick_for_queued(self, queued: store.Assignment, free: list[str]) -> store.Picked | None:
         try:
             incident = self.planner.queued_incident(queued)
         except UnknownPlace as exc:
@@ -401,19 +428,21 @@ class Dispatcher:
         choice = self.planner.choose_free(incident, free)
         if choice is None:
             return None
-        return choice.unit_id, choice.eta_s, (incident, choice)
+        event = self._assigned_event(queued.dispatch_id, incident, choice, self._now_ms())
+        return choice.unit_id, choice.eta_s, event, choice
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _publish_assigned(self, dispatch_id: str, incident: Incident, choice: Choice) -> None:
-        assert self.producer is not None
+    def _assigned_event(
+        self, dispatch_id: str, incident: Incident, choice: Choice, now_ms: int
+    ) -> dict[str, Any]:
         pack = self.planner.pack
         event: messages.DispatchEvent = {
             "dispatch_id": dispatch_id,
             "infraction_id": incident.infraction_id,
             "unit_id": choice.unit_id,
             "status": "assigned",
-            "ts": self._now_ms(),
+            "ts": now_ms,
             "eta_s": round(choice.eta_s, 1),
             "route": self.planner.route_latlon(choice.route),
             "segments": [pack.segment_ids[s] for s in choice.route],
@@ -421,16 +450,38 @@ class Dispatcher:
             "handling_s": self.settings.dispatcher.handling_s(incident.type),
             "incident_ts": incident.event_ts,
         }
-        self.producer.send_json(self.dispatch_topic, dict(event), key=choice.unit_id)
+        return dict(event)
+
+    def _publish_assigned(self, event: dict[str, Any], choice: Choice) -> None:
+        assert self.producer is not None
+        self.producer.send_json(self.dispatch_topic, event, key=choice.unit_id)
         ASSIGNED.inc()
-        observe_event_latency("event_to_dispatch", [{"event_ts": incident.event_ts}], event["ts"])
+        offence = [{"event_ts": event["incident_ts"]}]
+        observe_event_latency("event_to_dispatch", offence, event["ts"])
         self._tally.assigned += 1
         log.info(
             "unit assigned",
             unit=choice.unit_id,
-            infraction=incident.infraction_id,
+            infraction=event["infraction_id"],
             eta_s=round(choice.eta_s),
             crow_m=round(choice.crow_m),
+        )
+
+    def _publish_again(self, dispatch_id: str) -> None:
+        """An infraction read again after it was booked (its offset was not committed: the
+        dispatcher stopped, or what the batch published was not all acknowledged): if its
+        unit has not answered, the order may never have gone out, so the same ``assigned``
+        event goes out again. A unit that reported ``en_route`` had it: nothing is sent."""
+        assert self.conn is not None and self.producer is not None
+        event = store.unanswered_order(self.conn, dispatch_id)
+        if event is None:
+            return
+        self.producer.send_json(self.dispatch_topic, event, key=event["unit_id"])
+        self._tally.republished += 1
+        log.info(
+            "unit's order published again (infraction read again, no answer from the unit)",
+            unit=event["unit_id"],
+            infraction=event["infraction_id"],
         )
 
     def _read_congestion(self) -> None:
@@ -473,10 +524,11 @@ class Dispatcher:
         t = self._tally
         if not force and time.monotonic() - t.since < REPORT_EVERY_S:
             return
-        if t.assigned or t.queued or t.dead or t.reports or force:
+        if t.assigned or t.republished or t.queued or t.dead or t.reports or force:
             log.info(
                 "dispatch progress",
                 assigned=t.assigned,
+                published_again=t.republished,
                 queued=t.queued,
                 not_needed=t.skipped,
                 unit_reports=t.reports,
@@ -486,10 +538,15 @@ class Dispatcher:
 
 
 def book(
-    conn: db.Connection, planner: Planner, incident: Incident, now_ms: int
-) -> tuple[str, Choice] | None:
-    """Book the free unit that reaches ``incident`` first: (dispatch id, choice), or None
-    when no unit can go. A unit another dispatcher booked meanwhile is passed over;
+    conn: db.Connection,
+    planner: Planner,
+    incident: Incident,
+    now_ms: int,
+    event_of: Callable[[Choice], dict[str, Any]] | None = None,
+) -> tuple[str, Choice, dict[str, Any] | None] | None:
+    """Book the free unit that reaches ``incident`` first: (dispatch id, choice, the
+    ``assigned`` event ``event_of(choice)`` stored with the booking), or None when no unit
+    can go. A unit another dispatcher booked meanwhile is passed over;
     :class:`store.AlreadyHandled` if the infraction has a dispatch record already."""
     cursor = conn.cursor()
     try:
@@ -501,9 +558,10 @@ def book(
         choice = planner.choose_free(incident, free)
         if choice is None:
             return None
+        event = event_of(choice) if event_of is not None else None
         try:
             return store.assign(conn, incident, segment_id, choice.unit_id, choice.eta_s,
-                                now_ms), choice  # fmt: skip
+                                now_ms, event), choice, event  # fmt: skip
         except store.UnitTaken:
             CONFLICTS.inc()
             free.remove(choice.unit_id)

@@ -6,14 +6,21 @@ pick the same unit at once the second gets a duplicate-key error and picks again
 unit's row is locked first, so that taking a unit off duty and assigning it exclude each
 other. The dispatch id is derived from the infraction id: a replayed infraction is
 recognised by the primary key and assigned nothing.
+
+The ``assigned`` event is stored with the assignment, in the same transaction
+(``assigned_event``): :func:`unanswered_order` gives it back, as it was published, while the
+unit has not answered, so that an order lost on its way out can be sent again unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from casatwin.bus import messages
 from casatwin.dispatch.planner import Incident
 from casatwin.errors import UserError
 from casatwin.registry import db
@@ -90,9 +97,11 @@ def assign(
     unit_id: str,
     eta_s: float,
     now_ms: int,
+    event: Mapping[str, Any] | None = None,
 ) -> str:
-    """Record ``unit_id`` as sent to ``incident``; :class:`UnitTaken` if someone was
-    quicker, :class:`AlreadyHandled` on a replay. Returns the dispatch id."""
+    """Record ``unit_id`` as sent to ``incident``, with the ``assigned`` ``event`` that
+    will be published; :class:`UnitTaken` if someone was quicker, :class:`AlreadyHandled`
+    on a replay. Returns the dispatch id."""
 
     def work(cursor: db.Cursor) -> str:
         on_duty = db.scalar(
@@ -106,9 +115,9 @@ def assign(
             cursor.execute(
                 "INSERT INTO dispatch_assignments (dispatch_id, infraction_id, created_ms,"
                 " infraction_type, severity, segment_id, offset_m, lat, lon, unit_id, status,"
-                " assigned_ms, eta_s) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                " 'assigned', %s, %s)",
-                (*_incident_row(incident, segment_id), unit_id, now_ms, eta_s),
+                " assigned_ms, eta_s, assigned_event) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s, %s, 'assigned', %s, %s, %s)",
+                (*_incident_row(incident, segment_id), unit_id, now_ms, eta_s, _json(event)),
             )
         except db.Error as exc:
             _raise_duplicate(exc, unit_id)
@@ -141,20 +150,25 @@ class PassedOver:
     queued: Assignment
 
 
+Picked = tuple[str, float, dict[str, Any], Any]  # unit id, eta_s, assigned event, extra
+Pick = Callable[[Assignment, list[str]], Picked | None]
+
+
 def assign_queued(
-    conn: db.Connection, pick: Any, now_ms: int, passed_over: Collection[str] = ()
-) -> tuple[Assignment, str, float, Any] | PassedOver | None:
+    conn: db.Connection, pick: Pick, now_ms: int, passed_over: Collection[str] = ()
+) -> tuple[Assignment, dict[str, Any], Any] | PassedOver | None:
     """Give the most urgent queued incident (severity, then age) not in ``passed_over``
     (dispatch ids) a unit.
 
-    ``pick(assignment, free_unit_ids)`` returns ``(unit_id, eta_s, extra)`` or None. The
-    queue head is locked (``SKIP LOCKED``: another dispatcher takes the next one), so one
-    incident is never assigned twice. Returns what was assigned, :class:`PassedOver` if
+    ``pick(assignment, free_unit_ids)`` returns ``(unit_id, eta_s, assigned_event, extra)``
+    or None; the event is stored with the assignment. The queue head is locked (``SKIP
+    LOCKED``: another dispatcher takes the next one), so one incident is never assigned
+    twice. Returns what was assigned ``(queued, event, extra)``, :class:`PassedOver` if
     ``pick`` found no unit for the head, or None (nothing queued, no unit free).
     """
     skip = f" AND dispatch_id NOT IN ({', '.join(['%s'] * len(passed_over))})"
 
-    def work(cursor: db.Cursor) -> tuple[Assignment, str, float, Any] | PassedOver | None:
+    def work(cursor: db.Cursor) -> tuple[Assignment, dict[str, Any], Any] | PassedOver | None:
         cursor.execute(
             f"SELECT {_ASSIGNMENT_COLUMNS} FROM dispatch_assignments WHERE status = 'queued'"
             f"{skip if passed_over else ''} ORDER BY severity, created_ms LIMIT 1"
@@ -171,21 +185,44 @@ def assign_queued(
         chosen = pick(queued, free)
         if chosen is None:
             return PassedOver(queued)
-        unit_id, eta_s, extra = chosen
+        unit_id, eta_s, event, extra = chosen
         db.scalar(cursor, "SELECT unit_id FROM police_units WHERE unit_id = %s FOR UPDATE",
                   (unit_id,))  # fmt: skip
         try:
             cursor.execute(
                 "UPDATE dispatch_assignments SET unit_id = %s, status = 'assigned',"
-                " assigned_ms = %s, eta_s = %s WHERE dispatch_id = %s AND status = 'queued'",
-                (unit_id, now_ms, eta_s, queued.dispatch_id),
+                " assigned_ms = %s, eta_s = %s, assigned_event = %s"
+                " WHERE dispatch_id = %s AND status = 'queued'",
+                (unit_id, now_ms, eta_s, _json(event), queued.dispatch_id),
             )
         except db.Error as exc:
             _raise_duplicate(exc, unit_id)
             raise
-        return queued, unit_id, eta_s, extra
+        return queued, event, extra
 
     return db.transaction(conn, work)
+
+
+def _json(event: Mapping[str, Any] | None) -> str | None:
+    return None if event is None else messages.encode(dict(event)).decode()
+
+
+def unanswered_order(conn: db.Connection, dispatch_id: str) -> dict[str, Any] | None:
+    """The ``assigned`` event of ``dispatch_id`` as it was published, while the unit has
+    not answered it (status still ``assigned``: the simulator reports ``en_route`` as soon
+    as it has the order); None once it has, or if the assignment is not open, or was made
+    before the event was kept (migration 0006)."""
+    cursor = conn.cursor()
+    try:
+        event = db.scalar(
+            cursor,
+            "SELECT assigned_event FROM dispatch_assignments"
+            " WHERE dispatch_id = %s AND status = 'assigned'",
+            (dispatch_id,),
+        )
+    finally:
+        cursor.close()
+    return None if event is None else orjson.loads(event)
 
 
 def _raise_duplicate(exc: db.Error, unit_id: str) -> None:

@@ -7,6 +7,10 @@ the same topic: ``en_route`` when it sets off, ``on_scene`` with the response ti
 arrives, and ``closed`` once the handling time has passed in simulated time, when it heads
 back to its station (available again). Units of another simulation are ignored.
 
+``assigned`` comes at least once: the dispatcher publishes an order again when it cannot be
+sure it went out. A repeat of an order the bridge is carrying out, or has closed, is
+ignored: the unit is neither sent again nor taken off the job it is on now.
+
 Every change to the fleet runs on the simulator's thread (:meth:`SimulatorService.submit`
 and the arrival listener), so the bridge's own state needs no lock.
 """
@@ -14,6 +18,7 @@ and the arrival listener), so the bridge's own state needs no lock.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +35,7 @@ from casatwin.simulator.traffic import Fleet, FleetEvent
 log = get_logger("simulator.dispatch")
 
 CLOSE_CHECK_S = 0.2  # how often (wall clock) due closings are looked at
+CLOSED_REMEMBERED = 10_000  # closed dispatch ids kept to recognise a late repeated order
 
 
 @dataclass
@@ -52,6 +58,8 @@ class DispatchBridge:
         self.group_id = group_id
         self.client_id = client_id
         self.jobs: dict[str, _Job] = {}  # dispatch id → job (simulator thread only)
+        self.closed: set[str] = set()  # the last CLOSED_REMEMBERED closed dispatch ids
+        self._closed_order: deque[str] = deque()
         self._producer: Producer | None = None
         self.consumer: confluent_kafka.Consumer | None = None
         self._thread: threading.Thread | None = None
@@ -95,7 +103,10 @@ class DispatchBridge:
     # -- on the simulator's thread -------------------------------------------------------
 
     def _drive(self, fleet: Fleet, event: dict[str, Any]) -> None:
-        unit = event["unit_id"]
+        unit, dispatch_id = event["unit_id"], event["dispatch_id"]
+        if dispatch_id in self.jobs or dispatch_id in self.closed:
+            log.debug("repeated order ignored", unit=unit, dispatch=dispatch_id)
+            return
         if unit not in fleet.index:
             log.debug("order for a unit of another simulation", unit=unit)
             return
@@ -139,8 +150,15 @@ class DispatchBridge:
             if elapsed - job.on_scene_s < float(job.event.get("handling_s") or 0.0):
                 continue
             del self.jobs[dispatch_id]
+            self._remember_closed(dispatch_id)
             fleet.return_to_station(job.event["unit_id"])
             self._report(job.event, "closed")
+
+    def _remember_closed(self, dispatch_id: str) -> None:
+        self.closed.add(dispatch_id)
+        self._closed_order.append(dispatch_id)
+        if len(self._closed_order) > CLOSED_REMEMBERED:
+            self.closed.discard(self._closed_order.popleft())
 
     def _report(self, order: dict[str, Any], status: str, **extra: Any) -> None:
         assert self._producer is not None
