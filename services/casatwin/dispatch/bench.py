@@ -2,7 +2,8 @@
 
 100 units at random places on the Casablanca graph, infractions at random places; each
 timed step is what the dispatcher does for one infraction — put it on the map, read the
-free units from MariaDB, one reverse Dijkstra, choose, book the unit in a transaction.
+free units from MariaDB, one reverse Dijkstra, choose, write the ``assigned`` order and
+book the unit with it in a transaction.
 Two references, alternated with it in the same run: the reverse Dijkstra alone (the floor
 of any road-distance choice) and the smallest durable transaction on the same database
 (one row updated, committed: the floor of any booking, set by the disk's flush). Each
@@ -12,6 +13,7 @@ assignment is closed (untimed) so that every infraction finds all units free.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,7 @@ from casatwin.config import Settings
 from casatwin.dispatch import store
 from casatwin.dispatch.nearest import Place
 from casatwin.dispatch.planner import Planner
-from casatwin.dispatch.service import book
+from casatwin.dispatch.service import assigned_event, book
 from casatwin.logs import get_logger
 from casatwin.registry import db, loader, schema
 from casatwin.registry.loader import PoliceUnit
@@ -59,7 +61,10 @@ def benchmark(settings: Settings, infractions: int = 500, units: int = 100) -> d
             }
             t0 = time.perf_counter()
             incident = planner.incident(infraction)
-            booked = book(conn, planner, incident, int(time.time() * 1000))
+            now_ms = int(time.time() * 1000)
+            dispatch_id = store.dispatch_id_of(incident.infraction_id)
+            order = partial(assigned_event, planner, settings, dispatch_id, incident, now_ms=now_ms)
+            booked = book(conn, planner, incident, now_ms, order)
             t1 = time.perf_counter()
             planner.router.times_to(int(pack.seg_from[segment]))
             t2 = time.perf_counter()

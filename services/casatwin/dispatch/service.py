@@ -330,7 +330,9 @@ class Dispatcher:
         dispatch_id, now_ms = store.dispatch_id_of(incident.infraction_id), self._now_ms()
 
         def event_of(choice: Choice) -> dict[str, Any]:
-            return self._assigned_event(dispatch_id, incident, choice, now_ms)
+            return assigned_event(
+                self.planner, self.settings, dispatch_id, incident, choice, now_ms
+            )
 
         try:
             booked = book(self.conn, self.planner, incident, now_ms, event_of)
@@ -428,29 +430,12 @@ class Dispatcher:
         choice = self.planner.choose_free(incident, free)
         if choice is None:
             return None
-        event = self._assigned_event(queued.dispatch_id, incident, choice, self._now_ms())
+        event = assigned_event(
+            self.planner, self.settings, queued.dispatch_id, incident, choice, self._now_ms()
+        )
         return choice.unit_id, choice.eta_s, event, choice
 
     # -- helpers -------------------------------------------------------------------------
-
-    def _assigned_event(
-        self, dispatch_id: str, incident: Incident, choice: Choice, now_ms: int
-    ) -> dict[str, Any]:
-        pack = self.planner.pack
-        event: messages.DispatchEvent = {
-            "dispatch_id": dispatch_id,
-            "infraction_id": incident.infraction_id,
-            "unit_id": choice.unit_id,
-            "status": "assigned",
-            "ts": now_ms,
-            "eta_s": round(choice.eta_s, 1),
-            "route": self.planner.route_latlon(choice.route),
-            "segments": [pack.segment_ids[s] for s in choice.route],
-            "target_offset_m": round(incident.place.offset_m, 2),
-            "handling_s": self.settings.dispatcher.handling_s(incident.type),
-            "incident_ts": incident.event_ts,
-        }
-        return dict(event)
 
     def _publish_assigned(self, event: dict[str, Any], choice: Choice) -> None:
         assert self.producer is not None
@@ -535,6 +520,33 @@ class Dispatcher:
                 dead_letters=t.dead,
             )
         self._tally = _Tally()
+
+
+def assigned_event(
+    planner: Planner,
+    settings: Settings,
+    dispatch_id: str,
+    incident: Incident,
+    choice: Choice,
+    now_ms: int,
+) -> dict[str, Any]:
+    """The ``assigned`` order for ``choice``: the unit, its route and ETA, how long the
+    case takes (what the simulator needs to drive the unit there and back)."""
+    pack = planner.pack
+    event: messages.DispatchEvent = {
+        "dispatch_id": dispatch_id,
+        "infraction_id": incident.infraction_id,
+        "unit_id": choice.unit_id,
+        "status": "assigned",
+        "ts": now_ms,
+        "eta_s": round(choice.eta_s, 1),
+        "route": planner.route_latlon(choice.route),
+        "segments": [pack.segment_ids[s] for s in choice.route],
+        "target_offset_m": round(incident.place.offset_m, 2),
+        "handling_s": settings.dispatcher.handling_s(incident.type),
+        "incident_ts": incident.event_ts,
+    }
+    return dict(event)
 
 
 def book(
