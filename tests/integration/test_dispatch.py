@@ -540,6 +540,50 @@ def test_an_assigned_event_the_broker_never_acknowledged_is_read_again_and_publi
         dispatcher.stop()
 
 
+def test_a_queue_order_the_broker_never_acknowledged_is_published_again(setup, pack, logged):
+    # A queued incident answers no message that could be read again: the queue check must
+    # itself publish again an order the broker did not take.
+    settings, infractions_topic, dispatch_topic, _, send = setup
+    units = [u.unit_id for u in police_units_of(pack)]
+    conn = db.open_connection(settings.mariadb)
+    store.set_on_duty(conn, units, False)
+    dispatcher = Dispatcher(
+        settings, pack, infractions_topic=infractions_topic, dispatch_topic=dispatch_topic
+    )
+    dispatcher.start()
+    real = dispatcher.producer
+    cut_off = Producer(settings.kafka, "dispatcher-cut-off", **{
+        "bootstrap.servers": f"127.0.0.1:{free_port()}", "message.timeout.ms": 1000,
+    })  # fmt: skip
+    booked = (
+        "SELECT unit_id, status, assigned_event FROM dispatch_assignments"
+        " WHERE infraction_id = 'INF-0920'"
+    )
+    try:
+        send(infractions_topic, [infraction(pack, 920, 5)])
+        queued = [(None, "queued", None)]
+        assert steps_until(dispatcher, lambda: rows(settings, booked) == queued, 30)
+        # A unit comes back on duty while the broker is away from the dispatcher.
+        dispatcher.producer = cut_off
+        store.set_on_duty(conn, units[:1], True)
+        assert steps_until(dispatcher, lambda: cut_off.lost() >= 1, 30)
+        assert rows(settings, booked)[0][:2] == (units[0], "assigned")
+        assert logged("orders given from the queue not acknowledged")
+        assert not read(settings, dispatch_topic)
+        # The broker answers again: the next check publishes the very order, once.
+        dispatcher.producer = real
+        assert steps_until(dispatcher, lambda: assigned_events(settings, dispatch_topic), 30)
+        for _ in range(5):
+            dispatcher.step()  # later checks: acknowledged, so not sent again
+        (assigned,) = assigned_events(settings, dispatch_topic)
+        assert assigned == orjson.loads(rows(settings, booked)[0][2])
+        assert assigned["unit_id"] == units[0]
+    finally:
+        cut_off.close(1)
+        dispatcher.stop()
+        conn.close()
+
+
 def test_a_replay_publishes_again_only_the_orders_no_unit_answered(setup, pack):
     settings, infractions_topic, dispatch_topic, start, send = setup
     start(1)

@@ -143,6 +143,7 @@ class Dispatcher:
         self.congestion: confluent_kafka.Consumer | None = None
         self._tally = _Tally()
         self._unplaceable: set[str] = set()  # queued incidents already reported off the map
+        self._unconfirmed: set[str] = set()  # queue orders the broker did not acknowledge
         self._next_queue_check = 0.0
         self._next_refresh = 0.0
 
@@ -393,8 +394,15 @@ class Dispatcher:
     def serve_queue(self) -> int:
         """Give queued incidents (most severe, then oldest, first) the free units. One that
         none of them can take is passed over until the next check: it must not hold up
-        the incidents behind it."""
-        assert self.conn is not None
+        the incidents behind it.
+
+        An order given here answers no message that could be read again (the infraction
+        was committed when it was queued), so the check itself makes sure it went out:
+        orders the broker did not acknowledge are published again at the next checks,
+        while their units have not answered."""
+        assert self.conn is not None and self.producer is not None
+        lost_before = self.producer.lost()
+        sent = [d for d in sorted(self._unconfirmed) if self._publish_again(d)]
         served = 0
         passed_over: set[str] = set()
         for _ in range(QUEUE_PER_CHECK):
@@ -412,7 +420,20 @@ class Dispatcher:
                 continue
             _, event, choice = result
             self._publish_assigned(event, choice)
+            sent.append(event["dispatch_id"])
             served += 1
+        if sent:
+            waiting = self.producer.flush(10.0)
+            lost = self.producer.lost() - lost_before
+            self._unconfirmed = set(sent) if waiting or lost else set()
+            if self._unconfirmed:
+                log.warning(
+                    "orders given from the queue not acknowledged by the broker; they are "
+                    "published again at the next check",
+                    orders=len(sent),
+                    failed=lost,
+                    still_waiting=waiting,
+                )
         return served
 
     def _pick_for_queued(self, queued: store.Assignment, free: list[str]) -> store.Picked | None:
@@ -452,22 +473,23 @@ class Dispatcher:
             crow_m=round(choice.crow_m),
         )
 
-    def _publish_again(self, dispatch_id: str) -> None:
-        """An infraction read again after it was booked (its offset was not committed: the
-        dispatcher stopped, or what the batch published was not all acknowledged): if its
-        unit has not answered, the order may never have gone out, so the same ``assigned``
-        event goes out again. A unit that reported ``en_route`` had it: nothing is sent."""
+    def _publish_again(self, dispatch_id: str) -> bool:
+        """An order that may never have gone out (its infraction read again after it was
+        booked, or a queue order the broker did not acknowledge): if its unit has not
+        answered, the same ``assigned`` event goes out again; True if it did. A unit that
+        reported ``en_route`` had it: nothing is sent."""
         assert self.conn is not None and self.producer is not None
         event = store.unanswered_order(self.conn, dispatch_id)
         if event is None:
-            return
+            return False
         self.producer.send_json(self.dispatch_topic, event, key=event["unit_id"])
         self._tally.republished += 1
         log.info(
-            "unit's order published again (infraction read again, no answer from the unit)",
+            "unit's order published again (it may not have gone out; no answer from the unit)",
             unit=event["unit_id"],
             infraction=event["infraction_id"],
         )
+        return True
 
     def _read_congestion(self) -> None:
         if self.congestion is None:
