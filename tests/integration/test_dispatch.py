@@ -489,29 +489,43 @@ def assigned_events(settings, topic, infraction_id=None):
     ]  # fmt: skip
 
 
+def stepped_dispatcher(setup, pack) -> Dispatcher:
+    """A started dispatcher of ``setup``'s topics, stepped by the test (no thread)."""
+    settings, infractions_topic, dispatch_topic, _, _ = setup
+    dispatcher = Dispatcher(
+        settings, pack, infractions_topic=infractions_topic, dispatch_topic=dispatch_topic
+    )
+    dispatcher.start()
+    return dispatcher
+
+
+def cut_off_producer(settings) -> Producer:
+    """A producer whose broker is away longer than its message timeout: what it publishes
+    fails, as after kafka.message_timeout_ms with the broker down."""
+    return Producer(settings.kafka, "dispatcher-cut-off", **{
+        "bootstrap.servers": f"127.0.0.1:{free_port()}", "message.timeout.ms": 1000,
+    })  # fmt: skip
+
+
+def booking_sql(infraction_id: str) -> str:
+    return (
+        "SELECT unit_id, status, assigned_event FROM dispatch_assignments"
+        f" WHERE infraction_id = '{infraction_id}'"
+    )
+
+
 def test_an_assigned_event_the_broker_never_acknowledged_is_read_again_and_published_again(
     setup, pack, logged
 ):
     settings, infractions_topic, dispatch_topic, _, send = setup
     group = settings.dispatcher.consumer_group
-    dispatcher = Dispatcher(
-        settings, pack, infractions_topic=infractions_topic, dispatch_topic=dispatch_topic
-    )
-    dispatcher.start()
-    real = dispatcher.producer
-    # For the dispatcher's producer the broker is away longer than its message timeout:
-    # what it publishes fails, as after kafka.message_timeout_ms with the broker down.
-    cut_off = Producer(settings.kafka, "dispatcher-cut-off", **{
-        "bootstrap.servers": f"127.0.0.1:{free_port()}", "message.timeout.ms": 1000,
-    })  # fmt: skip
+    dispatcher = stepped_dispatcher(setup, pack)
+    real, cut_off = dispatcher.producer, cut_off_producer(settings)
     dispatcher.producer = cut_off
     try:
         send(infractions_topic, [infraction(pack, 910, 5)])
-        booked = (
-            "SELECT unit_id, status, assigned_event FROM dispatch_assignments"
-            " WHERE infraction_id = 'INF-0910'"
-        )
-        assert steps_until(dispatcher, lambda: rows(settings, booked), 30)
+        booked_sql = booking_sql("INF-0910")
+        assert steps_until(dispatcher, lambda: rows(settings, booked_sql), 30)
         # Booked in MariaDB, the order lost: the infraction is not committed ...
         assert cut_off.lost() == 1
         assert committed(settings, group, infractions_topic) == 0
@@ -528,7 +542,7 @@ def test_an_assigned_event_the_broker_never_acknowledged_is_read_again_and_publi
             dispatcher, lambda: committed(settings, group, infractions_topic) == 1, 30
         )
         (assigned,) = assigned_events(settings, dispatch_topic)
-        ((unit, status, stored),) = rows(settings, booked)
+        ((unit, status, stored),) = rows(settings, booked_sql)
         # The order as it was booked (not routed again from where the units are now).
         assert assigned == orjson.loads(stored)
         assert assigned["unit_id"] == unit and status == "assigned"
@@ -547,27 +561,18 @@ def test_a_queue_order_the_broker_never_acknowledged_is_published_again(setup, p
     units = [u.unit_id for u in police_units_of(pack)]
     conn = db.open_connection(settings.mariadb)
     store.set_on_duty(conn, units, False)
-    dispatcher = Dispatcher(
-        settings, pack, infractions_topic=infractions_topic, dispatch_topic=dispatch_topic
-    )
-    dispatcher.start()
-    real = dispatcher.producer
-    cut_off = Producer(settings.kafka, "dispatcher-cut-off", **{
-        "bootstrap.servers": f"127.0.0.1:{free_port()}", "message.timeout.ms": 1000,
-    })  # fmt: skip
-    booked = (
-        "SELECT unit_id, status, assigned_event FROM dispatch_assignments"
-        " WHERE infraction_id = 'INF-0920'"
-    )
+    dispatcher = stepped_dispatcher(setup, pack)
+    real, cut_off = dispatcher.producer, cut_off_producer(settings)
+    booked_sql = booking_sql("INF-0920")
     try:
         send(infractions_topic, [infraction(pack, 920, 5)])
         queued = [(None, "queued", None)]
-        assert steps_until(dispatcher, lambda: rows(settings, booked) == queued, 30)
+        assert steps_until(dispatcher, lambda: rows(settings, booked_sql) == queued, 30)
         # A unit comes back on duty while the broker is away from the dispatcher.
         dispatcher.producer = cut_off
         store.set_on_duty(conn, units[:1], True)
         assert steps_until(dispatcher, lambda: cut_off.lost() >= 1, 30)
-        assert rows(settings, booked)[0][:2] == (units[0], "assigned")
+        assert rows(settings, booked_sql)[0][:2] == (units[0], "assigned")
         assert logged("orders given from the queue not acknowledged")
         assert not read(settings, dispatch_topic)
         # The broker answers again: the next check publishes the very order, once.
@@ -576,7 +581,7 @@ def test_a_queue_order_the_broker_never_acknowledged_is_published_again(setup, p
         for _ in range(5):
             dispatcher.step()  # later checks: acknowledged, so not sent again
         (assigned,) = assigned_events(settings, dispatch_topic)
-        assert assigned == orjson.loads(rows(settings, booked)[0][2])
+        assert assigned == orjson.loads(rows(settings, booked_sql)[0][2])
         assert assigned["unit_id"] == units[0]
     finally:
         cut_off.close(1)
