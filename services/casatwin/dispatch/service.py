@@ -99,6 +99,7 @@ CONGESTION_BATCHES = 20  # of 5,000 windows, read per refresh
 # Short: while the read model is away each write waits this long, and the consumer must
 # poll again within kafka.max_poll_interval_ms.
 READ_MODEL_TIMEOUT_MS = 2000
+PUBLISH_WAIT_S = 10.0  # how long a step waits for the broker to acknowledge what it sent
 
 
 @dataclass
@@ -269,7 +270,7 @@ class Dispatcher:
         Should a publication have failed since ``lost_before`` (:meth:`Producer.lost`) or
         still wait, none of the batch is committed: all of it is read again."""
         assert self.consumer is not None and self.producer is not None
-        waiting = self.producer.flush(10.0)
+        waiting = self.producer.flush(PUBLISH_WAIT_S)
         lost = self.producer.lost() - lost_before
         if waiting or lost:
             log.warning(
@@ -423,7 +424,7 @@ class Dispatcher:
             sent.append(event["dispatch_id"])
             served += 1
         if sent:
-            waiting = self.producer.flush(10.0)
+            waiting = self.producer.flush(PUBLISH_WAIT_S)
             lost = self.producer.lost() - lost_before
             self._unconfirmed = set(sent) if waiting or lost else set()
             if self._unconfirmed:
