@@ -5,10 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages run test lint format bench loadtest clean wheel
+.PHONY: setup system-packages jars run test lint format bench loadtest clean wheel
 
-## setup: Debian packages that are missing, then the virtualenv with the project
-setup: system-packages $(STAMP)
+## setup: Debian packages that are missing, the virtualenv with the project, then the JVM
+## jars (Apache Kafka's broker, Spark's Kafka connector) from Maven Central
+setup: system-packages $(STAMP) jars
 
 # First: pip builds mysqlclient against libmariadb-dev.
 system-packages:
@@ -19,6 +20,10 @@ $(STAMP): pyproject.toml | system-packages
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[spark,dev]'
 	@touch $(STAMP)
+
+# Maven resolves them once (checksums verified) into .casatwin/jars; later runs copy nothing.
+jars: $(STAMP)
+	$(BIN)/casatwin stack jars
 
 ## run: the whole twin on this machine; prints the URLs; Ctrl-C stops everything
 run: setup

@@ -17,7 +17,7 @@ import pytest
 
 from casatwin.bus.admin import ensure_topics
 from casatwin.config import KafkaSettings, MariaDBSettings, Settings
-from casatwin.devstack.servers import MariaDBServer, MongoWireServer, TansuBroker, free_port
+from casatwin.devstack.servers import KafkaBroker, MariaDBServer, MongoWireServer, free_port
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -27,12 +27,19 @@ def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("servers")
 
 
+def kafka_broker(state_dir: Path) -> KafkaBroker:
+    """An Apache Kafka broker as `make run` starts it (jars from `make setup`), smaller heap."""
+    return KafkaBroker(
+        "127.0.0.1", free_port(), state_dir, jars_dir=Settings().general.jars_dir, heap_mb=512
+    )
+
+
 # Module scope: the topics and the read model have fixed names, so each test module gets a
-# broker and a read model of its own (both start in about a second) and modules cannot
-# see each other's messages.
+# broker and a read model of its own (Kafka starts in about 3 s, the read model in one) and
+# modules cannot see each other's messages.
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
-    server = TansuBroker("127.0.0.1", free_port(), tmp_path_factory.mktemp("tansu"))
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    server = kafka_broker(tmp_path_factory.mktemp("kafka"))
     server.start()
     ensure_topics(KafkaSettings(bootstrap=server.bootstrap))
     yield server
@@ -121,13 +128,13 @@ def base_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def broker_settings(base_settings: Settings, broker: TansuBroker) -> Settings:
+def broker_settings(base_settings: Settings, broker: KafkaBroker) -> Settings:
     return base_settings.replace(kafka={"bootstrap": broker.bootstrap})
 
 
 @pytest.fixture
 def stack_settings(
-    base_settings: Settings, broker: TansuBroker, mongo: MongoWireServer, mariadb: MariaDBServer
+    base_settings: Settings, broker: KafkaBroker, mongo: MongoWireServer, mariadb: MariaDBServer
 ) -> Settings:
     """Settings pointing at all three servers."""
     return base_settings.replace(

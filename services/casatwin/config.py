@@ -35,6 +35,11 @@ class GeneralSettings:
     data_dir: Path = setting(
         Path(".casatwin"), "Runtime state: server data, checkpoints, logs of `make run`."
     )
+    jars_dir: Path = setting(
+        Path(".casatwin/jars"),
+        "JVM jars that `make setup` resolves from Maven Central: Apache Kafka's broker "
+        "(`kafka/`) and Spark's Kafka connector (`spark-kafka/`).",
+    )
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR.")
     log_format: str = setting(
         "text", "`text` (one line per event, key=value fields) or `json` (one object per line)."
@@ -46,7 +51,7 @@ class GeneralSettings:
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    """The message bus. Any Kafka-protocol broker: Apache Kafka or the embedded Tansu."""
+    """The message bus: Apache Kafka (KRaft)."""
 
     bootstrap: str = setting("127.0.0.1:9092", "Bootstrap servers, comma separated host:port.")
     partitions: int = setting(6, "Partitions of the high-rate topics (telemetry, sensors).")
@@ -72,6 +77,9 @@ class KafkaSettings:
     )
     reconnect_backoff_max_ms: int = setting(
         5000, "Longest wait between reconnect attempts (exponential backoff from 100 ms)."
+    )
+    heap_mb: int = setting(
+        768, "Java heap of the Kafka broker that `make run` and the tests start (Xms = Xmx)."
     )
 
 

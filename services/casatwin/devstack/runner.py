@@ -63,7 +63,7 @@ def banner(settings: Settings, processes: dict[str, str]) -> str:
     lines = [
         "",
         "CasaTwin is up.",
-        f"  broker (Kafka protocol)  {settings.kafka.bootstrap}",
+        f"  Apache Kafka (KRaft)     {settings.kafka.bootstrap}",
         f"  read model (MongoDB)     {settings.mongo.url}",
         f"  MariaDB                  {settings.mariadb.host}:{settings.mariadb.port}"
         f" database {settings.mariadb.database}",

