@@ -1,4 +1,4 @@
-"""The bus against the real (embedded) broker: accounting, DLQ, tail, topic creation."""
+"""The bus against a real broker (Apache Kafka): accounting, DLQ, tail, topic creation."""
 
 import subprocess
 import sys

@@ -49,6 +49,28 @@ def command_of(pid: int) -> str:
         return "(gone)"
 
 
+def argv_of(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def broker_pids(pids: set[int]) -> list[int]:
+    """The processes among ``pids`` that run Apache Kafka's broker (main class kafka.Kafka)."""
+    return [pid for pid in pids if "kafka.Kafka" in argv_of(pid)]
+
+
+def left_running(pids: set[int], timeout_s: float = 30.0) -> dict[int, str]:
+    """The processes of ``pids`` still running once they have had ``timeout_s`` to end."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = {pid: command_of(pid) for pid in pids if running(pid)}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
 def wait_for_output(process, needle, timeout_s):
     deadline = time.monotonic() + timeout_s
     seen = []
@@ -65,7 +87,8 @@ def wait_for_output(process, needle, timeout_s):
 
 def stack_env(tmp_path: Path) -> dict[str, str]:
     settings = Settings().replace(
-        general={"data_dir": tmp_path / "state"},
+        # The jars of `make setup`, found from any directory (the stack runs in tmp_path).
+        general={"data_dir": tmp_path / "state", "jars_dir": Settings().general.jars_dir.resolve()},
         kafka={"bootstrap": f"127.0.0.1:{free_port()}"},
         mongo={"url": f"mongodb://127.0.0.1:{free_port()}"},
         mariadb={"port": free_port()},
@@ -85,6 +108,7 @@ def test_servers_start_and_ctrl_c_leaves_nothing_running(tmp_path):
         assert settings.kafka.bootstrap in banner
         descendants = children_of(process.pid)
         assert len(descendants) >= 3  # broker, read-model server, MariaDB
+        assert len(broker_pids(descendants)) == 1  # Apache Kafka
         assert port_is_open("127.0.0.1", settings.mariadb.port)
         # The topics exist.
         listing = subprocess.run(
@@ -93,15 +117,14 @@ def test_servers_start_and_ctrl_c_leaves_nothing_running(tmp_path):
         )  # fmt: skip
         assert "casatwin.telemetry" in listing.stdout
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=90)
+        output = banner + process.communicate(timeout=150)[0]
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0
-    time.sleep(0.5)
-    still_running = [pid for pid in descendants if Path(f"/proc/{pid}").exists()]
-    assert still_running == []
+    assert process.returncode == 0, output[-3000:]
+    assert left_running(descendants) == {}
     assert not port_is_open("127.0.0.1", settings.mariadb.port)
+    assert "Traceback" not in output, output[-3000:]
 
 
 @pytest.mark.spark
@@ -129,6 +152,7 @@ def test_the_whole_twin_runs_and_ctrl_c_stops_every_service_quietly(tmp_path):
     try:
         output += wait_for_output(process, "query started query=congestion", timeout_s=300)
         descendants = children_of(process.pid)
+        assert len(broker_pids(descendants)) == 1  # Apache Kafka
         tail = subprocess.run(
             [sys.executable, "-m", "casatwin.cli", "tail", "telemetry", "-n", "3",
              "--timeout", "20"],
@@ -141,9 +165,7 @@ def test_the_whole_twin_runs_and_ctrl_c_stops_every_service_quietly(tmp_path):
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, output[-3000:]
-    time.sleep(0.5)
-    left = {pid: command_of(pid) for pid in descendants if running(pid)}
-    assert left == {}, output[-3000:]
+    assert left_running(descendants) == {}, output[-3000:]
     for noise in ("Traceback", "Exception in thread", "StackOverflowError"):
         assert noise not in output, output[output.index(noise) - 2000 :][:4000]
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+
 import confluent_kafka
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from casatwin.bus import topics as topic_specs
 from casatwin.bus.consumer import list_topics
 from casatwin.bus.producer import client_config
 from casatwin.config import KafkaSettings
+from casatwin.errors import UserError
 from casatwin.logs import get_logger
 
 log = get_logger("bus")
@@ -49,8 +53,47 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 15.0) -> list[str]
             if exc.args[0].code() != confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     if created:
+        wait_for_leaders(admin, created, timeout_s)
         log.info("topics created", topics=",".join(sorted(created)))
     return sorted(created)
+
+
+def leaders_serve(
+    admin: AdminClient, names: Iterable[str] | None = None, timeout_s: float = 5.0
+) -> bool:
+    """Whether every partition of the topics ``names`` (default: every topic) has a leader
+    that answers: Kafka elects the leaders a moment after it creates a topic or starts, and
+    until then clients are told "not leader for partition"."""
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+        partitions = []
+        for name in metadata.topics if names is None else names:
+            info = metadata.topics.get(name)
+            if info is None or info.error is not None:
+                return False
+            partitions += [confluent_kafka.TopicPartition(name, p) for p in info.partitions]
+        if not partitions:
+            return True
+        asked = {tp: OffsetSpec.latest() for tp in partitions}
+        for future in admin.list_offsets(asked, request_timeout=timeout_s).values():
+            future.result()
+    except confluent_kafka.KafkaException:
+        return False
+    return True
+
+
+def wait_for_leaders(admin: AdminClient, names: Iterable[str], timeout_s: float) -> None:
+    """Until every partition of ``names`` has a leader that answers (:func:`leaders_serve`)."""
+    names = list(names)
+    deadline = time.monotonic() + timeout_s
+    while not leaders_serve(admin, names, timeout_s):
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"the broker elected no leader for some partitions of {', '.join(names)} "
+                f"within {timeout_s:.0f} s",
+                hint="is it overloaded? its log (server.log) says more",
+            )
+        time.sleep(0.1)
 
 
 def describe(settings: KafkaSettings, timeout_s: float = 10.0) -> dict[str, int]:

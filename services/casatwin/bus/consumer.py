@@ -1,8 +1,8 @@
 """Consumer helpers: group consumers with the configured timeouts, and group-less readers.
 
-With the default librdkafka timeouts a consumer group takes ~23 s to form on the embedded
-broker; the ``kafka.*_ms`` settings bring that to ~3 s. Readers that need no group (``tail``,
-the dashboard's snapshot, tests) assign partitions directly and start at once.
+Group consumers take their session, heartbeat and poll timeouts from the ``kafka.*_ms``
+settings, so that a group forms and rebalances quickly. Readers that need no group
+(``tail``, the dashboard's snapshot, tests) assign partitions directly and start at once.
 """
 
 from __future__ import annotations
@@ -138,12 +138,9 @@ def messages(
 
 
 def read_to_end(consumer: confluent_kafka.Consumer, timeout_s: float = 10.0) -> list[Message]:
-    """Every message of a ``reader(start="earliest" or "-N")`` up to the end.
-
-    The end is found the way that also works on Tansu (see conventions): a non-empty
-    partition is done once the record at ``high - 1`` has arrived (Apache Kafka: the last
-    record; Tansu: the first of the last batch, which arrives whole), then one empty poll
-    collects what is buffered. Bounded by ``timeout_s``.
+    """Every message of a ``reader(start="earliest" or "-N")`` up to the end of each
+    partition at the call (its high watermark): a non-empty partition is done once its
+    record at ``high - 1`` has arrived. Bounded by ``timeout_s``.
     """
     pending: dict[tuple[str, int], int] = {}
     for tp in consumer.assignment():
@@ -152,15 +149,13 @@ def read_to_end(consumer: confluent_kafka.Consumer, timeout_s: float = 10.0) -> 
             pending[(tp.topic, tp.partition)] = high - 1
     out: list[Message] = []
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while pending and time.monotonic() < deadline:
         batch = messages(consumer, max_messages=5000, timeout_s=0.2)
         for message in batch:
             where = (message.topic(), message.partition())
             if where in pending and message.offset() >= pending[where]:
                 del pending[where]
         out += batch
-        if not pending and not batch:
-            break
     return out
 
 

@@ -98,7 +98,10 @@ class Producer:
             "queue.buffering.max.messages": settings.queue_max_messages,
             "retry.backoff.ms": 100,
             "retry.backoff.max.ms": 1000,
-            "enable.idempotence": False,
+            # A record whose acknowledgement a broker crash swallowed is sent again; the
+            # broker recognises it (producer id and sequence) instead of writing it twice,
+            # and retries keep the order of a partition.
+            "enable.idempotence": True,
             "acks": "all",
             "error_cb": self._on_error,
         }
@@ -214,6 +217,10 @@ class Producer:
                         bootstrap=self._bootstrap,
                         reason=err.str(),
                     )
+        elif err.fatal():
+            # The idempotent producer cannot go on (the broker lost records of its sequence):
+            # librdkafka refuses every message after this; the service must be restarted.
+            log.error("producer failed fatally; messages will not be delivered", reason=err.str())
         else:
             log.warning("producer error", reason=err.str())
 

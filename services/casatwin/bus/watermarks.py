@@ -1,16 +1,13 @@
-"""The true offsets of partitions: earliest kept and end of log, on any Kafka broker.
+"""The offsets of partitions: the earliest kept and the end of the log.
 
-The embedded Tansu broker reports as high watermark the first offset of the partition's
-last record batch + 1, not the end of the log. :class:`EndOffsets` reads the truth: it asks
-for the watermarks, then fetches from ``high - 1`` and takes the last record returned + 1.
-Probes are cached by reported high watermark (a partition whose watermark has not moved
-has not grown), so a quiet topic costs one ListOffsets round trip per call; a busy one can
-be read without probes (``exact=False``).
+On Apache Kafka the high watermark is the end of the log a consumer can read (the offset
+the next record will have once acknowledged), so the end of a partition is its high
+watermark, asked of the broker (one ListOffsets round trip per partition, never
+librdkafka's cached value).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 import confluent_kafka
@@ -24,7 +21,7 @@ TopicPartitionKey = tuple[str, int]
 
 
 class EndOffsets:
-    """Partitions of some topics with their (earliest, true end) offsets.
+    """Partitions of some topics with their (earliest, end) offsets.
 
     Owns one group-less consumer, opened on first use; :meth:`close` releases it.
     """
@@ -40,14 +37,11 @@ class EndOffsets:
             "group.id": f"{client_id}-unused",  # librdkafka insists; no group is joined
             "enable.auto.commit": False,
             "enable.partition.eof": False,
-            "fetch.wait.max.ms": 10,
             **overrides,
         }
         self._bootstrap = settings.bootstrap
         self._timeout_s = timeout_s
         self._consumer: confluent_kafka.Consumer | None = None
-        # Per partition: (reported high watermark, end offset known for it, probed or not)
-        self._seen: dict[TopicPartitionKey, tuple[int, int, bool]] = {}
 
     @property
     def consumer(self) -> confluent_kafka.Consumer:
@@ -76,73 +70,25 @@ class EndOffsets:
         return out
 
     def bounds(
-        self, partitions: Iterable[TopicPartitionKey], exact: bool = True
+        self, partitions: Iterable[TopicPartitionKey]
     ) -> dict[TopicPartitionKey, tuple[int, int]]:
-        """``{(topic, partition): (earliest offset, end offset)}``.
-
-        ``exact`` reads the true end of every partition that grew. Otherwise a partition
-        still growing reports its high watermark — a lower bound, short of the true end by
-        at most the records of the last producer batch, which the next call picks up — and
-        only a partition that has stopped growing is probed: a busy stream costs no reads,
-        and the tail of a quiet one is found at once.
-        """
-        reported = {}
+        """``{(topic, partition): (earliest offset, end offset)}``."""
+        out = {}
         for topic, partition in partitions:
             low, high = self.consumer.get_watermark_offsets(
                 confluent_kafka.TopicPartition(topic, partition),
                 timeout=self._timeout_s,
                 cached=False,
             )
-            reported[(topic, partition)] = (max(low, 0), max(high, 0))
-        to_probe = {}
-        for key, (low, high) in reported.items():
-            seen_high, _, probed = self._seen.get(key, (-1, -1, False))
-            if high > low and not (seen_high == high and probed) and (exact or seen_high == high):
-                to_probe[key] = high
-            elif seen_high != high:
-                self._seen[key] = (high, high, False)
-        if to_probe:
-            for key, end in self._probe(to_probe).items():
-                self._seen[key] = (to_probe[key], end, True)
-        return {key: (low, self._seen.get(key, (high, high, False))[1] if high > low else high)
-                for key, (low, high) in reported.items()}  # fmt: skip
+            out[(topic, partition)] = (max(low, 0), max(high, 0))
+        return out
 
-    def ends(self, topics: Iterable[str], exact: bool = True) -> dict[TopicPartitionKey, int]:
-        """End offset of every partition of ``topics`` (see :meth:`bounds`)."""
+    def ends(self, topics: Iterable[str]) -> dict[TopicPartitionKey, int]:
+        """End offset of every partition of ``topics``."""
         partitions = self.partitions(topics)
-        return {key: end for key, (_, end) in self.bounds(partitions, exact).items()}
-
-    def _probe(self, highs: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, int]:
-        """Read from ``high - 1`` in every partition; the last record seen + 1 is the end."""
-        consumer = self.consumer
-        consumer.assign(
-            [confluent_kafka.TopicPartition(t, p, high - 1) for (t, p), high in highs.items()]
-        )
-        last: dict[TopicPartitionKey, int] = {}
-        deadline = time.monotonic() + self._timeout_s
-        try:
-            while time.monotonic() < deadline:
-                batch = consumer.consume(10_000, 0.002)
-                if not batch and len(last) == len(highs):
-                    break  # every partition answered and nothing more is queued
-                for message in batch:
-                    if message.error() is not None:
-                        continue
-                    key = (message.topic(), message.partition())
-                    last[key] = max(last.get(key, -1), message.offset())
-            else:
-                missing = sorted(set(highs) - set(last))
-                raise UserError(
-                    f"the broker at {self._bootstrap} returned no record for {missing} "
-                    f"within {self._timeout_s:.0f} s",
-                    hint="is the broker overloaded or restarting?",
-                )
-        finally:
-            consumer.unassign()
-        return {key: max(high, last.get(key, high - 1) + 1) for key, high in highs.items()}
+        return {key: end for key, (_, end) in self.bounds(partitions).items()}
 
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
-            self._seen.clear()

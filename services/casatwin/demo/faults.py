@@ -9,22 +9,11 @@ scripted violators in real time and writes its ground truth. While it plays:
 2. **MariaDB is stopped** for ``mariadb_down_s``: the sink's batch fails, the query is
    restarted from its checkpoint with backoff, and the infractions of the outage are
    recorded once MariaDB is back;
-3. **the broker is stopped and started again**. The embedded Tansu broker keeps its log in
-   memory, so a restart empties every topic (a persistent Kafka would not). What survives
-   and what does not, honestly:
-
-   * the simulator's producer keeps unacknowledged fixes and retries them (librdkafka,
-     up to ``CASATWIN_KAFKA_MESSAGE_TIMEOUT_MS``); they land in the new, empty log;
-   * the processor's checkpoint says it had read up to offsets the new log does not reach:
-     the Kafka source sees the partition end before its position and reads it again from
-     the start (``kafka_offsets.resume``, "rewound"), instead of waiting for the new log to
-     pass the old offsets and skipping everything before them; detector state is in the
-     checkpoint, so an episode spanning the outage (a parked taxi) is kept;
-   * fixes the broker had acknowledged but Spark had not read yet (under a second at this
-     rate) are gone with the broker's memory. The scenario therefore puts no scripted
-     violation's decisive fix in that second; the reconciliation would report it lost
-     otherwise. The infractions already published are gone from the topic too (the
-     ledger and the read model keep them; a restarted dashboard replays fewer).
+3. **the broker is killed with SIGKILL** in the middle of the stream and started again on
+   the same log directory: Kafka recovers its log from the disk, so every record it had
+   acknowledged is still there; the producers (the simulator's, the processor's sink)
+   keep what was not acknowledged and send it again (librdkafka, up to
+   ``CASATWIN_KAFKA_MESSAGE_TIMEOUT_MS``), and the processor goes on from its offsets.
 
 Then the simulator finishes, the processor catches up, and the ground truth is reconciled
 with the ledger (:mod:`casatwin.demo.reconcile`): zero lost, zero duplicated.
@@ -102,7 +91,7 @@ def telemetry_progress(settings: Settings) -> tuple[Offsets, Offsets] | None:
 
     from casatwin.bus import topics
     from casatwin.bus.watermarks import EndOffsets
-    from casatwin.processor.telemetry_source import lag_group
+    from casatwin.processor.source import lag_group
 
     group = {"group.id": lag_group(settings, "infractions")}
     offsets = EndOffsets(settings.kafka, "casatwin-demo-lag", timeout_s=5, **group)
@@ -119,24 +108,54 @@ def telemetry_progress(settings: Settings) -> tuple[Offsets, Offsets] | None:
     return ends, done
 
 
-def caught_up(settings: Settings) -> Callable[[], bool]:
-    """A check, to poll, that turns true once the infractions query has processed every
-    record the log held at the previous poll (at the first: at this one). What a
-    memory-only broker loses on a restart is what nobody has read yet, so with the
-    simulator stopped this waits for none, and with it playing for about one batch."""
-    target: Offsets | None = None
+def caught_up(settings: Settings) -> bool:
+    """Whether the infractions query has processed every record of the telemetry log (with
+    the simulator stopped: its last batch, sinks included, is over)."""
+    progress = telemetry_progress(settings)
+    if progress is None:
+        return False
+    ends, done = progress
+    return all(done.get(key, 0) >= end for key, end in ends.items())
 
-    def check() -> bool:
-        nonlocal target
-        progress = telemetry_progress(settings)
-        if progress is None:
-            return False
-        ends, done = progress
-        reached = all(done.get(key, 0) >= end for key, end in (target or ends).items())
-        target = ends
-        return reached
 
-    return check
+def telemetry_end(settings: Settings) -> int | None:
+    """Records on the telemetry topic (the sum of its partitions' ends); None when the
+    broker does not answer."""
+    from casatwin.bus import topics
+    from casatwin.bus.watermarks import EndOffsets
+
+    offsets = EndOffsets(settings.kafka, "casatwin-demo-ends", timeout_s=5)
+    try:
+        return sum(offsets.ends([topics.TELEMETRY]).values())
+    except Exception:  # any broker failure: not known now
+        return None
+    finally:
+        offsets.close()
+
+
+def kill_broker(stack: Stack, settings: Settings, down_s: float, say: Say) -> None:
+    """kill -9 the broker, leave it dead ``down_s``, start it on the same log directory,
+    and say whether its log came back whole (it ends no earlier than before the kill)."""
+    before = telemetry_end(settings)
+    say(f"FAULT 3: kill -9 the broker for {down_s:g} s ({before} fixes on its log); the "
+        "producers buffer and retry, the processor waits")  # fmt: skip
+    stack.broker.kill()
+    time.sleep(down_s)
+    stack.broker.start()
+    after: int | None = None
+
+    def answered() -> bool:
+        nonlocal after
+        after = telemetry_end(settings)
+        return after is not None
+
+    wait_until(answered, 60)
+    if before is not None and after is not None and after >= before:
+        say(f"recovered: the broker is back with its log from the disk ({after} fixes, "
+            "none missing); the buffered fixes arrive, the processor goes on")  # fmt: skip
+    else:
+        say(f"the broker came back with a shorter log ({before} fixes before the kill, "
+            f"{after} after): acknowledged records are missing")  # fmt: skip
 
 
 def queries_started(twin: Twin) -> int:
@@ -161,8 +180,6 @@ def start_processor(twin: Twin, say: Say, timeout_s: float = 300) -> None:
 
 def run(settings: Settings, stack: Stack, plan: FaultPlan, say: Say = print) -> Reconciliation:
     """The whole demo on a started ``stack`` whose topics and registry are ready."""
-    from casatwin.bus.admin import ensure_topics
-
     if not plan.scenario.exists():
         raise UserError(f"scenario {plan.scenario} not found")
     truth_path = settings.general.data_dir / "ground-truth.json"
@@ -200,19 +217,7 @@ def run(settings: Settings, stack: Stack, plan: FaultPlan, say: Say = print) -> 
         say("recovered: MariaDB is back; the waiting infractions reach the ledger and the screen")
 
         at(plan.broker_at_s)
-        # What a memory-only broker loses is what nobody has read yet: stop it when the
-        # processor has caught up, as an operator would before restarting it.
-        if not wait_until(caught_up(settings), plan.catch_up_s, 1.0):
-            say(f"the processor has not caught up in {plan.catch_up_s:g} s; what it has not "
-                "read yet is lost with the broker")  # fmt: skip
-        say(f"FAULT 3: the broker stopped for {plan.broker_down_s:g} s (memory-only: its "
-            "topics are lost); producers buffer and retry")  # fmt: skip
-        stack.broker.stop()
-        time.sleep(plan.broker_down_s)
-        stack.broker.start()
-        ensure_topics(settings.kafka)
-        say("recovered: broker back, topics re-created; the processor reads the new log "
-            "from its start")  # fmt: skip
+        kill_broker(stack, settings, plan.broker_down_s, say)
 
         code = twin.wait("simulator", plan.catch_up_s + 600)
         if code != 0:
@@ -228,7 +233,10 @@ def run(settings: Settings, stack: Stack, plan: FaultPlan, say: Say = print) -> 
         wait_until(
             lambda: _ledger_count(settings, started_ms) >= len(expected), plan.catch_up_s, 2.0
         )
-        time.sleep(3)  # a duplicate would arrive with the batch after
+        # A duplicate would come with a batch replayed from the log: once the query has
+        # processed all of it, every batch that could write one is over.
+        if not wait_until(lambda: caught_up(settings), plan.catch_up_s, 1.0):
+            say(f"the processor has not processed the whole log in {plan.catch_up_s:g} s")
         result = reconcile(expected, ledger_rows(settings, started_ms))
     finally:
         twin.stop_all()

@@ -237,13 +237,17 @@ class KafkaBroker(Server):
         return self._java("kafka.Kafka", str(self.config_path), heap_mb=self.heap_mb)
 
     def ready(self) -> bool:
-        from confluent_kafka.admin import AdminClient
+        """It answers, and every partition it holds (after a restart) has a leader."""
+        from casatwin.bus.admin import admin_client, leaders_serve
+        from casatwin.config import KafkaSettings
 
+        # librdkafka's own lines go to the log at DEBUG (client_config), not to stderr.
+        admin = admin_client(KafkaSettings(bootstrap=self.bootstrap))
         try:
-            metadata = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+            metadata = admin.list_topics(timeout=2)
         except Exception:
             return False
-        return bool(metadata.brokers)
+        return bool(metadata.brokers) and leaders_serve(admin, timeout_s=2)
 
 
 KAFKA_LOG_CONFIG = Path(__file__).with_name("kafka-log4j2.properties")
