@@ -20,12 +20,11 @@ import orjson
 
 from casatwin.bus import topics
 from casatwin.bus.producer import Producer
+from casatwin.bus.ranges import OffsetMap, read_values, to_map
 from casatwin.bus.watermarks import EndOffsets
 from casatwin.city.load import from_dict, write
 from casatwin.city.synthetic import grid
 from casatwin.config import MariaDBSettings, Settings
-from casatwin.processor import kafka_offsets as ko
-from casatwin.processor.kafka_source import cached_consumer, read_ranges
 
 REGISTRY_AS_OF = dt.date(2025, 6, 1)
 
@@ -43,24 +42,19 @@ def police_units() -> list[Any]:
     return loader.police_units_of(from_dict(grid()))
 
 
-def topic_ends(settings: Settings, topic: str) -> ko.OffsetMap:
+def topic_ends(settings: Settings, topic: str) -> OffsetMap:
     ends = EndOffsets(settings.kafka, "test-ends")
     try:
-        return ko.to_map(ends.ends([topic]))
+        return to_map(ends.ends([topic]))
     finally:
         ends.close()
 
 
-def read_topic(settings: Settings, topic: str, since: ko.OffsetMap) -> list[dict[str, Any]]:
+def read_topic(settings: Settings, topic: str, since: OffsetMap) -> list[dict[str, Any]]:
     """Every message of ``topic`` after the offsets ``since``."""
     now = topic_ends(settings, topic)
-    ranges = [r for r in ko.plan_ranges(since, now) if r.count]
-    consumer = cached_consumer(settings.kafka, "test-read-topic")
-    out = []
-    for round_ in ko.rounds(ranges):
-        for batch in read_ranges(consumer, round_, 20.0):
-            out += [orjson.loads(v) for v in batch.column("value").to_pylist()]
-    return out
+    values = read_values(settings.kafka, "test-read-topic", since, now, 20.0)
+    return [orjson.loads(v) for v in values if v is not None]
 
 
 def publish(settings: Settings, messages: Iterable[dict[str, Any] | bytes], key: str = "") -> None:
@@ -155,7 +149,7 @@ def clean_taxis(settings: MariaDBSettings, count: int) -> list[str]:
 
 def casablanca_e2e(
     mariadb: Any, broker: Any, mongo: Any, tmp_path: Path, database: str
-) -> tuple[Settings, ko.OffsetMap, dict[str, str]]:
+) -> tuple[Settings, OffsetMap, dict[str, str]]:
     """The end-to-end set-up on Casablanca: a ledger database ``database`` with a
     13,000-driver registry and the pack's police units, settings pointing at the test's
     servers with the processor starting at the telemetry's end; returns the settings, the

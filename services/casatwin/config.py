@@ -311,8 +311,11 @@ class ProcessorSettings:
     max_records_per_batch: int = setting(
         200000, "Most telemetry records one micro-batch admits (0: no limit)."
     )
-    records_per_task: int = setting(
-        50000, "Records per Spark read task; a smaller batch is read by one task."
+    read_tasks: int = setting(
+        0,
+        "Spark tasks that decode a micro-batch's telemetry (the Kafka connector's one per "
+        "partition, coalesced): fewer Python tasks per batch. 0: Spark's default parallelism "
+        "(the cores of `local[*]`, or the cluster's).",
     )
     shuffle_partitions: int = setting(
         1,

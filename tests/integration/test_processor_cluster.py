@@ -1,5 +1,6 @@
 """The processor on a Spark standalone cluster (a master and a worker from the pyspark
-distribution, on this machine) finds an infraction like it does in local mode."""
+distribution, on this machine) reads with Spark's Kafka connector and finds an infraction
+like it does in local mode."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from tests.processor_support import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
+
+KAFKA_SOURCE = "KafkaV2[Subscribe[casatwin.telemetry]]"  # in the processor's "query reads" line
 
 
 @pytest.fixture
@@ -101,6 +104,9 @@ def test_the_processor_runs_on_a_standalone_cluster(cluster, mariadb, broker, mo
         assert wait_for(lambda: read_topic(settings, topics.INFRACTIONS, since), timeout_s=300), (
             log.read_text()[-3000:]
         )
+        # Spark's own Kafka source, its jars shipped to the worker's executor (spark.jars).
+        reads = wait_for(lambda: KAFKA_SOURCE in log.read_text(), timeout_s=30)
+        assert reads, log.read_text()[-3000:]
     finally:
         processor.send_signal(signal.SIGTERM)
         processor.wait(60)

@@ -2,12 +2,14 @@
 
 import orjson
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from casatwin.bus.producer import Producer
-from casatwin.processor import kafka_offsets as ko
+from casatwin.bus.ranges import from_map
+from casatwin.errors import UserError
 from casatwin.processor.publication import BatchPublisher
-from tests.processor_support import read_topic, topic_ends
+from tests.processor_support import read_topic, topic_ends, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +19,16 @@ def topic(broker_settings, unique_topic):
     admin = AdminClient({"bootstrap.servers": broker_settings.kafka.bootstrap})
     for future in admin.create_topics([NewTopic(unique_topic, 3, -1)]).values():
         future.result(10)
+    # Kafka answers the creation before every broker's metadata knows the topic.
+    assert wait_for(lambda: has_offsets(broker_settings, unique_topic), timeout_s=15)
     return unique_topic
+
+
+def has_offsets(settings, topic):
+    try:
+        return len(topic_ends(settings, topic).get(topic, {})) == 3
+    except (UserError, KafkaException):
+        return False
 
 
 def publisher(settings, topic, journal):
@@ -75,5 +86,5 @@ def test_offsets_recorded_before_publishing_are_a_lower_bound(broker_settings, t
     p = publisher(broker_settings, topic, tmp_path)
     p.publish(1, [message(1)])
     intent = orjson.loads((tmp_path / f"{1:012d}.intent").read_bytes())
-    assert ko.from_map(intent).keys() == ko.from_map(topic_ends(broker_settings, topic)).keys()
+    assert from_map(intent).keys() == from_map(topic_ends(broker_settings, topic)).keys()
     p.stop()

@@ -1,14 +1,30 @@
-"""The Kafka source's offset arithmetic (pure)."""
+"""The processor's side of Spark's Kafka connector, without a broker or Spark: offsets
+(pure), the connector's options, and the connector's jars checked against pyspark."""
 
+import re
+import shutil
+
+import orjson
+import pyspark
 import pytest
 
+from casatwin.bus import ranges
+from casatwin.config import Settings
+from casatwin.devstack.jars import pom
+from casatwin.errors import UserError
 from casatwin.processor import kafka_offsets as ko
+from casatwin.processor.source import kafka_options, lag_group
+from casatwin.processor.telemetry_source import decoded_rows
 
 T = "casatwin.telemetry"
+S = "casatwin.sensors.intersection"
 
 
-def bounds(*ends, low=0, topic=T):
-    return {(topic, p): (low, end) for p, end in enumerate(ends)}
+def partitions_of(counts):
+    def partitions(topics):
+        return [(t, p) for t in topics for p in range(counts.get(t, 0))]
+
+    return partitions
 
 
 def test_starting_offsets_spec():
@@ -20,104 +36,86 @@ def test_starting_offsets_spec():
             ko.parse_starting_offsets(bad)
 
 
-def test_initial_offsets_earliest_latest_and_explicit():
-    b = {(T, 0): (3, 10), (T, 1): (0, 7), (T, 2): (2, 2)}
-    assert ko.initial_offsets("earliest", b) == {T: {"0": 3, "1": 0, "2": 2}}
-    assert ko.initial_offsets("latest", b) == {T: {"0": 10, "1": 7, "2": 2}}
-    spec = {T: {"0": 1, "1": -1}}  # below the earliest kept → earliest; partition 2 unnamed
-    assert ko.initial_offsets(spec, b) == {T: {"0": 3, "1": 7, "2": 2}}
-    assert ko.initial_offsets({T: {"0": 99}}, b)[T]["0"] == 10  # beyond the end → the end
+def test_a_source_starts_from_its_own_topics_with_every_partition_named():
+    """The connector wants every partition of its topics, and no other topic."""
+    spec = orjson.dumps({T: {"0": 5, "2": -1}, S: {"0": 7}}).decode()
+    got = ko.starting_offsets(spec, [T], partitions_of({T: 3, S: 2}))
+    assert orjson.loads(got) == {T: {"0": 5, "1": -2, "2": -1}}  # 1 unnamed: earliest
+    got = ko.starting_offsets(spec, [S], partitions_of({T: 3, S: 2}))
+    assert orjson.loads(got) == {S: {"0": 7, "1": -2}}
+    never = partitions_of({})  # no broker call for these
+    assert ko.starting_offsets(spec, ["other"], never) == "earliest"
+    assert ko.starting_offsets("latest", [T], never) == "latest"
+    assert ko.starting_offsets(spec, [T], never) == "earliest"  # the topic is not there yet
 
 
-def test_resume_picks_up_new_partitions_from_their_start():
-    previous = {T: {"0": 5, "1": 6}}
-    resumed = ko.resume(previous, {(T, 0): (0, 9), (T, 1): (0, 6), (T, 2): (0, 4)})
-    assert resumed.start == {(T, 0): 5, (T, 1): 6, (T, 2): 0}
-    assert resumed.new_partitions == [(T, 2)]
-    assert resumed.lost == {}
+def test_offsets_from_progress():
+    assert ko.from_progress('{"t": {"0": 3}}') == {"t": {"0": 3}}
+    assert ko.from_progress({"t": {"0": 3}}) == {"t": {"0": 3}}
+    assert ko.from_progress(None) is None
+    assert ko.from_progress("not json") is None
 
 
-def test_resume_moves_past_deleted_records_and_says_how_many():
-    resumed = ko.resume({T: {"0": 5}}, {(T, 0): (8, 20)})
-    assert resumed.start == {(T, 0): 8}
-    assert resumed.lost == {(T, 0): 3}
-
-
-def test_resume_keeps_partitions_the_broker_no_longer_reports():
-    resumed = ko.resume({T: {"0": 5}, "gone": {"0": 2}}, {(T, 0): (0, 5)})
-    assert resumed.start == {(T, 0): 5, ("gone", 0): 2}
-
-
-def test_resume_reads_a_partition_that_went_back_from_its_start():
-    # A memory-only broker restarted: the new log ends before where the last batch ended.
-    previous = {T: {"0": 500, "1": 7}}
-    bounds = {(T, 0): (0, 40), (T, 1): (0, 9)}
-    resumed = ko.resume(previous, bounds)
-    assert resumed.start == {(T, 0): 0, (T, 1): 7}
-    assert resumed.rewound == {(T, 0): 500}
-    # ... and the batch after it reads the new log from 0, not nothing.
-    ranges = ko.plan_ranges(previous, {T: {"0": 40, "1": 9}})
-    assert [(r.partition, r.start, r.end) for r in ranges] == [(0, 0, 40), (1, 7, 9)]
-
-
-def test_limit_admits_everything_under_the_cap():
-    start = {(T, 0): 0, (T, 1): 10}
-    assert ko.limit_offsets(start, {(T, 0): 5, (T, 1): 15}, 100) == {(T, 0): 5, (T, 1): 15}
-    assert ko.limit_offsets(start, {(T, 0): 5, (T, 1): 15}, None) == {(T, 0): 5, (T, 1): 15}
-
-
-def test_limit_shares_the_cap_in_proportion_to_backlog_exactly():
-    start = {(T, 0): 0, (T, 1): 0, (T, 2): 0}
-    available = {(T, 0): 300, (T, 1): 100, (T, 2): 1}
-    end = ko.limit_offsets(start, available, 100)
-    assert sum(end.values()) == 100
-    assert end[(T, 0)] == 75 and end[(T, 1)] == 25 and end[(T, 2)] == 0
-    # deterministic: the same inputs always give the same batch
-    assert ko.limit_offsets(start, available, 100) == end
-
-
-def test_limit_never_goes_backwards_or_beyond_available():
-    start = {(T, 0): 10, (T, 1): 50}
-    end = ko.limit_offsets(start, {(T, 0): 8, (T, 1): 60}, 5)  # partition 0 "shrank"
-    assert end == {(T, 0): 10, (T, 1): 55}
-
-
-def test_plan_ranges_skips_empty_and_splits_large():
+def test_ranges_between_offset_maps():
     start = {T: {"0": 0, "1": 5}}
     end = {T: {"0": 25, "1": 5, "2": 3}}  # partition 2 is new: it starts at 0
-    ranges = ko.plan_ranges(start, end, max_per_range=10)
-    assert [(r.partition, r.start, r.end) for r in ranges] == [
-        (0, 0, 10), (0, 10, 20), (0, 20, 25), (2, 0, 3)
+    assert [(r.partition, r.start, r.end) for r in ranges.plan_ranges(start, end)] == [
+        (0, 0, 25), (2, 0, 3)
     ]  # fmt: skip
-
-
-def test_plan_tasks_small_batch_is_one_task_large_is_spread():
-    start = {T: {str(p): 0 for p in range(6)}}
-    small = ko.plan_tasks(start, {T: {str(p): 10 for p in range(6)}}, 50_000, 8)
-    assert len(small) == 1 and len(small[0]) == 6
-    big = ko.plan_tasks(start, {T: {str(p): 30_000 for p in range(6)}}, 50_000, 8)
-    assert len(big) == 4  # 180,000 records in tasks of ~50,000
-    assert sum(r.count for task in big for r in task) == 180_000
-    loads = [sum(r.count for r in task) for task in big]
-    assert max(loads) - min(loads) <= 30_000
-
-
-def test_a_task_reads_each_partition_position_once_per_round():
-    ranges = [ko.OffsetRange(T, 0, 0, 5), ko.OffsetRange(T, 0, 5, 9), ko.OffsetRange(T, 1, 0, 3)]
-    merged = ko.merge_contiguous(ranges)
-    assert merged == [ko.OffsetRange(T, 0, 0, 9), ko.OffsetRange(T, 1, 0, 3)]
-    apart = [ko.OffsetRange(T, 0, 0, 5), ko.OffsetRange(T, 0, 7, 9), ko.OffsetRange(T, 1, 0, 3)]
-    assert ko.rounds(ko.merge_contiguous(apart)) == [
-        [ko.OffsetRange(T, 0, 0, 5), ko.OffsetRange(T, 1, 0, 3)],
-        [ko.OffsetRange(T, 0, 7, 9)],
-    ]
+    assert ranges.count(start, end) == 28
 
 
 def test_backlog_is_the_lag():
-    assert ko.backlog({T: {"0": 5, "1": 7}}, {T: {"0": 9, "1": 7, "2": 4}}) == 8
+    assert ranges.backlog({T: {"0": 5, "1": 7}}, {T: {"0": 9, "1": 7, "2": 4}}) == 8
 
 
 def test_maps_round_trip():
     positions = {(T, 1): 4, (T, 0): 3, ("a", 0): 1}
-    assert ko.from_map(ko.to_map(positions)) == positions
-    assert list(ko.to_map(positions)) == ["a", T]
+    assert ranges.from_map(ranges.to_map(positions)) == positions
+    assert list(ranges.to_map(positions)) == ["a", T]
+
+
+def test_the_connector_options():
+    settings = Settings().replace(processor={"starting_offsets": "earliest"})
+    options = kafka_options(settings, [T], "infractions")
+    assert options["subscribe"] == T and options["startingOffsets"] == "earliest"
+    assert options["failOnDataLoss"] == "false"
+    assert options["maxOffsetsPerTrigger"] == str(settings.processor.max_records_per_batch)
+    assert options["kafka.fetch.max.wait.ms"] == str(settings.kafka.fetch_wait_max_ms)
+    unlimited = settings.replace(processor={"max_records_per_batch": 0})
+    assert "maxOffsetsPerTrigger" not in kafka_options(unlimited, [T], "infractions")
+
+
+def test_each_query_reports_to_a_lag_group_of_its_own():
+    settings = Settings().replace(processor={"consumer_group": "g"})
+    assert lag_group(settings, "infractions") == "g-infractions"
+    assert lag_group(settings.replace(processor={"consumer_group": ""}), "congestion") == ""
+
+
+def test_decoded_rows_come_from_the_observed_metrics():
+    assert decoded_rows({"observedMetrics": {"decoded": {"rows": 7}}}) == 7
+    assert decoded_rows({"observedMetrics": {}}) is None
+
+
+def test_the_connector_pom_is_at_pyspark_s_version():
+    version = re.search(r"<spark.version>(.+?)</spark.version>", pom("spark-kafka").read_text())
+    assert version is not None and version.group(1) == pyspark.__version__
+
+
+def test_the_connector_jars_must_match_pyspark(tmp_path):
+    from casatwin.processor.session import CONNECTOR, kafka_connector_jars
+
+    settings = Settings().replace(general={"jars_dir": tmp_path})
+    with pytest.raises(UserError, match="missing") as missing:
+        kafka_connector_jars(settings)
+    assert "make setup" in (missing.value.hint or "")
+    jars = tmp_path / "spark-kafka"
+    jars.mkdir()
+    (jars / "kafka-clients-3.9.2.jar").touch()
+    (jars / f"{CONNECTOR}-3.5.1.jar").touch()
+    with pytest.raises(UserError, match="does not match pyspark") as mismatch:
+        kafka_connector_jars(settings)
+    assert "3.5.1" in mismatch.value.message and "make setup" in (mismatch.value.hint or "")
+    shutil.move(jars / f"{CONNECTOR}-3.5.1.jar", jars / f"{CONNECTOR}-{pyspark.__version__}.jar")
+    found = kafka_connector_jars(settings)
+    assert len(found) == 2 and all(jar.is_absolute() for jar in found)

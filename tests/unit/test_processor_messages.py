@@ -66,18 +66,21 @@ def test_simultaneous_offences_are_the_same_vehicles_within_five_seconds():
 
 
 def test_progress_figures_from_spark_progress():
+    # As Spark's Kafka source reports them: offsets as JSON text, one input row per record.
     progress = {
         "sources": [
             {
-                "startOffset": {"t": {"0": 10, "1": 5}},
-                "endOffset": {"t": {"0": 15, "1": 9}},
-                "latestOffset": {"t": {"0": 20, "1": 9, "2": 3}},
-            }
+                "startOffset": '{"t": {"0": 10, "1": 5}}',
+                "endOffset": '{"t": {"0": 15, "1": 9}}',
+                "latestOffset": '{"t": {"0": 20, "1": 9, "2": 3}}',
+                "numInputRows": 9,
+            },
+            {"startOffset": None, "endOffset": {"s": {"0": 1}}, "numInputRows": 1},
         ]
     }
-    assert records_read(progress) == 9
+    assert records_read(progress) == 10
     assert source_lag(progress) == 8
-    assert records_read({"sources": [{"startOffset": None, "endOffset": {"t": {"0": 1}}}]}) == 0
+    assert records_read({"sources": []}) == 0
 
 
 def test_a_checkpoint_keeps_the_state_buckets_it_was_started_with(tmp_path):

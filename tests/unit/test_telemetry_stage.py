@@ -7,8 +7,8 @@ import pytest
 
 from casatwin.city.load import from_dict
 from casatwin.city.synthetic import grid
-from casatwin.processor.kafka_source import ARROW_SCHEMA
 from casatwin.processor.network import RoadNetwork
+from casatwin.processor.source import RECORD_SCHEMA
 from casatwin.processor.telemetry import FIX_SCHEMA, PANE_SCHEMA, locate, panes, parse
 from tests.drive import T0, Drive, path_along
 
@@ -29,7 +29,7 @@ def records(values, topic="casatwin.telemetry"):
             pa.array(list(range(100, 100 + n)), pa.int64()),
             pa.array([0] * n, pa.int64()),
         ],
-        schema=ARROW_SCHEMA,
+        schema=RECORD_SCHEMA,
     )
 
 

@@ -26,6 +26,8 @@ from casatwin.config import Settings
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
 from casatwin.processor.progress import new_batches, observe_batches
+from casatwin.processor.source import LagReporter, describe
+from casatwin.processor.telemetry_source import decoded_rows
 
 log = get_logger("processor")
 
@@ -109,10 +111,10 @@ class InfractionsQuery:
         from casatwin.processor.sink import INFRACTIONS
 
         read = sum(records_read(p) for p in progress)
-        fixes = sum(p["numInputRows"] for p in progress)
+        fixes = sum(rows_out(p) for p in progress)
         samples = (s for metric in INFRACTIONS.collect() for s in metric.samples)
         return {
-            "rejected": max(read - fixes, 0),  # set aside in the DLQ by the read task
+            "rejected": max(read - fixes, 0),  # set aside in the DLQ by the decoding stage
             "infractions": int(sum(s.value for s in samples if s.name.endswith("_total"))),
         }
 
@@ -132,7 +134,9 @@ def default_queries(settings: Settings) -> list[QuerySpec]:
 @dataclass
 class _Running:
     spec: QuerySpec
+    lag: LagReporter
     query: Any = None
+    sources_logged: bool = False  # what the query reads, said once per start
     failures: int = 0
     restart_at: float = 0.0
     seen_batch: int = -1  # the last batch whose progress was observed
@@ -152,7 +156,10 @@ class ProcessorApp:
         self.settings = settings
         self.master = master or settings.processor.master
         self.checkpoints = checkpoint_root(settings)
-        self.running = [_Running(q) for q in (queries or default_queries(settings))]
+        self.running = [
+            _Running(q, LagReporter(settings, q.name))
+            for q in (queries or default_queries(settings))
+        ]
         self.spark = spark
         self._own_spark = spark is None
 
@@ -177,6 +184,7 @@ class ProcessorApp:
         checkpoint = self.checkpoints / running.spec.name
         try:
             running.query = running.spec.start(self.spark, checkpoint)
+            running.sources_logged = False
         except UserError as exc:
             running.spec.stop()
             running.restart_at = time.monotonic() + RETRY_START_S
@@ -234,13 +242,17 @@ class ProcessorApp:
             running.seen_batch = new[-1]["batchId"]
             observe_batches(running.spec.name, new)
             running.unreported += new
+            running.lag.report(new[-1])
+            if not running.sources_logged:
+                running.sources_logged = True
+                log.info("query reads", query=running.spec.name, sources=describe(new[-1]))
 
     def _report(self, running: _Running) -> None:
         self._observe(running)
         new, running.unreported = running.unreported, []
         if running.query is None or not new:
             return
-        rows = sum(p["numInputRows"] for p in new)
+        rows = sum(rows_out(p) for p in new)
         records = sum(records_read(p) for p in new)
         late = sum(
             op.get("numRowsDroppedByWatermark", 0)
@@ -281,6 +293,7 @@ class ProcessorApp:
                     )
                 running.query = None
             running.spec.stop()
+            running.lag.close()
             log.info("query stopped", query=running.spec.name)
         if self._own_spark and self.spark is not None:
             self.spark.stop()
@@ -292,31 +305,30 @@ class ProcessorApp:
 
 
 def records_read(progress: dict[str, Any]) -> int:
-    """Kafka records a batch read (its sources' end minus start offsets); with a decoding
-    source, more than its input rows by the records set aside."""
-    from casatwin.processor import kafka_offsets as ko
+    """Kafka records a batch read: its sources' input rows (Spark's Kafka source gives one
+    row per record; the first batch of a query, which has no start offset, included)."""
+    return sum(int(source.get("numInputRows") or 0) for source in progress.get("sources", []))
 
-    total = 0
-    for source in progress.get("sources", []):
-        start, end = (
-            ko.from_progress(source.get("startOffset")),
-            ko.from_progress(source.get("endOffset")),
-        )
-        if start is not None and end is not None:
-            total += sum(r.count for r in ko.plan_ranges(start, end))
-    return total
+
+def rows_out(progress: dict[str, Any]) -> int:
+    """The rows a batch's decoding stage gave (fixes, or the congestion query's panes):
+    fewer than the records read by those set aside; the input rows of a query without
+    one."""
+    decoded = decoded_rows(progress)
+    return int(progress["numInputRows"]) if decoded is None else decoded
 
 
 def source_lag(progress: dict[str, Any]) -> int:
     """Records on the broker beyond what the last batch read (all sources of a query)."""
-    from casatwin.processor import kafka_offsets as ko
+    from casatwin.bus.ranges import backlog
+    from casatwin.processor.kafka_offsets import from_progress
 
     lag = 0
     for source in progress.get("sources", []):
         end, latest = (
-            ko.from_progress(source.get("endOffset")),
-            ko.from_progress(source.get("latestOffset")),
+            from_progress(source.get("endOffset")),
+            from_progress(source.get("latestOffset")),
         )
         if end is not None and latest is not None:
-            lag += ko.backlog(end, latest)
+            lag += backlog(end, latest)
     return lag

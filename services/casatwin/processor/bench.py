@@ -13,8 +13,8 @@
     drained from the broker by both queries, after a warm-up recording; then re-timed copies
     are replayed at a fixed rate (target 50,000 msg/s) while each query's lag is sampled.
     Kafka records per second of batch time, per query. Reference: the raw consume rate of
-    the same Kafka client (librdkafka consumer, same settings) on the same records, in the
-    same run.
+    the same connector on the same records, in the same run — a stateless query with
+    Spark's ``format("kafka")`` (same options, same session) that only counts the rows.
 
 Each prepares the registry first (migrations, the fleet's drivers) and runs the processor
 in this process, on its own Spark session (``local[*]``).
@@ -39,9 +39,10 @@ import numpy as np
 import orjson
 
 from casatwin.bus import topics
+from casatwin.bus.ranges import OffsetMap, backlog, count, read_values, to_map
 from casatwin.config import Settings
 from casatwin.logs import get_logger
-from casatwin.processor import kafka_offsets as ko
+from casatwin.processor.kafka_offsets import from_progress
 
 log = get_logger("bench")
 
@@ -111,12 +112,12 @@ def running_processor(settings: Settings, spark: Any = None) -> Iterator[Any]:
         app.stop()
 
 
-def ends(settings: Settings, topic: str) -> ko.OffsetMap:
+def ends(settings: Settings, topic: str) -> OffsetMap:
     from casatwin.bus.watermarks import EndOffsets
 
     offsets = EndOffsets(settings.kafka, "bench-ends")
     try:
-        return ko.to_map(offsets.ends([topic]))
+        return to_map(offsets.ends([topic]))
     finally:
         offsets.close()
 
@@ -335,40 +336,38 @@ def _described(settings: Settings) -> dict[str, Any]:
 # -- throughput ------------------------------------------------------------------------------
 
 
-def raw_consume_rate(settings: Settings, start: ko.OffsetMap, end: ko.OffsetMap) -> float:
-    """Messages per second one librdkafka consumer (the source's settings) reads the range
-    at, touching each value — the reference the processor is compared to."""
-    import confluent_kafka
+def raw_consume_rate(spark: Any, settings: Settings, start: OffsetMap, end: OffsetMap) -> float:
+    """Records per second of batch time at which Spark's Kafka connector alone reads the
+    records from ``start`` to ``end``: a stateless streaming query with the processor's
+    options (``maxOffsetsPerTrigger`` included) whose batches only count the rows and their
+    bytes — the reference the processor is compared to."""
+    from pyspark.sql import functions as F  # noqa: N812 - Spark's convention
 
-    from casatwin.processor.kafka_source import cached_consumer
+    from casatwin.processor.source import kafka_records
 
-    consumer = cached_consumer(settings.kafka, "bench-raw")
-    ranges = ko.plan_ranges(start, end)
-    total = sum(r.count for r in ranges)
-    consumer.assign([confluent_kafka.TopicPartition(r.topic, r.partition, r.start) for r in ranges])
-    got, size = 0, 0
-    started = time.perf_counter()
-    deadline = time.monotonic() + 300
-    while got < total and time.monotonic() < deadline:
-        for message in consumer.consume(10_000, 0.1):
-            if message.error() is None:
-                size += len(message.value())
-                got += 1
-    elapsed = time.perf_counter() - started
-    consumer.unassign()
-    return got / elapsed
+    settings = settings.replace(processor={"starting_offsets": orjson.dumps(start).decode()})
+    rows = kafka_records(spark, settings, [topics.TELEMETRY], "bench-raw")
+    with tempfile.TemporaryDirectory(prefix="casatwin-raw-") as checkpoint:
+        query = (
+            rows.writeStream.foreachBatch(
+                lambda frame, _: frame.agg(F.count("*"), F.sum(F.length("value"))).collect()
+            )
+            .option("checkpointLocation", checkpoint)
+            .trigger(processingTime="0 seconds")
+            .start()
+        )
+        try:
+            if not wait_until_read(query, end, 600):
+                raise RuntimeError("the raw Kafka query did not read the recording in 10 min")
+            progress = list(query.recentProgress)
+        finally:
+            query.stop()
+    return records_rate(progress)
 
 
-def recorded_values(settings: Settings, start: ko.OffsetMap, end: ko.OffsetMap) -> list[bytes]:
-    from casatwin.processor.kafka_source import cached_consumer, read_ranges
-
-    consumer = cached_consumer(settings.kafka, "bench-recorded")
-    return [
-        value
-        for round_ in ko.rounds(ko.plan_ranges(start, end))
-        for batch in read_ranges(consumer, round_, 60)
-        for value in batch.column("value").to_pylist()
-    ]
+def recorded_values(settings: Settings, start: OffsetMap, end: OffsetMap) -> list[bytes]:
+    values = read_values(settings.kafka, "bench-recorded", start, end, 60)
+    return [value for value in values if value is not None]
 
 
 def replay(bootstrap: str, values: list[bytes], shift_ms: int, rate: int, seconds: int) -> None:
@@ -405,18 +404,18 @@ def replay(bootstrap: str, values: list[bytes], shift_ms: int, rate: int, second
     producer.flush(30)
 
 
-def read_up_to(progress: dict[str, Any] | None) -> ko.OffsetMap | None:
+def read_up_to(progress: dict[str, Any] | None) -> OffsetMap | None:
     """The offsets a batch's progress says it read up to."""
     if not progress or not progress["sources"]:
         return None
-    return ko.from_progress(progress["sources"][0]["endOffset"])
+    return from_progress(progress["sources"][0]["endOffset"])
 
 
-def wait_until_read(query: Any, end: ko.OffsetMap, timeout_s: float) -> bool:
+def wait_until_read(query: Any, end: OffsetMap, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         read = read_up_to(query.lastProgress)
-        if read is not None and ko.backlog(read, end) == 0:
+        if read is not None and backlog(read, end) == 0:
             return True
         time.sleep(0.5)
     return False
@@ -440,12 +439,13 @@ def throughput(settings: Settings) -> dict[str, Any]:
         with running_processor(settings, spark) as app:
             for running in app.running:
                 wait_until_read(running.query, before, 900)
+        raw_consume_rate(spark, settings, start, before)  # the same warm-up for the reference
         run_simulator(settings, "--afap", "--taxis", str(RECORD_TAXIS), "--seconds",
                       str(RECORD_SECONDS), "--start-ms",
                       str(START_MS + WARMUP_RECORD_SECONDS * 1000))  # fmt: skip
         after = ends(settings, topics.TELEMETRY)
-        records = sum(r.count for r in ko.plan_ranges(before, after))
-        raw_rate = raw_consume_rate(settings, before, after)
+        records = count(before, after)
+        raw_rate = raw_consume_rate(spark, settings, before, after)
         log.info("simulation recorded", records=records, raw_consume_per_s=round(raw_rate))
         values = recorded_values(settings, before, after)
         with running_processor(settings, spark) as app:  # on from the checkpoints
@@ -470,7 +470,7 @@ def throughput(settings: Settings) -> dict[str, Any]:
 
 
 def drain_and_sustain(
-    settings: Settings, app: Any, end: ko.OffsetMap, values: list[bytes]
+    settings: Settings, app: Any, end: OffsetMap, values: list[bytes]
 ) -> dict[str, Any]:
     """Each query's rate draining the backlog up to ``end``; then re-timed copies of
     ``values`` at :data:`REPLAY_RATE`: the rate offered, each query's rate and lag."""
@@ -496,9 +496,9 @@ def drain_and_sustain(
         for name, query in queries.items():
             read = read_up_to(query.lastProgress)
             if read is not None:
-                lags[name].append(ko.backlog(read, latest))
+                lags[name].append(backlog(read, latest))
     child.join(60)
-    offered = sum(r.count for r in ko.plan_ranges(replay_from, ends(settings, topics.TELEMETRY)))
+    offered = count(replay_from, ends(settings, topics.TELEMETRY))
     last_drained = {name: p[-1]["batchId"] if p else -1 for name, p in drained.items()}
     limit = settings.processor.max_records_per_batch
     return {

@@ -1,11 +1,11 @@
 """``congestion``: the processor's second query — sliding windows per segment and intersection.
 
     casatwin.telemetry (fixes, map-matched,   ─┐  union  ─▶ window(5 min, every 1 min)
-      folded into panes in the read task)      │           per (scope, key), watermark 10 min
+      folded into panes as they are decoded)   │           per (scope, key), watermark 10 min
     casatwin.sensors.intersection (readings)  ─┘
         ─▶ foreachBatch (driver): level, anomaly ─▶ casatwin.congestion, read model
 
-The read task folds a vehicle's fixes on a segment within one pane (a minute: no window
+The decoding stage folds a vehicle's fixes on a segment within one pane (a minute: no window
 boundary falls inside it) into one row of count, speed sum, minimum and maximum
 (:func:`~casatwin.processor.telemetry.panes`): the windows come out as from the fixes
 themselves, from about a tenth of the rows. Fixes off the road network have no segment and
@@ -73,10 +73,9 @@ def window_rows(spark: Any, settings: Settings) -> Any:
     from pyspark.sql import functions as F  # noqa: N812 - Spark's convention
 
     from casatwin.processor import pipeline
-    from casatwin.processor.kafka_source import NAME as KAFKA_SOURCE
-    from casatwin.processor.kafka_source import source_options
+    from casatwin.processor.source import kafka_records
 
-    c, p = settings.congestion, settings.processor
+    c = settings.congestion
     watermark = f"{c.watermark_s} seconds"
     none = F.lit(None)
     pane_ms = math.gcd(c.window_s, c.slide_s) * 1000  # no window boundary inside a pane
@@ -93,18 +92,8 @@ def window_rows(spark: Any, settings: Settings) -> Any:
         none.cast("int").alias("queue"),
         none.cast("double").alias("wait_s"),
     )
-    options = source_options(
-        settings.kafka,
-        [topics.SENSORS_INTERSECTION],
-        f"{p.client_id}-congestion-sensors",
-        starting_offsets=p.starting_offsets,
-        max_records_per_batch=p.max_records_per_batch,
-        records_per_task=p.records_per_task,
-    )
     readings = (
-        spark.readStream.format(KAFKA_SOURCE)
-        .options(**options)
-        .load()
+        kafka_records(spark, settings, [topics.SENSORS_INTERSECTION], "congestion-sensors")
         .select(F.from_json(F.col("value").cast("string"), intersection_schema()).alias("r"))
         .where(F.col("r.intersection_id").isNotNull() & F.col("r.ts").isNotNull())
         .select(

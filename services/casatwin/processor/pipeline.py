@@ -1,11 +1,11 @@
 """The Spark plan of the processor's stages, shared by its streaming queries.
 
-    Kafka (casatwin-telemetry source) ── telemetry_fixes ──▶ fixes, event time, watermark
-        read, parse + validate (bad records → casatwin.dlq), map-match, no-parking zones,
-        all in the source's read task
+    Kafka (Spark's connector) ── telemetry_fixes ──▶ fixes, event time, watermark
+        parse + validate (bad records → casatwin.dlq), map-match, no-parking zones: one
+        mapInArrow over the records (telemetry_source)
     fixes ── detections ──▶ per-vehicle detectors (state store, event-time timers)
 
-A second query builds on the same source with its own checkpoint and no dead letters (a bad
+A second query reads the same topic with its own checkpoint and no dead letters (a bad
 record reaches the DLQ once): the congestion windows read :func:`segment_panes`.
 """
 
@@ -23,8 +23,7 @@ from casatwin.processor.stateful import (
     STATE_SCHEMA,
     detection_function,
 )
-from casatwin.processor.telemetry_source import NAME as TELEMETRY_SOURCE
-from casatwin.processor.telemetry_source import telemetry_options
+from casatwin.processor.telemetry_source import telemetry_rows
 
 
 def detector_config(settings: Settings) -> DetectorConfig:
@@ -70,9 +69,7 @@ def _telemetry(
     watermark_s: float,
     pane_ms: int = 0,
 ) -> DataFrame:
-    client_id = f"{settings.processor.client_id}-{query}"
-    options = telemetry_options(settings, query, client_id, dead_letters, pane_ms)
-    rows = spark.readStream.format(TELEMETRY_SOURCE).options(**options).load()
+    rows = telemetry_rows(spark, settings, query, dead_letters, pane_ms)
     return rows.withColumn("event_time", F.timestamp_millis("ts")).withWatermark(
         "event_time", f"{int(watermark_s * 1000)} milliseconds"
     )

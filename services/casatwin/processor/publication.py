@@ -27,10 +27,10 @@ import orjson
 
 from casatwin.bus.messages import encode
 from casatwin.bus.producer import Producer
+from casatwin.bus.ranges import OffsetMap, read_values, to_map
 from casatwin.bus.watermarks import EndOffsets
 from casatwin.config import KafkaSettings
 from casatwin.logs import get_logger
-from casatwin.processor import kafka_offsets as ko
 
 log = get_logger("processor")
 
@@ -98,8 +98,7 @@ class BatchPublisher:
                 missing=len(messages) - len(already),
             )
         else:
-            # A lower bound is enough: recovery reads from here to the true end.
-            ends = ko.to_map(self._ends.ends([self.topic], exact=False))
+            ends = to_map(self._ends.ends([self.topic]))
             _write_atomically(intent, orjson.dumps(ends))
         out = []
         before = self._producer.report.totals()
@@ -124,23 +123,15 @@ class BatchPublisher:
         self._prune(batch_id)
         return out
 
-    def _published_since(self, batch_id: int, ends: ko.OffsetMap) -> dict[str, dict[str, Any]]:
+    def _published_since(self, batch_id: int, ends: OffsetMap) -> dict[str, dict[str, Any]]:
         """Messages on the topic after the offsets recorded before batch ``batch_id``."""
-        from casatwin.processor.kafka_source import cached_consumer, read_ranges
-
         assert self._ends is not None
-        now = ko.to_map(self._ends.ends([self.topic]))
-        ranges = [r for r in ko.plan_ranges(ends, now) if r.count > 0]
-        found: dict[str, dict[str, Any]] = {}
-        if not ranges:
-            return found
-        consumer = cached_consumer(self.settings, f"{self.client_id}-journal-reader")
-        for round_ in ko.rounds(ranges):
-            for batch in read_ranges(consumer, round_, self.timeout_s):
-                for raw in batch.column("value").to_pylist():
-                    message = orjson.loads(raw)
-                    found[message[self.id_field]] = message
-        return found
+        now = to_map(self._ends.ends([self.topic]))
+        values = read_values(
+            self.settings, f"{self.client_id}-journal-reader", ends, now, self.timeout_s
+        )
+        messages = (orjson.loads(raw) for raw in values if raw is not None)
+        return {message[self.id_field]: message for message in messages}
 
     # -- journal ---------------------------------------------------------------------------
 

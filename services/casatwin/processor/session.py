@@ -9,12 +9,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from importlib import resources
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from casatwin.config import Settings
-from casatwin.processor.kafka_source import KafkaSource
-from casatwin.processor.telemetry_source import TelemetrySource
+from casatwin.errors import UserError
 
 LOG_CONFIG = resources.files("casatwin.processor") / "log4j2.properties"
 
@@ -28,8 +28,6 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
     """Everything the processor sets on Spark, and why."""
     p = settings.processor
     if p.state_store not in STATE_STORES:
-        from casatwin.errors import UserError
-
         raise UserError(
             f"CASATWIN_PROCESSOR_STATE_STORE={p.state_store!r} is not a state store",
             hint=f"choose {' or '.join(STATE_STORES)}",
@@ -44,6 +42,8 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
         "spark.executor.memory": p.executor_memory,
         # Executors run this very interpreter, which has the casatwin package installed.
         "spark.pyspark.python": sys.executable,
+        # Spark's Kafka connector (``format("kafka")``): shipped to the executors from here.
+        "spark.jars": ",".join(str(jar) for jar in kafka_connector_jars(settings)),
         "spark.pyspark.driver.python": sys.executable,
         "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
         "spark.python.worker.reuse": "true",
@@ -63,7 +63,7 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
             "FileSystemBasedCheckpointFileManager"
         ),
         "spark.sql.streaming.minBatchesToRetain": "100",
-        # Poll for new data every 10 ms when idle (the Kafka source answers in ~1 ms).
+        # Poll for new data every 10 ms when idle (the Kafka source answers in a few ms).
         "spark.sql.streaming.pollingDelay": "10ms",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.enabled": "false",
@@ -73,6 +73,35 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
         # Everything in this process: stay on loopback, whatever the hostname resolves to.
         config["spark.driver.host"] = config["spark.driver.bindAddress"] = "127.0.0.1"
     return config
+
+
+CONNECTOR = "spark-sql-kafka-0-10_2.13"
+
+
+def kafka_connector_jars(settings: Settings) -> list[Path]:
+    """The jars of Spark's Kafka connector (absolute paths), checked to be at exactly
+    pyspark's version: a connector built for another Spark fails at its first batch with a
+    linkage error far from the cause."""
+    import pyspark
+
+    from casatwin.devstack.jars import jar_paths
+
+    jars = jar_paths("spark-kafka", settings.general.jars_dir)
+    versions = [
+        jar.name[len(CONNECTOR) + 1 : -len(".jar")]
+        for jar in jars
+        if jar.name.startswith(f"{CONNECTOR}-")
+    ]
+    if versions != [pyspark.__version__]:
+        directory = settings.general.jars_dir.resolve() / "spark-kafka"
+        found = f"version {', '.join(versions)}" if versions else "no connector jar"
+        raise UserError(
+            f"Spark's Kafka connector in {directory} does not match pyspark "
+            f"{pyspark.__version__} ({found})",
+            hint="run `make setup` (or `casatwin stack jars`): it copies "
+            f"{CONNECTOR}-{pyspark.__version__} from Maven Central",
+        )
+    return jars
 
 
 def build_session(settings: Settings, master: str | None = None) -> SparkSession:
@@ -85,10 +114,7 @@ def build_session(settings: Settings, master: str | None = None) -> SparkSession
     for key, value in spark_config(settings, master).items():
         builder = builder.config(key, value)
     with jvm_ignores_stop_signals():
-        spark = builder.getOrCreate()
-    spark.dataSource.register(KafkaSource)
-    spark.dataSource.register(TelemetrySource)
-    return spark
+        return builder.getOrCreate()
 
 
 @contextlib.contextmanager

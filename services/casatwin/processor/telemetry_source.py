@@ -1,40 +1,42 @@
-"""``casatwin-telemetry``: the Kafka source reading ``casatwin.telemetry`` as fixes.
+"""``casatwin.telemetry`` as fixes: Spark's Kafka connector, then the stateless stage.
 
 The stateless stage (:mod:`~casatwin.processor.telemetry`: parse, validate, map-match,
-zone) runs inside the source's read task, on the records as they come from Kafka: one pass
-in Python per record, where a separate ``mapInArrow`` stage would cost a second Python
-round trip (and tens of milliseconds of task overhead per micro-batch).
+zone) is one ``mapInArrow`` over the connector's records (:func:`telemetry_rows`): one pass
+in Python per record. The connector reads one Spark partition per Kafka partition; they are
+coalesced into ``processor.read_tasks`` tasks (default: Spark's parallelism, the cores), so
+that a small micro-batch pays for a few Python tasks, not one per partition.
 
 Bad records go to ``casatwin.dlq`` from the task; the task (hence the batch) succeeds only
 once the DLQ has acknowledged them. A replayed batch sends its dead letters again (they
 carry the record's topic/partition/offset, which identifies duplicates). A query that only
-needs the fixes (a second query over the telemetry) reads with ``deadLetters=false`` so
-that each bad record is set aside once. With ``paneMs``, the rows are not fixes but their
+needs the fixes (a second query over the telemetry) reads with ``dead_letters=False`` so
+that each bad record is set aside once. With ``pane_ms``, the rows are not fixes but their
 partial aggregates per segment, vehicle and pane (:func:`~casatwin.processor.telemetry.panes`),
 which is what the congestion windows need.
+
+The rows coming out of the stage are counted in the progress of each batch
+(``observedMetrics["decoded"]["rows"]``, :func:`decoded_rows`): the Kafka records read minus
+the fixes is what was set aside.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import pyarrow as pa
-from pyspark.sql.pandas.types import from_arrow_schema
-from pyspark.sql.types import StructType
 
 from casatwin.bus import topics
 from casatwin.config import CitySettings, KafkaSettings, Settings
-from casatwin.processor.kafka_source import KafkaSource, kafka_settings, source_options
+from casatwin.processor.source import kafka_records
 from casatwin.processor.telemetry import FIX_SCHEMA, PANE_SCHEMA, STAGE, locate, panes, parse
 
-NAME = "casatwin-telemetry"
+DECODED = "decoded"  # the name of the observed metrics of the stage
 
 
 class TelemetryDecoder:
-    """Records → fixes (and dead letters), in the read task."""
+    """Records (:data:`~casatwin.processor.source.RECORD_SCHEMA`) → fixes (and dead letters),
+    in the read task. Picklable: Spark ships it to the Python workers."""
 
     def __init__(
         self,
@@ -50,8 +52,8 @@ class TelemetryDecoder:
         self.dead_letters = dead_letters
         self.pane_ms = pane_ms
 
-    def schema(self) -> StructType:
-        return from_arrow_schema(PANE_SCHEMA if self.pane_ms else FIX_SCHEMA)
+    def schema(self) -> pa.Schema:
+        return PANE_SCHEMA if self.pane_ms else FIX_SCHEMA
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from casatwin.bus.dlq import DeadLetterWriter
@@ -77,54 +79,30 @@ class TelemetryDecoder:
             raise RuntimeError("the DLQ did not acknowledge every dead letter within 30 s")
 
 
-class TelemetrySource(KafkaSource):
-    """``spark.readStream.format("casatwin-telemetry")``: map-matched fixes."""
+def telemetry_rows(
+    spark: Any, settings: Settings, query: str, dead_letters: bool, pane_ms: int = 0
+) -> Any:
+    """The streaming query ``query``'s fixes of ``casatwin.telemetry`` (``pane_ms``: panes)."""
+    from pyspark.sql import functions as F  # noqa: N812 - Spark's convention
+    from pyspark.sql.pandas.types import from_arrow_schema
 
-    @classmethod
-    def name(cls) -> str:
-        return NAME
-
-    def decoder(self) -> TelemetryDecoder:
-        options = self.options
-        return TelemetryDecoder(
-            kafka_settings(options),
-            CitySettings(**orjson.loads(options["city"])),
-            options.get("clientId") or "casatwin-processor",
-            (options.get("deadLetters") or "true").lower() == "true",
-            int(options.get("paneMs") or 0),
-        )
-
-
-def lag_group(settings: Settings, query: str) -> str:
-    """The consumer group a query reports its processed offsets to ("" for none).
-
-    One per query: the queries read the same topic at their own pace, and one group shared
-    by both would show whichever committed last (the congestion query's progress while the
-    infractions query waits for MariaDB, say)."""
-    prefix = settings.processor.consumer_group
-    return f"{prefix}-{query}" if prefix else ""
+    client_id = f"{settings.processor.client_id}-{query}"
+    decoder = TelemetryDecoder(settings.kafka, settings.city, client_id, dead_letters, pane_ms)
+    tasks = settings.processor.read_tasks or spark.sparkContext.defaultParallelism
+    return (
+        kafka_records(spark, settings, [topics.TELEMETRY], query)
+        .coalesce(tasks)
+        .mapInArrow(decoder, from_arrow_schema(decoder.schema()))
+        .observe(DECODED, F.count(F.lit(1)).alias("rows"))
+    )
 
 
-def telemetry_options(
-    settings: Settings, query: str, client_id: str, dead_letters: bool, pane_ms: int = 0
-) -> dict[str, str]:
-    """The options of ``readStream.format("casatwin-telemetry")`` for the streaming query
-    ``query`` (``pane_ms``: panes)."""
-    p = settings.processor
-    return {
-        **source_options(
-            settings.kafka,
-            [topics.TELEMETRY],
-            client_id,
-            starting_offsets=p.starting_offsets,
-            max_records_per_batch=p.max_records_per_batch,
-            records_per_task=p.records_per_task,
-            consumer_group=lag_group(settings, query),
-        ),
-        "city": orjson.dumps(dataclasses.asdict(settings.city)).decode(),
-        "deadLetters": "true" if dead_letters else "false",
-        "paneMs": str(pane_ms),
-    }
+def decoded_rows(progress: dict[str, Any]) -> int | None:
+    """The rows the stateless stage gave in a batch (``None``: not a telemetry query)."""
+    metrics = progress.get("observedMetrics") or {}
+    if DECODED not in metrics:
+        return None
+    return int(metrics[DECODED]["rows"])
 
 
 _PRODUCERS: dict[tuple[str, str], Any] = {}
