@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import secrets
@@ -12,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -49,6 +51,19 @@ class Run:
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.output.splitlines()[-lines:])
+
+
+def role_plugin(role: str, path: str) -> ModuleType:
+    """A Python plugin of a role (a filter or a lookup), imported as a plain module."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / "roles" / role / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pyspark_version() -> str:
+    """The pyspark version the project pins (pyproject.toml): the processor's and Spark's."""
+    return re.search(r'"pyspark==([^"]+)"', (REPO / "pyproject.toml").read_text())[1]
 
 
 def environment() -> dict[str, str]:

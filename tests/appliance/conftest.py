@@ -1,8 +1,11 @@
 """Fixtures of the appliance tests: the garage's three nodes as booted systemd containers.
 
-``garage`` debootstraps once (cached in ``CASATWIN_APPLIANCE_CACHE``), boots ``lenovo``,
+``converged`` debootstraps once (cached in ``CASATWIN_APPLIANCE_CACHE``), boots ``lenovo``,
 ``optiplex`` and ``prodesk`` on a private bridge and converges ``site.yml`` with the garage
-inventory; everything is torn down at the end of the session, also after a failure.
+inventory, Apache Kafka on the three nodes (``garage-test-inventory.yml``), installed from
+an archive built from Maven Central's jars and Spark's Kafka connector from `make setup`'s
+jars, both handed over from the controller as a garage without internet would; everything
+is torn down at the end of the session, also after a failure.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.appliance import ansible
+from tests.appliance.kafka_archive import KafkaArchive, kafka_archive
 from tests.appliance.machines import Garage
 from tests.appliance.rootfs import base_rootfs, cache_dir
 
@@ -44,12 +48,25 @@ class Converged:
     logs: Path
     vault: Path
     vault_password: Path
+    kafka_archive: KafkaArchive
 
-    def playbook(self, *extra: str, name: str = "run") -> ansible.Run:
-        return ansible.playbook([*self.args, *extra], self.logs / f"{name}.log")
+    def playbook(self, *extra: str, name: str = "run", playbook: str = "site.yml") -> ansible.Run:
+        return ansible.playbook([*self.args, *extra], self.logs / f"{name}.log", playbook=playbook)
 
     def machine(self, name: str):
         return self.garage.machines[name]
+
+
+def spark_kafka_jars() -> Path:
+    """The directory of Spark's Kafka connector that `make setup` fills (Maven resolves it
+    here if it has not: nothing is downloaded twice)."""
+    from casatwin.config import load
+    from casatwin.devstack import jars
+
+    jars_dir = load().general.jars_dir
+    jars_dir = jars_dir if jars_dir.is_absolute() else ansible.REPO / jars_dir
+    jars.resolve("spark-kafka", jars_dir)
+    return (jars_dir / "spark-kafka").resolve()
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +86,8 @@ def converged(
     if missing:
         pytest.fail(f"missing tools {missing}: run `make setup` (scripts/install-system-packages)")
     work = tmp_path_factory.mktemp("garage")
+    archive = kafka_archive(cache_dir())
+    connector = spark_kafka_jars()
     garage = Garage(
         base=base_rootfs(),
         workdir=Path("/var/tmp") / f"casatwin-garage-{os.getpid()}",
@@ -81,12 +100,16 @@ def converged(
         vault, password = ansible.test_vault(work)
         args = [
             "-i", "inventory/garage",
+            "-i", "tests/appliance/garage-test-inventory.yml",
             "-i", str(garage.inventory(work / "reach.yml")),
             "-e", "@tests/appliance/garage-test-vars.yml",
+            "-e", f"kafka_archive_src={archive.path}",
+            "-e", f"kafka_archive_sha512={archive.sha512}",
+            "-e", f"spark_kafka_connector_src={connector}",
             "-e", f"@{vault}",
             "--vault-password-file", str(password),
         ]  # fmt: skip
         first = ansible.playbook(args, appliance_logs / "converge.log")
-        yield Converged(garage, args, first, appliance_logs, vault, password)
+        yield Converged(garage, args, first, appliance_logs, vault, password, archive)
     finally:
         garage.destroy()

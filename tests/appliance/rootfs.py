@@ -21,16 +21,17 @@ from pathlib import Path
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 
-# What the roles install on the test inventory's engines (tansu, nx27017), plus what a
-# booted, ssh-reachable Debian needs. Chromium (kiosk) and Grafana are off in the test
-# inventory; Apache Kafka and MongoDB are not Debian packages.
+# What the roles install from Debian for the test inventory (nx27017 for MongoDB), plus what
+# a booted, ssh-reachable Debian needs. Chromium (kiosk) and Grafana are off in the test
+# inventory; Apache Kafka (which runs on the java role's JVM) and MongoDB are not Debian
+# packages.
 PACKAGES = (
     # booting and reaching the machine
     "systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "acl",
     "ca-certificates", "iproute2", "procps", "less",
     # Ansible's own needs on a managed node
     "python3", "python3-apt", "python3-venv", "python3-packaging",
-    # role java (Spark's JVM) and role mariadb
+    # role java (Kafka's and Spark's JVM) and role mariadb
     "openjdk-17-jre-headless", "mariadb-server", "mariadb-client", "python3-pymysql",
     # role monitoring
     "prometheus", "prometheus-node-exporter",

@@ -3,37 +3,29 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import re
 
 import pytest
 import yaml
 
-from tests.appliance.ansible import REPO
+from tests.appliance.ansible import REPO, role_plugin
 
 pytestmark = pytest.mark.appliance
 
 ROLE = REPO / "roles/kafka"
 
+health = role_plugin("kafka", "filter_plugins/kafka_health.py")
+uuids = role_plugin("kafka", "lookup_plugins/kafka_random_uuid.py")
 
-def _load(name: str, path: str):
-    spec = importlib.util.spec_from_file_location(name, ROLE / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-health = _load("kafka_health", "filter_plugins/kafka_health.py")
-uuids = _load("kafka_random_uuid", "lookup_plugins/kafka_random_uuid.py")
-
-# `kafka-metadata-quorum.sh describe --replication` of Kafka 3.7 (the role's version)...
+# `kafka-metadata-quorum.sh describe --replication` of Kafka 3.7...
 KAFKA_37 = """\
 NodeId\tLogEndOffset\tLag\tLastFetchTimestamp\tLastCaughtUpTimestamp\tStatus
 2     \t4321        \t0  \t1718000000900     \t1718000000900        \tLeader
 1     \t4321        \t0  \t1718000000850     \t1718000000850        \tFollower
 3     \t4300        \t21 \t1718000000800     \t1718000000700        \tFollower
 """
-# ...and of Kafka 3.9 and later, which adds each replica's directory id.
+# ...and of Kafka 3.9 and later (4.1, the role's version, prints this), which adds each
+# replica's directory id.
 KAFKA_39 = """\
 NodeId DirectoryId LogEndOffset Lag LastFetchTimestamp LastCaughtUpTimestamp Status
 1 dDo1k_pRSD-VmReEpu383g 15000 0 1725452183409 1725452183409 Leader

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from tests.appliance.ansible import REPO
+from tests.appliance.ansible import role_plugin
 
 pytestmark = pytest.mark.appliance
 
-_spec = importlib.util.spec_from_file_location(
-    "memory_plan", REPO / "roles/memory_plan/filter_plugins/memory_plan.py"
-)
-mp = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mp)
+mp = role_plugin("memory_plan", "filter_plugins/memory_plan.py")
 
 EVERYTHING = [
     "node_exporter", "kafka", "mongod", "mariadb", "spark_master", "spark_worker",
@@ -76,8 +70,8 @@ def test_overrides_and_unknown_components():
 
 def test_components_follow_groups_engines_and_switches():
     groups = ["broker", "kafka", "mongodb", "mariadb", "dashboard", "grafana", "kiosk"]
-    assert mp.placed_components(groups, "tansu", "nx27017", {"dashboard": True}, False, False) == [
-        "node_exporter", "tansu", "nx27017", "mariadb", "dashboard",
+    assert mp.placed_components(groups, "nx27017", {"dashboard": True}, False, False) == [
+        "node_exporter", "kafka", "nx27017", "mariadb", "dashboard",
     ]  # fmt: skip
     assert "dashboard" not in mp.placed_components(groups, services_enabled={})
     assert {"kafka", "mongod", "grafana", "kiosk"} <= set(mp.placed_components(groups))

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.appliance import ansible
-from tests.appliance.ansible import BIN, REPO
+from tests.appliance.ansible import BIN, REPO, pyspark_version
 
 pytestmark = pytest.mark.appliance
 
@@ -53,8 +53,7 @@ def all_in_one_plan(memtotal_mb: int, log: Path) -> ansible.Run:
     return ansible.playbook(
         [
             "-i", "inventory/local", "--tags", "memory_plan",
-            "-e", f"memory_plan_memtotal_mb={memtotal_mb}",
-            "-e", "kafka_engine=apache", "-e", "mongodb_engine=mongodb",
+            "-e", f"memory_plan_memtotal_mb={memtotal_mb}", "-e", "mongodb_engine=mongodb",
             "-e", f"ansible_python_interpreter={BIN / 'python'}",
             "-e", "vault_mariadb_passwords={} vault_grafana_admin_password=x",
         ],
@@ -148,10 +147,10 @@ def test_every_inventory_sees_the_one_services_enabled_default():
 
 
 # -- what the roles template, rendered and checked here -------------------------------------
-# The converge test starts the demo engines (Tansu, nx-27017) without Grafana or the kiosk:
-# Apache Kafka's unit and server.properties, the drop-ins of the packaged servers (MariaDB,
-# MongoDB, Grafana, Prometheus, node_exporter), Spark's and the kiosk's units are rendered
-# here instead, with the garage inventory and its production engines, and checked.
+# The converge test runs MongoDB's stand-in (nx-27017) without Grafana or the kiosk: the
+# drop-ins of the packaged servers (MariaDB, MongoDB, Grafana, Prometheus, node_exporter),
+# Apache Kafka's unit and configuration, Spark's and the kiosk's units are rendered here
+# too, with the garage inventory as it is and its production engines, and checked.
 
 NODES = ("lenovo", "optiplex", "prodesk")
 UNITS = Path("etc/systemd/system")
@@ -172,11 +171,12 @@ GARAGE_FILES = {
         "prometheus-node-exporter.service.d/casatwin.conf",
     },
 }  # fmt: skip
-# Executables that the roles put on the nodes (Kafka's archive, the virtualenvs of Spark and
-# CasaTwin, the spark role's wait script, the kiosk's Debian package): absent here, so the
-# one complaint systemd-analyze may make of a unit is that one of these is not executable.
+# Executables that the roles put on the nodes (the JVM of the java role, the virtualenvs of
+# Spark and CasaTwin, the spark role's wait script, the kiosk's Debian package): absent
+# here, so the one complaint systemd-analyze may make of a unit is that one of these is not
+# executable.
 INSTALLED_ON_THE_NODES = (
-    "/opt/kafka/bin/", "/opt/spark/lib/", "/opt/casatwin/venv/bin/",
+    "/usr/lib/jvm/", "/opt/spark/lib/", "/opt/casatwin/venv/bin/",
     "/usr/local/libexec/spark-wait-for-own-address", "/usr/bin/cage",
 )  # fmt: skip
 NOT_EXECUTABLE = re.compile(
@@ -307,7 +307,7 @@ def test_kafka_logs_are_outside_its_log_dirs_and_the_quorum_names_this_node(rend
         if line and not line.startswith("#")
     )
     unit = (root / UNITS / "kafka.service").read_text()
-    log_dir = re.search(r"^Environment=LOG_DIR=(\S+)$", unit, re.M)[1]
+    log_dir = re.search(r"^ExecStart=.* -Dkafka\.logs\.dir=(\S+) ", unit, re.M)[1]
     for data_dir in props["log.dirs"].split(","):
         assert not f"{log_dir}/".startswith(f"{data_dir.rstrip('/')}/"), (log_dir, data_dir)
     assert log_dir in re.search(r"^ReadWritePaths=(.*)$", unit, re.M)[1].split()
@@ -315,6 +315,87 @@ def test_kafka_logs_are_outside_its_log_dirs_and_the_quorum_names_this_node(rend
     assert voters[props["node.id"]] == "optiplex:9093", voters
     assert props["process.roles"] == "broker,controller"
     assert props["advertised.listeners"] == "PLAINTEXT://optiplex:9092"
+
+
+def test_kafka_unit_runs_the_broker_on_the_jvm_with_the_plans_heap(rendered):
+    """No bin/*.sh (only the Apache archive has them): kafka.Kafka on the java role's JVM,
+    every jar of the installed archive's libs/ on the class path, Xms = Xmx = the plan's
+    heap (1536 MB on the garage's broker node, README), log4j2 configured by the role."""
+    unit = (rendered / "optiplex" / UNITS / "kafka.service").read_text()
+    argv = shlex.split(re.search(r"^ExecStart=(.*)$", unit, re.M)[1])
+    assert argv[0] == "/usr/lib/jvm/java-17-openjdk-amd64/bin/java", argv
+    assert argv[-4:] == ["-cp", "/opt/kafka/libs/*", "kafka.Kafka", "/etc/kafka/server.properties"]
+    assert {"-Xms1536m", "-Xmx1536m", "-Dlog4j2.configurationFile=/etc/kafka/log4j2.yaml"} <= set(
+        argv
+    ), argv
+    assert not any("/bin/kafka-" in a for a in argv), argv
+
+
+def _properties(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_kafka_is_kraft_only_and_logs_with_log4j2(rendered):
+    """Kafka 4: no ZooKeeper setting, the internal topics replicated as the data (share
+    groups' state included), and logging configured for log4j2 (YAML), not log4j 1."""
+    root = rendered / "optiplex"
+    props = _properties(root / "etc/kafka/server.properties")
+    assert not [k for k in props if k.startswith("zookeeper.") or k == "broker.id"], props
+    assert props["share.coordinator.state.topic.replication.factor"] == "1"  # one broker node
+    assert props["min.insync.replicas"] == "1"
+    broker = yaml.safe_load((root / "etc/kafka/log4j2.yaml").read_text())["Configuration"]
+    files = {a["name"]: a["fileName"] for a in broker["Appenders"]["RollingFile"]}
+    assert files["server"] == "${sys:kafka.logs.dir}/server.log", files
+    assert {r["ref"] for r in broker["Loggers"]["Root"]["AppenderRef"]} == {"server", "journal"}
+    tools = yaml.safe_load((root / "etc/kafka/tools-log4j2.yaml").read_text())["Configuration"]
+    assert tools["Appenders"]["Console"]["target"] == "SYSTEM_ERR"  # stdout: the answers only
+    assert not list((root / "etc/kafka").glob("*log4j*.properties"))
+
+
+def test_kafka_role_runs_the_devstacks_kafka_version():
+    """One Kafka version: the role's (the Apache archive) is the devstack's (Maven Central)."""
+    defaults = yaml.safe_load((REPO / "roles/kafka/defaults/main.yml").read_text())
+    pom = (REPO / "services/casatwin/devstack/kafka-broker.pom.xml").read_text()
+    assert re.search(r"<kafka\.version>([^<]+)<", pom)[1] == defaults["kafka_version"]
+    assert f"<artifactId>kafka_{defaults['kafka_scala_version']}</artifactId>" in pom
+
+
+def test_spark_connector_is_the_pyspark_version_and_the_devstacks_jars():
+    """The spark role's pyspark and Kafka connector are the processor's (pyproject.toml) and
+    the devstack's (spark-kafka.pom.xml: the connector at spark.version, the same artifacts);
+    the jars `make setup` resolved, where present, are the role's, byte for byte."""
+    import hashlib
+
+    defaults = yaml.safe_load((REPO / "roles/spark/defaults/main.yml").read_text())
+    version = pyspark_version()
+    assert defaults["spark_pyspark_package"] == f"pyspark=={version}"
+    connector = {j["artifact"]: j for j in defaults["spark_kafka_connector"]}
+    pom = (REPO / "services/casatwin/devstack/spark-kafka.pom.xml").read_text()
+    assert re.search(r"<spark\.version>([^<]+)<", pom)[1] == version
+    included = re.search(r"<includeArtifactIds>([^<]+)<", pom)[1].split(",")
+    assert set(connector) == set(included)
+    for artifact in ("spark-sql-kafka-0-10_2.13", "spark-token-provider-kafka-0-10_2.13"):
+        assert connector[artifact]["version"] == version
+    for jar in connector.values():
+        assert re.fullmatch(r"[0-9a-f]{64}", jar["sha256"]), jar
+    from casatwin.config import load
+
+    jars_dir = load().general.jars_dir
+    resolved = (jars_dir if jars_dir.is_absolute() else REPO / jars_dir) / "spark-kafka"
+    if not resolved.is_dir():
+        pytest.skip(f"{resolved} not resolved (make setup)")
+    found = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in resolved.glob("*.jar")}
+    pinned = {f"{j['artifact']}-{j['version']}.jar": j["sha256"] for j in connector.values()}
+    assert found == pinned
+
+
+def test_the_processor_reads_the_connector_where_the_spark_role_puts_it(rendered):
+    spark = yaml.safe_load((REPO / "roles/spark/defaults/main.yml").read_text())
+    env = (rendered / "prodesk/etc/casatwin/processor.env").read_text()
+    assert f"CASATWIN_GENERAL_JARS_DIR={spark['spark_jars_dir']}\n" in env
+    spark_vars = yaml.safe_load((REPO / "roles/spark/vars/main.yml").read_text())
+    assert spark_vars["_spark_kafka_dir"] == "{{ spark_jars_dir }}/spark-kafka"
 
 
 @pytest.mark.skipif(not Path("/usr/sbin/mariadbd").exists(), reason="no mariadbd here")

@@ -1,12 +1,14 @@
-"""Reading Kafka's admin tools for the rolling restart's health check (tasks/run.yml).
+"""Reading Kafka's admin tools for the rolling restart's health check (tasks/health_check.yml).
 
-``kafka-metadata-quorum.sh describe --replication`` prints one row per replica of the KRaft
-metadata log: the leader, the other voters ("Follower") and the observers. Kafka 3.7 prints
+``kafka-metadata-quorum.sh describe --replication`` (``org.apache.kafka.tools.
+MetadataQuorumCommand``, which the role runs on the JVM) prints one row per replica of the
+KRaft metadata log: the leader, the other voters ("Follower") and the observers. Kafka 3.7
+prints
 
     NodeId  LogEndOffset  Lag  LastFetchTimestamp  LastCaughtUpTimestamp  Status
 
-and later versions add a DirectoryId column after NodeId, so the columns are found by their
-header. ``Lag`` is the leader's log end offset minus the replica's.
+and 3.9 and later (4.1, the role's version) add a DirectoryId column after NodeId, so the
+columns are found by their header. ``Lag`` is the leader's log end offset minus the replica's.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ ROUND_MB = 64
 # entry with `memory_plan_components`.
 DEFAULT_COMPONENTS: dict[str, tuple[int, int, float]] = {
     "kafka": (768, 1792, 3),  # Apache Kafka JVM: heap + metaspace, threads, direct buffers
-    "tansu": (128, 512, 1),  # the Kafka-compatible demo broker (memory storage)
     "mongod": (512, 1536, 2),  # MongoDB: WiredTiger cache + connections
     "nx27017": (128, 384, 0.5),  # the MongoDB-wire demo server (SQLite)
     "mariadb": (512, 2048, 2),  # MariaDB: buffer pool + per-connection buffers
@@ -159,7 +158,6 @@ SERVICE_GROUPS = {
 
 def placed_components(
     groups: list[str],
-    kafka_engine: str = "apache",
     mongodb_engine: str = "mongodb",
     services_enabled: dict[str, bool] | None = None,
     grafana_enabled: bool = True,
@@ -169,7 +167,7 @@ def placed_components(
     enabled = services_enabled or {}
     found = ["node_exporter"]
     if "kafka" in groups:
-        found.append("kafka" if kafka_engine == "apache" else "tansu")
+        found.append("kafka")
     if "mongodb" in groups:
         found.append("mongod" if mongodb_engine == "mongodb" else "nx27017")
     found += [g for g in ("mariadb", "spark_master", "spark_worker", "prometheus") if g in groups]
