@@ -275,6 +275,10 @@ def kafka_properties(host: str, port: int, controller_port: int, log_dir: Path) 
         "group.initial.rebalance.delay.ms": "0",
         "num.partitions": "1",
         "log.retention.hours": "24",
+        # Records carry their fix's time, and a simulator running faster than real time
+        # (--afap, benchmarks, history) stamps the future: Kafka 4 refuses records more than
+        # an hour ahead by default ("Invalid timestamp").
+        "log.message.timestamp.after.max.ms": str(2**63 - 1),
         # Smaller segments than the 1 GiB default: retention frees disk in a test's lifetime.
         "log.segment.bytes": str(128 * 1024 * 1024),
     }
@@ -298,11 +302,15 @@ def _property(path: Path, key: str) -> str | None:
 
 
 def kafka_uuid() -> str:
-    """A random Kafka Uuid, as ``kafka-storage.sh random-uuid`` prints it."""
+    """A random Kafka Uuid, as ``kafka-storage.sh random-uuid`` prints it: never starting
+    with ``-``, which the storage tool would take for an option."""
     import base64
     import secrets
 
-    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+    while True:
+        text = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _java_binary() -> str:
