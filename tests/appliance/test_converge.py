@@ -499,7 +499,11 @@ def test_operator_added_by_the_playbook_sees_an_identity_and_the_view_is_audited
 
 ROLLING_PLAY = "PLAY [Broker tier — Kafka on the running nodes, one at a time (rolling restart)]"
 # A producer on the edge node while the brokers roll: acks=all, idempotent, so every message
-# the cluster acknowledges must be there afterwards, once.
+# the cluster acknowledged must be there afterwards. (Not necessarily once: when a leader
+# moves with requests in flight, librdkafka's idempotent producer may bump its epoch and
+# send again what it had not seen acknowledged though the old leader had written it; seen
+# here once in ~60,000 messages. The twin's consumers absorb it: infraction ids are
+# deterministic.)
 ROLL_PRODUCER = r"""
 import json, os, time
 from confluent_kafka import Producer
@@ -521,19 +525,28 @@ producer.flush(300)
 json.dump(counts, open("/root/roll.json", "w"))
 """
 ROLL_CONSUMER = r"""
-from confluent_kafka import Consumer
+import json
+from confluent_kafka import Consumer, TopicPartition
+topic = "appliance.roll"
 consumer = Consumer({"bootstrap.servers": "optiplex:9092", "group.id": "appliance-roll",
-                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
-consumer.subscribe(["appliance.roll"])
-values, idle = [], 0
-while idle < 20:
-    msg = consumer.poll(1.0)
-    if msg is None or msg.error():
-        idle += 1
+                     "enable.auto.commit": False})
+partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        for p in partitions}
+consumer.assign([TopicPartition(topic, p, 0) for p in partitions])  # no group: no rebalance
+where, left = {}, {p for p, end in ends.items() if end > 0}
+while left:
+    msg = consumer.poll(30)
+    if msg is None:
+        break
+    if msg.error():
         continue
-    idle = 0
-    values.append(int(msg.value()))
-print(len(values), len(set(values)))
+    where.setdefault(int(msg.value()), []).append([msg.partition(), msg.offset()])
+    if msg.offset() + 1 >= ends[msg.partition()]:
+        left.discard(msg.partition())
+twice = {value: at for value, at in where.items() if len(at) > 1}
+print(json.dumps({"records": sum(map(len, where.values())), "values": len(where),
+                  "unread_partitions": sorted(left), "duplicates": dict(list(twice.items())[:10])}))
 """
 
 
@@ -594,8 +607,8 @@ def _check_roll(converged, run, before: dict[str, tuple[int, int]]) -> None:
 def test_brokers_roll_one_at_a_time_and_lose_nothing_acknowledged(converged):
     """A changed server.properties restarts the running brokers one at a time, each checked
     healthy before the next (playbooks/broker.yml); a second run putting it back rolls them
-    again. Meanwhile a producer (acks=all) keeps writing: every message acknowledged is
-    there afterwards, once, and none failed."""
+    again. Meanwhile a producer (acks=all) keeps writing: none of its messages failed, and
+    every one acknowledged is there afterwards."""
     edge = converged.machine("lenovo")
     edge.sh("rm -f /root/roll.stop /root/roll.json")
     edge.sh(f"cat > /root/roll.py <<'EOF'\n{ROLL_PRODUCER}\nEOF")
@@ -622,8 +635,10 @@ def test_brokers_roll_one_at_a_time_and_lose_nothing_acknowledged(converged):
     )
     counts = json.loads(edge.sh("cat /root/roll.json"))
     assert counts["failed"] == 0 and counts["acked"] == counts["sent"] > 100, counts
-    consumed = edge.sh(f"/opt/casatwin/venv/bin/python - <<'EOF'\n{ROLL_CONSUMER}\nEOF")
-    assert consumed.split() == [str(counts["acked"])] * 2, (consumed, counts)
+    consumed = json.loads(edge.sh(f"/opt/casatwin/venv/bin/python - <<'EOF'\n{ROLL_CONSUMER}\nEOF"))
+    # The values sent are 0..sent-1: as many distinct ones as acknowledged = none lost.
+    assert consumed["values"] == counts["acked"], (consumed, counts)
+    assert not consumed["unread_partitions"], consumed
 
 
 def test_second_converge_changes_nothing(converged):
