@@ -20,7 +20,7 @@ import pytest
 
 from tests.appliance import ansible
 from tests.appliance.kafka_archive import KafkaArchive, kafka_archive
-from tests.appliance.machines import Garage
+from tests.appliance.machines import WORKDIR_PREFIX, Garage
 from tests.appliance.rootfs import base_rootfs, cache_dir
 
 NODES = ("lenovo", "optiplex", "prodesk")
@@ -90,7 +90,7 @@ def converged(
     connector = spark_kafka_jars()
     garage = Garage(
         base=base_rootfs(),
-        workdir=Path("/var/tmp") / f"casatwin-garage-{os.getpid()}",
+        workdir=Path("/var/tmp") / f"{WORKDIR_PREFIX}{os.getpid()}",
         names=NODES,
         wheelhouse=ansible.wheelhouse(cache_dir()),
     )

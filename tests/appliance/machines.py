@@ -17,17 +17,28 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Everything a run creates on the host is named after its pid, so that what a killed run
+# left behind can be told from a live run's and swept (see sweep_abandoned_garages).
+WORKDIR_PREFIX = "casatwin-garage-"
+CGROUP_PREFIX = "casatwin-appliance-"
+BRIDGE_PREFIX = "ctw"
 # Candidate subnets for the bridge; the first that no host route overlaps is used.
 SUBNETS = ("10.213.8.0/24", "10.214.8.0/24", "172.30.213.0/24", "192.168.213.0/24")
 
 
 def run(cmd: list[str], timeout_s: float = 60, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=check)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"`{' '.join(cmd)}` failed ({result.returncode}): {result.stderr.strip()[-2000:]}"
+        )
+    return result
 
 
 def _host_networks() -> list[ipaddress.IPv4Network]:
@@ -90,7 +101,7 @@ class Garage:
     workdir: Path
     names: tuple[str, ...]
     wheelhouse: Path | None = None
-    bridge: str = "ctwin0"
+    bridge: str = field(default_factory=lambda: f"{BRIDGE_PREFIX}{os.getpid()}")
     machines: dict[str, Machine] = field(default_factory=dict)
     subnet: ipaddress.IPv4Network | None = None
     bridge_created: bool = False
@@ -107,6 +118,8 @@ class Garage:
     # -- creation -------------------------------------------------------------------------
 
     def create(self, boot_timeout_s: float = 180) -> None:
+        for leftover in sweep_abandoned_garages(self.workdir.parent):
+            print(f"removed what a killed appliance run left: {leftover}", file=sys.stderr)
         self.workdir.mkdir(parents=True, exist_ok=True)
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.ssh_key)])
         self._create_bridge()
@@ -156,7 +169,7 @@ class Garage:
         for hierarchy in ("systemd", "unified", ""):
             top = CGROUP_ROOT / hierarchy if hierarchy else CGROUP_ROOT
             if (top / "cgroup.procs").exists():
-                path = top / f"casatwin-appliance-{os.getpid()}-{machine.name}"
+                path = top / f"{CGROUP_PREFIX}{os.getpid()}-{machine.name}"
                 path.mkdir(exist_ok=True)
                 paths.append(path)
                 if hierarchy != "systemd":
@@ -164,6 +177,7 @@ class Garage:
         return paths
 
     def _boot(self, machine: Machine) -> None:
+        _free_veth(f"vb-{machine.name}")
         machine.cgroups = self._cgroup_for(machine)
         cgroup_procs = [str(p / "cgroup.procs") for p in machine.cgroups]
         command = [
@@ -255,6 +269,66 @@ class Garage:
             run(["ip", "link", "del", self.bridge], check=False)
             self.bridge_created = False
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _owner_gone(pid: int) -> bool:
+    """A run's pid names what it created: it is abandoned when that process is gone (or
+    when the pid is ours: a killed run's pid handed to this one)."""
+    return pid == os.getpid() or not Path(f"/proc/{pid}").exists()
+
+
+def _pid_suffix(name: str, prefix: str) -> int | None:
+    rest = name.removeprefix(prefix).split("-")[0]
+    return int(rest) if name.startswith(prefix) and rest.isdigit() else None
+
+
+def sweep_abandoned_garages(workroot: Path) -> list[str]:
+    """Remove what runs killed before their clean-up left on the host — containers still
+    running in their cgroups, overlay mounts, work directories, bridges — so that the next
+    run starts clean. Returns what was removed, for the log."""
+    removed: list[str] = []
+    cgroups = [
+        path
+        for top in (CGROUP_ROOT / "systemd", CGROUP_ROOT / "unified", CGROUP_ROOT)
+        if top.is_dir()
+        for path in top.glob(f"{CGROUP_PREFIX}*")
+        if (pid := _pid_suffix(path.name, CGROUP_PREFIX)) is not None and _owner_gone(pid)
+    ]
+    for cgroup in cgroups:
+        for procs in cgroup.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+    for workdir in workroot.glob(f"{WORKDIR_PREFIX}*"):
+        pid = _pid_suffix(workdir.name, WORKDIR_PREFIX)
+        if pid is not None and _owner_gone(pid):
+            _unmount_tree(workdir)
+            shutil.rmtree(workdir, ignore_errors=True)
+            removed.append(str(workdir))
+    for cgroup in cgroups:
+        _remove_cgroup(cgroup)
+        removed.append(str(cgroup))
+    for line in run(["ip", "-o", "link", "show", "type", "bridge"]).stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        pid = _pid_suffix(name, BRIDGE_PREFIX)
+        if pid is not None and _owner_gone(pid):
+            run(["ip", "link", "del", name], check=False)
+            removed.append(f"bridge {name}")
+    return removed
+
+
+def _free_veth(name: str, timeout_s: float = 30) -> None:
+    """nspawn names the host's end of a machine's veth ``vb-<machine>`` and fails if it
+    exists: one left by the machine of an earlier run (the kernel frees it with the
+    machine's network namespace, a moment after its processes end) is waited for, then
+    removed."""
+    deadline = time.monotonic() + timeout_s
+    while run(["ip", "link", "show", name], check=False).returncode == 0:
+        if time.monotonic() > deadline:
+            run(["ip", "link", "del", name], check=False)
+            return
+        time.sleep(0.5)
 
 
 def _children(pid: int) -> list[int]:
