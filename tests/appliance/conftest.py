@@ -5,7 +5,8 @@
 inventory, Apache Kafka on the three nodes (``garage-test-inventory.yml``), installed from
 an archive built from Maven Central's jars and Spark's Kafka connector from `make setup`'s
 jars, both handed over from the controller as a garage without internet would; everything
-is torn down at the end of the session, also after a failure.
+is torn down when the module that uses it ends (not at the end of the session: the three
+running nodes would take the CPU of every test after them), also after a failure.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def appliance_logs(artifacts_dir: Path) -> Path:
     return logs
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def converged(
     tmp_path_factory: pytest.TempPathFactory, appliance_logs: Path
 ) -> Iterator[Converged]:
