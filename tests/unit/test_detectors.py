@@ -119,6 +119,21 @@ def test_running_a_red_light_is_an_infraction_at_the_stop_line(net, detectors, r
     assert d.infraction_id == f"RED-TX-6-{d.evidence_ts}"
 
 
+def test_a_red_light_run_is_found_wherever_the_fixes_fall_around_the_line(net, detectors, row2):
+    """The fixes (1 Hz, 13.9 m apart at 50 km/h) fall anywhere around the stop line: with the
+    drive's start moved in 0.5 m steps, one fix lands within the line's tolerance, just past
+    it — the crossing is still found, once."""
+    start = crossing_start(net, row2[0], RED, seconds_into=3.0)
+    found = {}
+    for step in range(28):
+        drive = Drive(net, "TX-10", row2, start_ts=start, start_along_m=step * 0.5, runs_red=True,
+                      duration_s=20)  # fmt: skip
+        found[step * 0.5] = [d for d in run(detectors, net, drive)[0] if d.type == "red_light"]
+    assert {moved: len(ds) for moved, ds in found.items() if len(ds) != 1} == {}
+    for ds in found.values():
+        assert int(net.signals.colour(row2[0], ds[0].event_ts / 1000)) == RED
+
+
 def test_stopping_at_the_red_light_and_going_on_green_is_nothing(net, detectors, row2):
     start = crossing_start(net, row2[0], RED)
     drive = Drive(net, "TX-7", row2, start_ts=start, runs_red=False, duration_s=150)

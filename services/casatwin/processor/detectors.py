@@ -247,11 +247,18 @@ class Detectors:
         dt_ms = fix.ts - prev["ts"]
         if math.isnan(stop_at) or dt_ms <= 0 or dt_ms > self.config.max_fix_gap_s * 1000:
             return []
-        before = stop_at - prev["along_m"]
+        # A fix less than the tolerance past the line is not a crossing (GPS jitter of a car
+        # waiting at the line). When the previous fix fell there, the crossing is judged
+        # where the tolerance ends: else a run whose first fix past the line fell within it
+        # went unseen, and a car that waited there through the red and left on green would
+        # be dated back into the red.
+        tolerance = self.config.stop_line_tolerance_m
+        line = stop_at if prev["along_m"] < stop_at else stop_at + tolerance
+        before = line - prev["along_m"]
         if before < 0:
             return []  # already past the line at the previous fix
         if fix.segment == approach:
-            if fix.along_m < stop_at + self.config.stop_line_tolerance_m:
+            if fix.along_m < stop_at + tolerance:
                 return []
             travelled = fix.along_m - prev["along_m"]
         elif self._leaves_junction(approach, fix.segment):
