@@ -43,3 +43,16 @@ def test_walkthrough_reads_the_inventory_it_is_given(tmp_path, capsys, monkeypat
     missing = tmp_path / "hosts.yml"
     assert main(["demo", "walkthrough", "--inventory", str(missing)]) == 2
     assert "cannot read the inventory" in capsys.readouterr().err
+
+
+def test_the_faults_demo_reads_what_the_simulator_gave_up_on(tmp_path):
+    from casatwin.demo.faults import simulator_undelivered
+
+    log = tmp_path / "simulator.log"
+    assert simulator_undelivered(log) == 0  # no log yet
+    log.write_text(
+        "2026-12-06T22:00:00.000Z INFO  simulator  simulator started mode=real time\n"
+        "2026-12-06T22:01:00.000Z INFO  simulator  simulator stopped sim_seconds=60.0 "
+        "steps=120 sent=3600 delivered=3581 failed=12 refused=7 undelivered_at_exit=0\n"
+    )
+    assert simulator_undelivered(log) == 19

@@ -24,3 +24,7 @@ def test_the_broker_takes_records_stamped_in_the_simulated_future():
     assert properties["process.roles"] == "broker,controller"
     assert properties["controller.quorum.voters"] == "1@127.0.0.1:9093"
     assert properties["log.dirs"] == "/tmp/k"
+    # A restart after kill -9 registers within the session, not after the 9 s default.
+    heartbeat = int(properties["broker.heartbeat.interval.ms"])
+    session = int(properties["broker.session.timeout.ms"])
+    assert heartbeat < session <= 3000

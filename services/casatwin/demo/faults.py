@@ -21,6 +21,7 @@ with the ledger (:mod:`casatwin.demo.reconcile`): zero lost, zero duplicated.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,11 @@ from casatwin.errors import UserError
 from casatwin.logs import get_logger
 
 log = get_logger("demo")
+
+# How long the demo's producers keep what the broker has not acknowledged: the broker is
+# away for the planned seconds plus its restart on a recovered log (seconds; more on a
+# busy machine), longer than the live twin's 30 s default allows for.
+PRODUCER_PATIENCE_MS = 180_000
 
 ROOT = Path(__file__).resolve().parents[3]
 SCENARIO = ROOT / "scenarios" / "faults.yaml"
@@ -158,6 +164,17 @@ def kill_broker(stack: Stack, settings: Settings, down_s: float, say: Say) -> No
             f"{after} after): acknowledged records are missing")  # fmt: skip
 
 
+def simulator_undelivered(log_path: Path) -> int:
+    """Messages the simulator's producer failed or refused, from its last "simulator
+    stopped" line (0 if there is none)."""
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    stopped = [line for line in text.splitlines() if "simulator stopped" in line]
+    if not stopped:
+        return 0
+    counts = dict(re.findall(r"\b(failed|refused)=(\d+)", stopped[-1]))
+    return sum(int(n) for n in counts.values())
+
+
 def queries_started(twin: Twin) -> int:
     path = twin.log_path("processor")
     return path.read_text(errors="replace").count("query started") if path.exists() else 0
@@ -182,6 +199,8 @@ def run(settings: Settings, stack: Stack, plan: FaultPlan, say: Say = print) -> 
     """The whole demo on a started ``stack`` whose topics and registry are ready."""
     if not plan.scenario.exists():
         raise UserError(f"scenario {plan.scenario} not found")
+    patience = max(settings.kafka.message_timeout_ms, PRODUCER_PATIENCE_MS)
+    settings = settings.replace(kafka={"message_timeout_ms": patience})
     truth_path = settings.general.data_dir / "ground-truth.json"
     twin = Twin(settings)
     try:
@@ -224,6 +243,11 @@ def run(settings: Settings, stack: Stack, plan: FaultPlan, say: Say = print) -> 
             raise UserError(
                 f"the simulator ended with {code}", hint=f"see {twin.log_path('simulator')}"
             )
+        undelivered = simulator_undelivered(twin.log_path("simulator"))
+        if undelivered:
+            say(f"the simulator's producer gave up on {undelivered} messages (the broker was "
+                f"away longer than {patience / 1000:g} s): what they carried is lost before "
+                "the twin could see it")  # fmt: skip
         truth = orjson.loads(truth_path.read_bytes())
         end_ms = int(time.time() * 1000)
         dwell_ms = int(settings.processor.dwell_s * 1000)

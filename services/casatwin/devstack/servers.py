@@ -273,6 +273,12 @@ def kafka_properties(host: str, port: int, controller_port: int, log_dir: Path) 
         "share.coordinator.state.topic.min.isr": "1",
         # Consumer groups form at once (the default waits 3 s for more members).
         "group.initial.rebalance.delay.ms": "0",
+        # After a kill -9 the restarted broker cannot register until the controller has
+        # given up on its previous incarnation's session (default 9 s: a restart took 13 s,
+        # long enough for producers to give up on what they buffered). One node on
+        # loopback heartbeats to itself: a short session is safe.
+        "broker.session.timeout.ms": "3000",
+        "broker.heartbeat.interval.ms": "500",
         "num.partitions": "1",
         "log.retention.hours": "24",
         # Records carry their fix's time, and a simulator running faster than real time
