@@ -134,6 +134,28 @@ def test_a_red_light_run_is_found_wherever_the_fixes_fall_around_the_line(net, d
         assert int(net.signals.colour(row2[0], ds[0].event_ts / 1000)) == RED
 
 
+def test_waiting_just_past_the_line_through_the_red_and_leaving_on_green_is_nothing(
+    net, detectors, row2
+):
+    """A car that stopped half a metre past the line (within its tolerance) waits out the
+    red: its last fix there is on red, it passes the tolerance's end on green — not a
+    red-light run, however close to its last red fix the crossing is dated."""
+    approach, table = row2[0], net.signals
+    t = T0 / 1000
+    while not (
+        int(table.colour(approach, t)) == RED and int(table.colour(approach, t + 0.02)) == GREEN
+    ):
+        t += 0.01
+    wait_s = 20
+    last_red_fix_ms = round((t - 0.01) * 1000)  # the last fix while stopped: red
+    drive = Drive(net, "TX-11", row2, start_ts=last_red_fix_ms - wait_s * 1000,
+                  start_along_m=net.stop_along_m[approach] + 0.5,
+                  speeds_kmh=[0.0] * wait_s + [30.0], duration_s=wait_s + 5)  # fmt: skip
+    fixes = matched(net, drive.fixes())
+    assert int(table.colour(approach, fixes[wait_s].ts / 1000)) == RED
+    assert [d for d in run(detectors, net, drive)[0] if d.type == "red_light"] == []
+
+
 def test_stopping_at_the_red_light_and_going_on_green_is_nothing(net, detectors, row2):
     start = crossing_start(net, row2[0], RED)
     drive = Drive(net, "TX-7", row2, start_ts=start, runs_red=False, duration_s=150)
