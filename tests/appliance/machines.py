@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,12 +228,13 @@ class Garage:
         run([*enter, "ip", "route", "replace", "default", "via", self.gateway])
 
     def _wait_ssh(self, machine: Machine, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             with contextlib.suppress(OSError), socket.create_connection((machine.address, 22), 1):
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"{machine.name}: ssh not reachable at {machine.address}")
+                return True
+            return False
+
+        if not wait_until(answers, timeout_s):
+            raise RuntimeError(f"{machine.name}: ssh not reachable at {machine.address}")
 
     # -- use ------------------------------------------------------------------------------
 
@@ -260,6 +262,8 @@ class Garage:
         for machine in self.machines.values():
             _stop(machine)
         for machine in self.machines.values():
+            # The host's end of its veth can outlive the machine (seen for one in three).
+            run(["ip", "link", "del", f"vb-{machine.name}"], check=False)
             if machine.mounted:
                 _unmount_tree(machine.root)
                 machine.mounted = False
@@ -295,11 +299,7 @@ def sweep_abandoned_garages(workroot: Path) -> list[str]:
         if (pid := _pid_suffix(path.name, CGROUP_PREFIX)) is not None and _owner_gone(pid)
     ]
     for cgroup in cgroups:
-        for procs in cgroup.rglob("cgroup.procs"):
-            with contextlib.suppress(OSError, ValueError):
-                for pid in procs.read_text().split():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
+        _kill_cgroup(cgroup)
     for workdir in workroot.glob(f"{WORKDIR_PREFIX}*"):
         pid = _pid_suffix(workdir.name, WORKDIR_PREFIX)
         if pid is not None and _owner_gone(pid):
@@ -318,17 +318,25 @@ def sweep_abandoned_garages(workroot: Path) -> list[str]:
     return removed
 
 
+def wait_until(condition: Callable[[], bool], timeout_s: float, every_s: float = 0.5) -> bool:
+    """Poll ``condition`` every ``every_s``: True once it holds, False if it has not within
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every_s)
+    return True
+
+
 def _free_veth(name: str, timeout_s: float = 30) -> None:
     """nspawn names the host's end of a machine's veth ``vb-<machine>`` and fails if it
     exists: one left by the machine of an earlier run (the kernel frees it with the
     machine's network namespace, a moment after its processes end) is waited for, then
     removed."""
-    deadline = time.monotonic() + timeout_s
-    while run(["ip", "link", "show", name], check=False).returncode == 0:
-        if time.monotonic() > deadline:
-            run(["ip", "link", "del", name], check=False)
-            return
-        time.sleep(0.5)
+    if not wait_until(lambda: run(["ip", "link", "show", name], check=False).returncode != 0,
+                      timeout_s):  # fmt: skip
+        run(["ip", "link", "del", name], check=False)
 
 
 def _children(pid: int) -> list[int]:
@@ -366,9 +374,15 @@ def _stop(machine: Machine, timeout_s: float = 60) -> None:
         process.wait(30)
     # Anything left in the machine's cgroups (should be nothing) goes too.
     for cgroup in machine.cgroups:
-        for procs in cgroup.rglob("cgroup.procs"):
-            with contextlib.suppress(OSError, ValueError):
-                for pid in procs.read_text().split():
+        _kill_cgroup(cgroup)
+
+
+def _kill_cgroup(cgroup: Path) -> None:
+    """SIGKILL every process in ``cgroup`` and below it."""
+    for procs in cgroup.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError, ValueError):
+            for pid in procs.read_text().split():
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
 
 

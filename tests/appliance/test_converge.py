@@ -605,15 +605,16 @@ def _check_roll(converged, run, before: dict[str, tuple[int, int]]) -> None:
 
 
 def test_second_converge_changes_nothing(converged):
-    run = converged.playbook(name="converge-again")
-    assert run.returncode == 0, f"second run failed (log: {run.log}):\n{run.tail()}"
-    changed = {host: r["changed"] for host, r in run.recap().items()}
-    assert all(c == 0 for c in changed.values()), (changed, run.changed_tasks())
+    _assert_nothing_changed(converged.playbook(name="converge-again"), "second run")
 
 
 def test_check_mode_with_diff_runs_clean(converged):
     run = converged.playbook("--check", "--diff", name="check-diff")
-    assert run.returncode == 0, f"check mode failed (log: {run.log}):\n{run.tail()}"
+    _assert_nothing_changed(run, "check mode")
+
+
+def _assert_nothing_changed(run, what: str) -> None:
+    assert run.returncode == 0, f"{what} failed (log: {run.log}):\n{run.tail()}"
     changed = {host: r["changed"] for host, r in run.recap().items()}
     assert all(c == 0 for c in changed.values()), (changed, run.changed_tasks())
 
