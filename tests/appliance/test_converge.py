@@ -365,11 +365,21 @@ else:
 """
 
 
-def _history(node_address: str, vehicle: str) -> list[dict]:
-    """The dashboard's history API, from the host, as anyone sees it."""
-    url = f"http://{node_address}:8080/api/infractions?vehicle={vehicle}&limit=50"
+def _history(node_address: str, since_ms: int) -> list[dict]:
+    """The dashboard's history API, from the host, as anyone sees it (no vehicle ids: a
+    search by vehicle is for operators)."""
+    url = f"http://{node_address}:8080/api/infractions?from={since_ms}&limit=500"
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)["items"]
+
+
+def _by_vehicle(items: list[dict], ledger: dict[str, tuple[str, str]]) -> dict[str, list[dict]]:
+    """The history's infractions by the vehicle the ledger charged."""
+    out: dict[str, list[dict]] = {}
+    for item in items:
+        if item["infraction_id"] in ledger:
+            out.setdefault(ledger[item["infraction_id"]][0], []).append(item)
+    return out
 
 
 def _ledger(converged) -> dict[str, tuple[str, str]]:
@@ -387,9 +397,9 @@ def _ledger(converged) -> dict[str, tuple[str, str]]:
 
 def test_scripted_infractions_flow_end_to_end_across_a_processor_restart(converged):
     """scenarios/e2e.yaml played on the edge node; casatwin-processor restarted while the
-    speeder drives; every scripted infraction reaches the ledger and the dashboard's
-    history API exactly once, at the time the simulator's ground truth says, and nothing the
-    ledger held before the restart is lost."""
+    speeder drives; every infraction of the scripted taxis in the simulator's ground truth
+    reaches the ledger and the dashboard's history API exactly once, at the time the ground
+    truth says, and nothing the ledger held before the restart is lost."""
     edge, compute = converged.machine("lenovo"), converged.machine("prodesk")
     (edge.root / "root/e2e.yaml").write_text((REPO / "scenarios/e2e.yaml").read_text())
     (edge.root / "root/watch.py").write_text(FIX_WATCHER)
@@ -413,28 +423,10 @@ def test_scripted_infractions_flow_end_to_end_across_a_processor_restart(converg
     compute.sh("systemctl restart casatwin-processor", timeout_s=180)
     assert compute.sh("systemctl is-active casatwin-processor", check=False).strip() == "active"
 
-    deadline, found = time.monotonic() + 420, {}
-    while time.monotonic() < deadline:
-        found = {}
-        for vehicle in SCRIPTED:
-            try:
-                found[vehicle] = _history(edge.address, vehicle)
-            except OSError:
-                found[vehicle] = []
-        if all(SCRIPTED[v] in [i["type"] for i in found[v]] for v in SCRIPTED):
-            break
-        time.sleep(5)
-    journal = compute.journal("casatwin-processor", lines=30)
-    types = {v: [i["type"] for i in items] for v, items in found.items()}
-    assert all(SCRIPTED[v] in types[v] for v in SCRIPTED), f"history API: {types}\n{journal}"
-    assert all(types[v].count(SCRIPTED[v]) == 1 for v in SCRIPTED), types
-
-    after = _ledger(converged)
-    assert set(before) <= set(after), f"lost across the restart: {set(before) - set(after)}"
-    scripted = sorted(x for x in after.values() if x[0] in SCRIPTED)
-    assert scripted == sorted(SCRIPTED.items()), scripted
-
-    # The simulator ends by itself, and its ground truth is what the processor found.
+    # The simulator ends by itself; its ground truth says what really happened. Judged as
+    # the detector judges (consecutive fixes over the limit, at least two): in real time
+    # the signal phases follow the wall clock, and a speeder slowed by a light mid-run
+    # commits two offences, not one.
     deadline = time.monotonic() + E2E_SECONDS + 120
     while "ActiveState=active" in edge.sh("systemctl show -p ActiveState casatwin-e2e"):
         assert time.monotonic() < deadline, edge.journal("casatwin-e2e")
@@ -442,12 +434,37 @@ def test_scripted_infractions_flow_end_to_end_across_a_processor_restart(converg
     simulator = edge.sh("systemctl show -p Result,ExecMainStatus casatwin-e2e", check=False)
     assert "Result=success" in simulator and "ExecMainStatus=0" in simulator, simulator
     truth = json.loads(edge.sh("cat /tmp/e2e-truth.json"))
-    for vehicle, kind in SCRIPTED.items():
-        expected = [t["event_ts"] for t in truth if (t["vehicle_id"], t["type"]) == (vehicle, kind)]
-        detected = [i["event_ts"] for i in found[vehicle] if i["type"] == kind]
-        assert len(expected) == 1 and abs(detected[0] - expected[0]) <= 1000, (
-            vehicle, expected, detected,
-        )  # fmt: skip
+    expected = {
+        vehicle: sorted(t["event_ts"] for t in truth if (t["vehicle_id"], t["type"]) == (
+            vehicle, kind) and (kind != "speeding" or t["fixes"] >= 2))
+        for vehicle, kind in SCRIPTED.items()
+    }  # fmt: skip
+    assert all(expected.values()), truth
+
+    def detected(found: dict[str, list[dict]]) -> dict[str, list[int]]:
+        return {v: sorted(i["event_ts"] for i in found.get(v, []) if i["type"] == kind)
+                for v, kind in SCRIPTED.items()}  # fmt: skip
+
+    deadline, found = time.monotonic() + 420, {}
+    while time.monotonic() < deadline:
+        try:
+            found = _by_vehicle(_history(edge.address, launched_ms - 60_000), _ledger(converged))
+        except OSError:
+            found = {}
+        if all(len(detected(found)[v]) >= len(expected[v]) for v in SCRIPTED):
+            break
+        time.sleep(5)
+    journal = compute.journal("casatwin-processor", lines=30)
+    got = detected(found)
+    for vehicle in SCRIPTED:  # each one exactly once, at the time the ground truth says
+        assert len(got[vehicle]) == len(expected[vehicle]), (vehicle, got, expected, journal)
+        assert all(abs(a - b) <= 1000 for a, b in zip(got[vehicle], expected[vehicle])), (
+            vehicle, got, expected)  # fmt: skip
+
+    after = _ledger(converged)
+    assert set(before) <= set(after), f"lost across the restart: {set(before) - set(after)}"
+    scripted = sorted(x for x in after.values() if x[0] in SCRIPTED)
+    assert scripted == sorted((v, SCRIPTED[v]) for v in SCRIPTED for _ in expected[v]), scripted
 
 
 def test_operator_added_by_the_playbook_sees_an_identity_and_the_view_is_audited(converged):
@@ -476,13 +493,16 @@ def test_operator_added_by_the_playbook_sees_an_identity_and_the_view_is_audited
     )  # fmt: skip
     with urllib.request.urlopen(login, timeout=30) as response:
         cookie = response.headers["Set-Cookie"].split(";", 1)[0]
-    infraction = _history(edge.address, next(iter(SCRIPTED)))[0]["infraction_id"]
+    speeder = next(iter(SCRIPTED))
+    infraction = next(i for i, (v, _) in _ledger(converged).items() if v == speeder)
     url = f"{base}/api/infractions/{infraction}"
     with urllib.request.urlopen(url, timeout=10) as response:
-        assert json.load(response)["identity"] == "masked"  # anyone
+        anyone = json.load(response)
+    assert anyone["identity"] == "masked" and anyone["driver"] == {"on_record": True}
     as_operator = urllib.request.Request(url, headers={"Cookie": cookie})
     with urllib.request.urlopen(as_operator, timeout=10) as response:
-        assert json.load(response)["identity"] == "shown"  # once the view is audited
+        shown = json.load(response)  # once the view is audited, from the ledger
+    assert shown["identity"] == "shown" and shown["driver"]["cin"], shown
 
     passwords = _vault_passwords(converged)
     script = (
