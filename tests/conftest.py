@@ -18,6 +18,7 @@ import pytest
 from casatwin.bus.admin import ensure_topics
 from casatwin.config import KafkaSettings, MariaDBSettings, Settings
 from casatwin.devstack.servers import KafkaBroker, MariaDBServer, MongoWireServer, free_port
+from casatwin.devstack.vault import generate_secrets
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -123,8 +124,10 @@ def registry(mariadb: MariaDBServer, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture
 def base_settings(tmp_path: Path) -> Settings:
-    """Default settings with a private data directory and no servers."""
-    return Settings().replace(general={"data_dir": tmp_path / "state"})
+    """Default settings with a private data directory (and its secrets), no servers."""
+    settings = Settings().replace(general={"data_dir": tmp_path / "state"})
+    generate_secrets(settings)
+    return settings
 
 
 @pytest.fixture

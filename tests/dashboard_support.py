@@ -17,7 +17,7 @@ from casatwin_dashboard.app import DASHBOARD, Dashboard, create_app
 
 
 def sample_infraction(n: int = 0, **overrides: Any) -> dict[str, Any]:
-    """A contract-valid infraction with a full (unmasked) driver identity."""
+    """A contract-valid infraction as the processor publishes it (a pseudonymous driver)."""
     now = int(time.time() * 1000)
     message = {
         "infraction_id": f"inf-{uuid.uuid4().hex[:10]}-{n}",
@@ -31,15 +31,7 @@ def sample_infraction(n: int = 0, **overrides: Any) -> dict[str, Any]:
         "measured": 92.0,
         "limit": 60.0,
         "vehicle": {"vehicle_id": "TX-00042", "plate": "12345-A-6", "kind": "taxi_petit"},
-        "driver": {
-            "driver_id": 4242,
-            "cin": "BE123456",
-            "first_name": "Karim",
-            "last_name": "Bennani",
-            "licence_number": "06/123456",
-            "points_before": 30,
-            "points_after": 26,
-        },
+        "driver": {"ref": "drv-3f1c9a0b7d2e4c6a8b10"},
         "decision": {
             "class": 1,
             "fine_mad": 700,
@@ -48,6 +40,10 @@ def sample_infraction(n: int = 0, **overrides: Any) -> dict[str, Any]:
             "points": 4,
             "court": False,
             "legal_basis": "Art. 219 et 222, loi 52-05",
+            "points_before": 30,
+            "points_after": 26,
+            "licence_status_after": "valid",
+            "court_reasons": [],
         },
         "dispatch_required": True,
         "district": "Maârif",

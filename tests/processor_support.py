@@ -25,6 +25,7 @@ from casatwin.bus.watermarks import EndOffsets
 from casatwin.city.load import from_dict, write
 from casatwin.city.synthetic import grid
 from casatwin.config import MariaDBSettings, Settings
+from casatwin.devstack.vault import generate_secrets
 
 REGISTRY_AS_OF = dt.date(2025, 6, 1)
 
@@ -55,6 +56,58 @@ def read_topic(settings: Settings, topic: str, since: OffsetMap) -> list[dict[st
     now = topic_ends(settings, topic)
     values = read_values(settings.kafka, "test-read-topic", since, now, 20.0)
     return [orjson.loads(v) for v in values if v is not None]
+
+
+def bus_positions(settings: Settings) -> dict[str, OffsetMap]:
+    """The end of every topic of the twin, to read later what a test added."""
+    return {t.name: topic_ends(settings, t.name) for t in topics.TOPICS}
+
+
+def identities_on_the_bus(
+    settings: Settings, since: dict[str, OffsetMap], people: set[str]
+) -> list[str]:
+    """Where any of ``people`` (CINs, names, licence numbers) appears in a message that a
+    topic received after ``since``: ``topic: what`` for each, none expected."""
+    found = []
+    for topic, start in since.items():
+        values = read_values(
+            settings.kafka, "test-identity-search", start, topic_ends(settings, topic), 20.0
+        )
+        text = b"\n".join(v for v in values if v is not None).decode("utf-8", "replace")
+        found += [f"{topic}: {who}" for who in people if who in text]
+    return found
+
+
+def identities_in_the_read_model(settings: Settings, people: set[str]) -> list[str]:
+    """Where any of ``people`` appears in a document of the read model, any collection."""
+    from casatwin.readmodel.store import connect
+
+    db = connect(settings.mongo)
+    try:
+        found = []
+        for name in db.list_collection_names():
+            text = "\n".join(orjson.dumps(d, default=str).decode() for d in db[name].find({}))
+            found += [f"{name}: {who}" for who in people if who in text]
+        return found
+    finally:
+        db.client.close()
+
+
+def people_of(settings: MariaDBSettings, vehicle_ids: Iterable[str]) -> set[str]:
+    """The CIN, full name and licence number of whoever drives or owns these vehicles."""
+    from casatwin.registry import db
+
+    conn = db.open_connection(settings)
+    try:
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT d.cin, CONCAT(d.first_name, ' ', d.last_name), d.licence_no FROM vehicles v"
+            " JOIN drivers d ON d.cin IN (v.driver_cin, v.owner_cin) WHERE v.vehicle_id IN %s",
+            (list(vehicle_ids),),
+        )
+        return {value for row in cursor.fetchall() for value in row}
+    finally:
+        conn.close()
 
 
 def publish(settings: Settings, messages: Iterable[dict[str, Any] | bytes], key: str = "") -> None:
@@ -167,6 +220,7 @@ def casablanca_e2e(
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         mariadb={"host": ledger.host, "port": ledger.port, "database": ledger.database},
     )
+    generate_secrets(settings)
     since = topic_ends(settings, topics.INFRACTIONS)
     start = orjson.dumps(topic_ends(settings, topics.TELEMETRY)).decode()
     settings = settings.replace(processor={"starting_offsets": start})

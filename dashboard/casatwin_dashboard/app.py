@@ -55,6 +55,10 @@ def static_dir() -> Path:
     return Path(str(resources.files("casatwin_dashboard") / "static"))
 
 
+# An operator's answers about a person: no browser or proxy cache keeps them.
+PRIVATE_HEADERS = {"Cache-Control": "no-store"}
+
+
 def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
     return web.Response(
         body=orjson.dumps(data), status=status, content_type="application/json", **kwargs
@@ -295,9 +299,20 @@ async def infractions(request: web.Request) -> web.Response:
     dash = request.app[DASHBOARD]
     params = canonical_district(dict(request.query), dash.pack)
     query = history.infraction_query(params, now_ms())
+    searched = [f"{name}:{params[name].strip()}" for name in ("plate", "vehicle") if name in params]
+    if searched:  # one vehicle's history: an operator's question, and audited
+        operator = dash.operator(request)
+        if operator is None:
+            raise ApiError(
+                401,
+                "searching by plate or vehicle is for operators",
+                "log in as an operator (POST /api/login), or filter by type, class or district",
+            )
+        await audited(request, operator, "", ",".join(searched))
     docs, cursor = await dash.run(history.find_infractions, dash.db, query)
     items = [public_infraction(d) for d in docs]
-    return json_response({"items": items, "count": len(items), "next_cursor": cursor})
+    body = {"items": items, "count": len(items), "next_cursor": cursor}
+    return json_response(body, headers=PRIVATE_HEADERS if searched else None)
 
 
 async def infraction(request: web.Request) -> web.Response:
@@ -309,24 +324,43 @@ async def infraction(request: web.Request) -> web.Response:
     operator = dash.operator(request)
     if operator is None:
         return json_response(public_infraction(doc))
-    try:  # fail closed: no audit row, no identity
+    await audited(request, operator, infraction_id, driver_reference(doc))
+    try:
+        charged = await dash.run(dash.operators.identity, infraction_id)
+    except Exception as exc:
+        log.error("identity not read from the ledger", infraction_id=infraction_id,
+                  reason=str(exc))  # fmt: skip
+        raise ApiError(503, "the identity cannot be read from the ledger", "retry later") from None
+    if charged is None:  # in the read model but not in the ledger: a bug, not a user mistake
+        raise ApiError(
+            404,
+            f"infraction {infraction_id!r} is not in the ledger: its identity cannot be shown",
+            "the read model and the ledger disagree; tell the administrator",
+        )
+    log.info("driver identity shown", operator=operator, infraction_id=infraction_id)
+    return json_response(
+        operator_infraction(doc, charged.driver, charged.owner), headers=PRIVATE_HEADERS
+    )
+
+
+async def audited(request: web.Request, operator: str, infraction_id: str, subject: str) -> None:
+    """Write the audit row of an operator's look at a driver or a vehicle, or refuse (503):
+    no audit row, nothing shown."""
+    dash = request.app[DASHBOARD]
+    try:
         await dash.run(
             dash.operators.record_view,
             operator,
             infraction_id,
-            driver_reference(doc),
+            subject,
             request.remote or "",
             f"{request.method} {request.path_qs}",
         )
     except Exception as exc:
-        log.error(
-            "identity view not audited; identity withheld", operator=operator, reason=str(exc)
-        )
+        log.error("identity view not audited; nothing shown", operator=operator, reason=str(exc))
         raise ApiError(
             503, "the identity cannot be shown: the audit log cannot be written", "retry later"
         ) from None
-    log.info("driver identity shown", operator=operator, infraction_id=infraction_id)
-    return json_response(operator_infraction(doc))
 
 
 async def timeline(request: web.Request) -> web.Response:

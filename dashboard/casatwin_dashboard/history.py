@@ -29,6 +29,9 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_CONGESTION_LIMIT = 2000
 DAY_MS = 86_400_000
+MAX_TS = 32_503_680_000_000  # year 3000: beyond it a time is a mistake, not a question
+MAX_INFRACTION_RANGE_MS = 366 * DAY_MS
+MAX_CONGESTION_RANGE_MS = 31 * DAY_MS
 SCOPES = ("segment", "intersection", "station")
 
 
@@ -59,29 +62,44 @@ def check_known(params: Mapping[str, str], known: tuple[str, ...]) -> None:
 
 
 def parse_time(name: str, raw: str) -> int:
-    """Epoch milliseconds, or an ISO 8601 date-time (UTC unless it says otherwise)."""
+    """Epoch milliseconds, or an ISO 8601 date-time (UTC unless it says otherwise), between
+    1970 and the year 3000."""
     raw = raw.strip()
-    if re.fullmatch(r"\d{1,15}", raw):
-        return int(raw)
     try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        if re.fullmatch(r"[0-9]{1,15}", raw):
+            ms = int(raw)
+        else:
+            moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            ms = int(moment.timestamp() * 1000)
+        if not 0 <= ms <= MAX_TS:
+            raise ValueError
+    except (ValueError, OverflowError):
         raise bad(
-            f"{name}={raw!r} is not a time",
+            f"{name}={raw!r} is not a time between 1970 and 3000",
             f"give epoch milliseconds (1767225600000) or ISO 8601 ({name}=2026-01-01T08:00:00Z)",
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    return ms
 
 
-def parse_range(params: Mapping[str, str], default_span_ms: int | None, now_ms: int) -> dict:
+def parse_range(
+    params: Mapping[str, str], default_span_ms: int | None, now_ms: int, max_span_ms: int
+) -> dict:
+    """A Mongo range on event time from ``from``/``to``; at most ``max_span_ms`` long (an
+    open end counts from now, an open start is the beginning of the history)."""
     start = parse_time("from", params["from"]) if "from" in params else None
     end = parse_time("to", params["to"]) if "to" in params else None
     if start is None and default_span_ms is not None:
         start = (end if end is not None else now_ms) - default_span_ms
     if start is not None and end is not None and start > end:
         raise bad("from is after to", "swap them, or leave one out")
+    if start is not None and (end if end is not None else max(now_ms, start)) - start > max_span_ms:
+        days = max_span_ms // DAY_MS
+        raise bad(
+            f"the time range is longer than {days} days",
+            f"ask for at most {days} days at a time (from and to), and page through the rest",
+        )
     out: dict[str, int] = {}
     if start is not None:
         out["$gte"] = start
@@ -92,7 +110,7 @@ def parse_range(params: Mapping[str, str], default_span_ms: int | None, now_ms: 
 
 def parse_limit(params: Mapping[str, str], default: int, maximum: int) -> int:
     raw = params.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise bad(
             f"limit={raw!r} is not a whole number from 1 to {maximum}", f"e.g. limit={default}"
         )
@@ -117,9 +135,9 @@ def encode_cursor(event_ts: int, infraction_id: str) -> str:
 def decode_cursor(raw: str) -> tuple[int, str]:
     try:
         ts, infraction_id = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        if not isinstance(ts, int) or not isinstance(infraction_id, str):
+        if not isinstance(ts, int) or not 0 <= ts <= MAX_TS or not isinstance(infraction_id, str):
             raise ValueError
-    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise bad(
             "cursor is not one this API gave out",
             "pass the next_cursor of the previous page unchanged, or leave it out for page one",
@@ -151,7 +169,7 @@ class InfractionQuery:
 def infraction_query(params: Mapping[str, str], now_ms: int) -> InfractionQuery:
     check_known(params, INFRACTION_PARAMS)
     conditions: list[dict[str, Any]] = []
-    when = parse_range(params, None, now_ms)
+    when = parse_range(params, None, now_ms, MAX_INFRACTION_RANGE_MS)
     if when:
         conditions.append({"event_ts": when})
     if "type" in params:
@@ -219,7 +237,7 @@ def congestion_query(key: str, params: Mapping[str, str], now_ms: int) -> Conges
     query: dict[str, Any] = {"key": key}
     if "scope" in params:
         query["scope"] = parse_choices("scope", params["scope"], SCOPES)[0]
-    query["window_start"] = parse_range(params, DAY_MS, now_ms)
+    query["window_start"] = parse_range(params, DAY_MS, now_ms, MAX_CONGESTION_RANGE_MS)
     return CongestionQuery(query, parse_limit(params, 288, MAX_CONGESTION_LIMIT))
 
 

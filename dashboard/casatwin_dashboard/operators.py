@@ -33,6 +33,7 @@ import pymysql
 
 from casatwin.config import MariaDBSettings
 from casatwin.errors import UserError
+from casatwin.registry.charged import ChargedIdentity, charged_identity
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 MIN_PASSWORD_LENGTH = 12
@@ -249,6 +250,11 @@ class OperatorStore:
                 (operator, infraction_id, driver_ref[:128], address[:64], request[:255]),
             )
             conn.commit()
+
+    def identity(self, infraction_id: str) -> ChargedIdentity | None:
+        """The driver charged and the vehicle's owner, from the ledger (audit first!)."""
+        with self._connect() as conn, conn.cursor() as cur:
+            return charged_identity(cur, infraction_id)
 
     def views(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest identity views, newest first (for an auditor, and the tests)."""

@@ -60,6 +60,7 @@ def private_stack(
     from casatwin.bus.admin import ensure_topics
     from casatwin.devstack.servers import free_port
     from casatwin.devstack.stack import Stack
+    from casatwin.devstack.vault import generate_secrets
 
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         private = settings.replace(
@@ -71,6 +72,7 @@ def private_stack(
         stack = Stack.from_settings(private)
         stack.start()
         try:
+            generate_secrets(private)
             ensure_topics(private.kafka)
             yield private, stack
         finally:

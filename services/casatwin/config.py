@@ -439,6 +439,31 @@ class CongestionSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """Driver data: who may see an identity, and how long the read model keeps infractions."""
+
+    pseudonym_key_file: str = setting(
+        "",
+        "File holding the secret key of the drivers' pseudonymous references (a keyed hash "
+        "of the CIN that topics and the read model carry instead of the identity); empty = "
+        "`<data_dir>/secrets/driver-pseudonym.key`, which the devstack generates. On the "
+        "appliance the vault provides it.",
+    )
+    infraction_retention_days: float = setting(
+        90.0,
+        "Infractions kept in the read model (event time, before the newest one); the ledger "
+        "in MariaDB keeps every infraction. 0 keeps them all.",
+    )
+
+    def key_file(self, data_dir: Path) -> Path:
+        return (
+            Path(self.pseudonym_key_file)
+            if self.pseudonym_key_file
+            else data_dir / "secrets" / "driver-pseudonym.key"
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings, one section per concern."""
 
@@ -456,6 +481,7 @@ class Settings:
     processor: ProcessorSettings = field(default_factory=ProcessorSettings)
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     congestion: CongestionSettings = field(default_factory=CongestionSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

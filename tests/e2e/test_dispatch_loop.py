@@ -26,6 +26,7 @@ from casatwin.bus.admin import ensure_topics
 from casatwin.city import load, synthetic
 from casatwin.city.geometry import haversine_m
 from casatwin.config import Settings
+from casatwin.devstack.vault import generate_secrets
 from casatwin.dispatch import store
 from casatwin.dispatch.service import Dispatcher
 from casatwin.fleet import FLEET_SIZE
@@ -100,6 +101,7 @@ def test_a_red_light_runner_detected_by_the_processor_gets_a_unit_that_comes_fre
             "queue_check_s": 0.5,
         },
     )
+    generate_secrets(settings)
     ensure_topics(settings.kafka)
     (dispatch,) = create_topics(settings, 1, 1)
     since = topic_ends(settings, topics.INFRACTIONS)

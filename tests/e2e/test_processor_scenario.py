@@ -21,8 +21,12 @@ from casatwin.bus import topics
 from casatwin.readmodel.store import INFRACTIONS, connect
 from tests.processor_support import (
     RunningApp,
+    bus_positions,
     casablanca_e2e,
+    identities_in_the_read_model,
+    identities_on_the_bus,
     ledger_rows,
+    people_of,
     read_topic,
     wait_for,
 )
@@ -57,6 +61,7 @@ def test_the_e2e_scenario_gives_exactly_the_scripted_infractions(
     settings, since, env = casablanca_e2e(
         mariadb, broker, mongo, tmp_path, "casatwin_processor_e2e"
     )
+    bus_before = bus_positions(settings)
     truth_path = tmp_path / "truth.json"
     simulation = subprocess.run(
         [sys.executable, "-m", "casatwin.cli", "simulator", "--afap", "--scenario", str(SCENARIO),
@@ -113,3 +118,12 @@ def test_the_e2e_scenario_gives_exactly_the_scripted_infractions(
     assert set(ledger_rows(settings.mariadb, ids)) == ids
     db = connect(settings.mongo)
     assert {d["_id"] for d in db[INFRACTIONS].find({}, {"_id": 1})} == ids
+
+    # Nobody's identity left MariaDB: the drivers charged are named by a pseudonym on every
+    # topic (the DLQ among them) and in every collection of the read model.
+    people = people_of(settings.mariadb, {m["vehicle_id"] for m in published})
+    assert len(people) >= 3 * 2, people  # a CIN, a name and a licence number per driver
+    assert identities_on_the_bus(settings, bus_before, people) == []
+    assert identities_in_the_read_model(settings, people) == []
+    refs = {m["driver"]["ref"] for m in published if m["driver"]}
+    assert len(refs) == len({m["vehicle_id"] for m in published if m["driver"]})

@@ -24,6 +24,7 @@ import yaml
 
 from casatwin.bus import topics
 from casatwin.bus.producer import Producer
+from casatwin.devstack.vault import generate_secrets
 from casatwin.processor.network import RoadNetwork
 from casatwin.readmodel.store import CONGESTION, connect
 from tests.drive import T0, path_along, position
@@ -65,6 +66,7 @@ def run(tmp_path_factory, broker, mongo, spark):
         city=grid_city(tmp),
         processor={"consumer_group": f"test-lag-{uuid.uuid4().hex[:8]}"},
     )
+    generate_secrets(settings)
     # The intersection topic must exist for its end offsets to be read.
     producer = Producer(settings.kafka, "test-congestion-sensors")
     producer.send_json(topics.SENSORS_INTERSECTION, {"bootstrap": True})  # filtered out

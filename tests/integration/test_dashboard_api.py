@@ -115,10 +115,8 @@ def test_filters(api_settings, history):
         "/api/infractions?type=speeding",
         "/api/infractions?type=speeding,red_light&class=1",
         "/api/infractions?district=Anfa",
-        "/api/infractions?plate=1004-a-6",
         f"/api/infractions?from={T0 + 120_000}&to={T0 + 240_000}",
         "/api/infractions?from=2026-01-01T10:02:00Z&to=2026-01-01T10:04:00Z",
-        "/api/infractions?vehicle=TX-00005",
     )
     assert all(status == 200 for status, _ in results)
     bodies = [body for _, body in results]
@@ -126,10 +124,34 @@ def test_filters(api_settings, history):
     assert ids(bodies[1]) == ["inf-06", "inf-03", "inf-00"]
     assert ids(bodies[2]) == ["inf-06", "inf-03", "inf-00"]  # class 1 = i % 3 == 0
     assert ids(bodies[3]) == ["inf-05", "inf-03", "inf-01"]
-    assert ids(bodies[4]) == ["inf-04"]
-    assert ids(bodies[5]) == ["inf-04", "inf-03", "inf-02"]
-    assert ids(bodies[6]) == ids(bodies[5])
-    assert ids(bodies[7]) == ["inf-05"]
+    assert ids(bodies[4]) == ["inf-04", "inf-03", "inf-02"]
+    assert ids(bodies[5]) == ids(bodies[4])
+    for item in bodies[0]["items"]:  # what anyone sees identifies nobody
+        assert item["driver"] == {"on_record": True} and "vehicle_id" not in item
+        assert item["vehicle"]["plate"].endswith("•••") and "points_after" not in item["decision"]
+
+
+def test_a_vehicle_search_is_for_operators_and_audited(api_settings, history):
+    operators = OperatorStore(api_settings.mariadb)
+    operators.set_operator("nadia", hash_password("another good password"), replace=True)
+    login = {"name": "nadia", "password": "another good password"}
+    results = call(
+        api_settings,
+        [
+            ("GET", "/api/infractions?plate=1004-a-6", None),
+            ("POST", "/api/login", login),
+            ("GET", "/api/infractions?plate=1004-a-6", None),
+            ("GET", "/api/infractions?vehicle=TX-00005", None),
+        ],
+    )
+    (refused, _, by_plate, by_vehicle) = (body for _, body, _ in results)
+    assert [status for status, _, _ in results] == [401, 200, 200, 200]
+    assert "for operators" in refused["error"] and "log in" in refused["hint"]
+    assert ids(by_plate) == ["inf-04"] and ids(by_vehicle) == ["inf-05"]
+    assert results[2][2].headers["Cache-Control"] == "no-store"
+    views = [v for v in operators.views(10) if v["operator"] == "nadia"]
+    assert [v["driver_ref"] for v in views] == ["vehicle:TX-00005", "plate:1004-a-6"]
+    assert views[1]["request"] == "GET /api/infractions?plate=1004-a-6"
 
 
 def test_pagination_walks_every_infraction_once(api_settings, history):
@@ -250,9 +272,28 @@ def test_add_operator_command(api_settings):
     assert stored.startswith("scrypt$") and "another long password" not in stored
 
 
+def charge_in_the_ledger(settings, infraction_id: str, vehicle_id: str, plate: str) -> None:
+    """The registry's driver and vehicle, and the ledger's row that charged the driver."""
+    from tests.conftest import query
+
+    query(settings, "INSERT IGNORE INTO drivers (cin, first_name, last_name, birth_date,"
+          " licence_no, licence_category, issue_date, probation_end, points, status) VALUES"
+          " ('BE123456', 'Karim', 'Bennani', '1980-02-03', '06/00123456', 'B', '2001-01-01',"
+          " '2003-01-01', 26, 'valid')")  # fmt: skip
+    owner = "Said Alaoui (agrément)"
+    query(settings, "INSERT IGNORE INTO vehicles (vehicle_id, plate, kind, owner_name)"
+          " VALUES (%s, %s, 'taxi_petit', %s)", (vehicle_id, plate, owner))  # fmt: skip
+    query(settings, "INSERT IGNORE INTO infractions (infraction_id, type, event_ts,"
+          " detected_ts, recorded_ts, lat, lon, vehicle_id, plate, cin, offence_class, fine_mad,"
+          " points, court, dispatch_required, decision) VALUES (%s, 'speeding', %s, %s, %s,"
+          " 33.58, -7.62, %s, %s, 'BE123456', 1, 700, 4, 0, 1, '{}')",
+          (infraction_id, T0, T0, T0, vehicle_id, plate))  # fmt: skip
+
+
 def test_identities_are_masked_for_anonymous_and_shown_audited_to_an_operator(
     api_settings, history
 ):
+    charge_in_the_ledger(api_settings.mariadb, "inf-02", "TX-00002", "1002-A-6")
     operators = OperatorStore(api_settings.mariadb)
     operators.set_operator("youssef", hash_password("a good long password"), replace=True)
     login = {"name": "youssef", "password": "a good long password"}
@@ -275,20 +316,28 @@ def test_identities_are_masked_for_anonymous_and_shown_audited_to_an_operator(
     anonymous, listing, nobody, logged_in, me, shown, operator_list, _, after = (
         body for _, body, _ in results
     )
-    assert anonymous["identity"] == "masked" and anonymous["driver"]["cin"] != "BE123456"
+    assert anonymous["identity"] == "masked" and anonymous["driver"] == {"on_record": True}
+    assert "BE123456" not in str(anonymous) and "Bennani" not in str(anonymous)
     assert all(i["identity"] == "masked" for i in listing["items"])
     assert nobody == {"operator": None} and me == {"operator": "youssef"}
     assert logged_in == {"operator": "youssef"}
     cookie = results[3][2].headers["Set-Cookie"]
     assert "HttpOnly" in cookie and re.search("SameSite=Strict", cookie, re.I)
     assert shown["identity"] == "shown"
-    assert shown["driver"]["cin"] == "BE123456" and shown["driver"]["last_name"] == "Bennani"
+    assert results[5][2].headers["Cache-Control"] == "no-store"
+    assert shown["driver"] == {
+        "ref": history[2]["driver"]["ref"], "cin": "BE123456", "name": "Karim Bennani",
+        "licence_no": "06/00123456", "licence_category": "B", "points": 26,
+        "licence_status": "valid",
+    }  # fmt: skip
+    assert shown["vehicle"]["owner"] == "Said Alaoui (agrément)"
+    assert shown["decision"]["points_after"] == 26  # the operator sees the whole decision
     assert all(i["identity"] == "masked" for i in operator_list["items"])  # lists stay masked
     assert after["identity"] == "masked"
     views = operators.views(10)
     mine = [v for v in views if v["operator"] == "youssef" and v["infraction_id"] == "inf-02"]
     assert len(mine) == 1
-    assert mine[0]["driver_ref"] == "driver_id:4242"
+    assert mine[0]["driver_ref"] == history[2]["driver"]["ref"]  # the pseudonym, no CIN
     assert mine[0]["request"] == "GET /api/infractions/inf-02"
 
 

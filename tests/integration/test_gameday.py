@@ -19,6 +19,7 @@ import pytest
 from casatwin.bus import topics
 from casatwin.city.geometry import haversine_m
 from casatwin.city.load import load_city
+from casatwin.devstack.vault import generate_secrets
 from casatwin.readmodel.store import CONGESTION, connect
 from casatwin.simulator import scenario as scenarios
 from casatwin.simulator.simulation import Simulation
@@ -71,6 +72,7 @@ def test_gameday_stadium_goes_severe_then_clears(tmp_path, broker, mongo, spark)
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         simulator={"telemetry_hz": 0.2},
     )
+    generate_secrets(settings)
     fixes, stadium = stadium_telemetry(settings)
     starting = {
         **topic_ends(settings, topics.TELEMETRY),

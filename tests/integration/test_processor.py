@@ -18,6 +18,7 @@ import pytest
 from casatwin.bus import topics
 from casatwin.bus.dlq import payload
 from casatwin.city.signals import RED
+from casatwin.devstack.vault import generate_secrets
 from casatwin.processor.network import RoadNetwork
 from casatwin.readmodel.store import INFRACTIONS, connect
 from tests.drive import T0, Drive, path_along
@@ -69,6 +70,7 @@ def scenario(ledger_db, tmp_path_factory, broker, mongo, spark):
         mariadb={"host": ledger_db.host, "port": ledger_db.port, "database": ledger_db.database},
         city=grid_city(tmp),
     )
+    generate_secrets(settings)
     net: RoadNetwork = for_city(settings.city)
     speeder, runner, parker, *lawful = clean_taxis(ledger_db, 8)
     row0, row2 = path_along(net, "Row 0"), path_along(net, "Row 2")
@@ -160,7 +162,9 @@ def test_exactly_the_expected_infractions_with_their_decisions(scenario):
     for message in scenario["published"]:
         assert message["event_ts"] <= message["evidence_ts"]
         assert message["detected_ts"] <= message["published_ts"]
-        assert message["driver"] == {} or message["driver"]["cin"]
+        # Known drivers by their pseudonymous reference only: no CIN, name or licence.
+        assert message["driver"] == {} or set(message["driver"]) == {"ref"}
+        assert set(message["vehicle"]) <= {"vehicle_id", "plate", "kind"}
 
 
 def test_each_infraction_once_in_the_ledger_and_the_read_model(scenario):

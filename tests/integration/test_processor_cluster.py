@@ -15,6 +15,7 @@ import pytest
 
 from casatwin.bus import topics
 from casatwin.devstack.servers import free_port, port_is_open
+from casatwin.devstack.vault import generate_secrets
 from casatwin.processor import standalone
 from tests.drive import Drive, path_along
 from tests.processor_support import (
@@ -78,6 +79,7 @@ def test_the_processor_runs_on_a_standalone_cluster(cluster, mariadb, broker, mo
         mariadb={"host": ledger.host, "port": ledger.port, "database": ledger.database},
         city=grid_city(tmp_path),
     )
+    generate_secrets(settings)
     net = for_city(settings.city)
     since = topic_ends(settings, topics.INFRACTIONS)
     settings = settings.replace(

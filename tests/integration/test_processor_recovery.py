@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from casatwin.bus import topics
+from casatwin.devstack.vault import generate_secrets
 from casatwin.processor.detectors import DetectorConfig, Detectors, VehicleState
 from casatwin.readmodel.store import INFRACTIONS, connect
 from tests.drive import T0, Drive, matched, path_along
@@ -88,6 +89,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
         mariadb={"host": ledger.host, "port": ledger.port, "database": ledger.database},
         city=grid_city(tmp_path),
     )
+    generate_secrets(settings)
     net = for_city(settings.city)
     drives = scripted_fixes(net)
     expected = expected_ids(net, drives)

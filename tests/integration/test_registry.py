@@ -19,6 +19,7 @@ from casatwin.devstack.servers import MariaDBServer, free_port
 from casatwin.errors import UserError
 from casatwin.registry import db, identities, loader, lookup, schema, shifts
 from casatwin.registry.lookup import lookup_plates, lookup_vehicles
+from casatwin.registry.pseudonyms import driver_ref
 from tests.conftest import REGISTRY_AS_OF, scratch_database
 from tests.conftest import query as rows
 
@@ -209,7 +210,9 @@ def test_lookup_vehicles_gives_the_current_driver_and_licence(registry: MariaDBS
     assert found["PU-SW-1"].driver is None and found["PU-SW-1"].history() is None
     message = taxi.to_message()
     assert message["vehicle_id"] == "TX-00001" and message["plate"] == taxi.plate
-    assert taxi.driver.to_message()["cin"] == "B000001"
+    assert "owner" not in message  # a person's name stays in the registry
+    key = b"k" * 32
+    assert taxi.driver.to_message(key) == {"ref": driver_ref(key, "B000001")}
 
 
 def test_lookup_plates(registry: MariaDBSettings):

@@ -11,6 +11,7 @@ import pytest
 from casatwin_dashboard.browser import decode_png
 from casatwin_dashboard.history import (
     ApiError,
+    congestion_query,
     decode_cursor,
     encode_cursor,
     in_lifecycle_order,
@@ -29,7 +30,7 @@ from casatwin_dashboard.positions import (
     TelemetryBatch,
     decode_frame,
 )
-from casatwin_dashboard.privacy import public_infraction
+from casatwin_dashboard.privacy import driver_reference, operator_infraction, public_infraction
 from tests.dashboard_support import sample_infraction
 
 
@@ -87,15 +88,35 @@ def test_live_state_dedupes_tracks_units_and_congestion():
     assert history["congested"] == [0, 1, 1, 1, 1]  # a level carries forward
 
 
-def test_public_views_mask_identities_by_allow_list():
-    message = sample_infraction()
-    message["driver"]["phone"] = "0661234567"  # a field nobody declared public
+def test_public_views_identify_nobody_by_allow_list():
+    message = sample_infraction(vehicle={"vehicle_id": "PV-0000042", "plate": "12345-A-6",
+                                         "kind": "private", "colour": "red"})  # fmt: skip
+    message["owner_phone"] = "0661234567"  # a field nobody declared public
+    message["decision"]["court_reasons"] = ["licence annulled: no points left"]
     public = public_infraction(message)
-    assert public["driver"]["first_name"] == "K•••"
-    assert public["driver"]["phone"] == "0•••" and public["driver"]["driver_id"] == "•••"
-    assert public["driver"]["points_after"] == 26
-    assert public["vehicle"]["plate"] == "12345-A-6"
-    assert message["driver"]["first_name"] == "Karim"  # the original is untouched
+    assert public["driver"] == {"on_record": True}  # not even the pseudonym
+    assert public["vehicle"] == {"kind": "private", "plate": "12•••"}
+    assert "vehicle_id" not in public and "owner_phone" not in public
+    assert public["decision"]["fine_mad"] == 700 and public["decision"]["points"] == 4
+    for private in ("points_before", "points_after", "licence_status_after", "court_reasons"):
+        assert private not in public["decision"]
+    assert public["identity"] == "masked" and public["district"] == "Maârif"
+    assert message["vehicle"]["plate"] == "12345-A-6"  # the original is untouched
+    unit = {"vehicle_id": "PU-SW-1", "plate": "1-ش-6", "kind": "police"}
+    police = public_infraction(sample_infraction(vehicle=unit))
+    assert police["vehicle"] == {"kind": "police", "vehicle_id": "PU-SW-1", "plate": "1-ش-6"}
+    unknown = public_infraction(sample_infraction(driver={}))
+    assert unknown["driver"] == {"on_record": False}
+
+
+def test_operator_view_adds_the_ledger_identity():
+    message = sample_infraction()
+    shown = operator_infraction(message, {"cin": "BE123456", "name": "Karim Bennani"}, "Karim B")
+    assert shown["driver"] == {"ref": message["driver"]["ref"], "cin": "BE123456",
+                               "name": "Karim Bennani"}  # fmt: skip
+    assert shown["vehicle"]["owner"] == "Karim B" and shown["identity"] == "shown"
+    assert shown["decision"]["points_after"] == 26
+    assert driver_reference(message) == message["driver"]["ref"]
 
 
 def test_infraction_query_and_cursor():
@@ -106,6 +127,45 @@ def test_infraction_query_and_cursor():
     with pytest.raises(ApiError) as error:
         infraction_query({"to": "2026-13-01"}, now_ms=0)
     assert error.value.status == 400 and "to='2026-13-01' is not a time" in error.value.message
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "²"},  # a digit to str.isdigit, not to int()
+        {"limit": "0"},
+        {"limit": "-5"},
+        {"limit": "1e3"},
+        {"limit": ""},
+        {"cursor": "NQ"},  # base64 of the JSON number 5: decodes, but is no cursor
+        {"cursor": "WzEsMiwzXQ"},  # [1,2,3]
+        {"cursor": "WzFlMzAwLCJ4Il0"},  # [1e300,"x"]
+        {"cursor": "Wzk5OTk5OTk5OTk5OTk5OTk5OTk5OSwieCJd"},  # [99999999999999999999,"x"]
+        {"cursor": "%%%"},
+        {"cursor": "١٢"},
+        {"from": "999999999999999"},  # 15 digits: after the year 3000
+        {"from": "9999-12-31T23:59:59-23:59"},
+        {"from": "0001-01-01T00:00:00+14:00"},
+        {"to": "2026-13-01"},
+        {"from": "2020-01-01", "to": "2026-01-01"},  # longer than the cap
+        {"from": "2026-02-01", "to": "2026-01-01"},
+    ],
+)
+def test_malformed_history_parameters_get_a_400_with_a_hint(params):
+    with pytest.raises(ApiError) as error:
+        infraction_query(params, now_ms=1_767_225_600_000)
+    assert error.value.status == 400 and error.value.message and error.value.hint
+
+
+def test_time_ranges_are_capped():
+    now = 1_767_225_600_000
+    day = 86_400_000
+    assert infraction_query({"from": str(now - 366 * day)}, now).filter["event_ts"]
+    with pytest.raises(ApiError, match="longer than 366 days"):
+        infraction_query({"from": str(now - 367 * day)}, now)
+    assert congestion_query("s1", {"from": str(now - 31 * day)}, now).filter
+    with pytest.raises(ApiError, match="longer than 31 days"):
+        congestion_query("s1", {"from": str(now - 40 * day), "to": str(now)}, now)
 
 
 def test_timeline_follows_the_lifecycle_whatever_the_clocks_say():

@@ -36,7 +36,7 @@ DECISION = {
 
 
 def test_the_message_meets_the_contract_and_keeps_what_is_known():
-    decided = Decided({"vehicle_id": "TX-00002", "plate": "12345-B-6"}, {"cin": "BE1"},
+    decided = Decided({"vehicle_id": "TX-00002", "plate": "12345-B-6"}, {"ref": "drv-1"},
                       DECISION, dispatch_required=False)  # fmt: skip
     message = infraction_message(DETECTION, decided, "Mers Sultan")
     check(topics.INFRACTIONS, message)

@@ -53,8 +53,10 @@ def service_environment(settings: Settings) -> dict[str, str]:
 
 def prepare(settings: Settings) -> None:
     """Everything the services expect to exist before they start."""
+    from casatwin.devstack.vault import generate_secrets
     from casatwin.registry.setup import prepare as prepare_registry
 
+    generate_secrets(settings)
     ensure_topics(settings.kafka)
     prepare_registry(settings)  # schema migrations and the driver registry
 

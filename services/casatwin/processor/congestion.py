@@ -26,7 +26,6 @@ latest message per window.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -175,11 +174,15 @@ class CongestionSink:
     """``foreachBatch``: level and anomaly, then ``casatwin.congestion`` and the read model."""
 
     def __init__(self, settings: Settings) -> None:
+        from casatwin.readmodel.store import CONGESTION, Retention
+
         self.settings = settings
         self._db: Any = None
         self._producer: Any = None
         self._network: Any = None
-        self._pruned_at = 0.0
+        self._retention = Retention(
+            CONGESTION, "window_end", settings.congestion.retention_days, PRUNE_EVERY_S
+        )
         self.published = 0
 
     def start(self) -> None:
@@ -253,18 +256,10 @@ class CongestionSink:
             )
 
     def _prune(self, newest_end_ms: int) -> None:
-        """Retention in event time: windows older than ``retention_days`` before the newest."""
-        from casatwin.readmodel.store import CONGESTION, prune
-
-        days = self.settings.congestion.retention_days
-        if days <= 0 or time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
-            return
-        self._pruned_at = time.monotonic()
-        removed = prune(
-            self._db, CONGESTION, "window_end", newest_end_ms - int(days * levels.DAY_MS)
-        )
+        removed = self._retention.apply(self._db, newest_end_ms)
         if removed:
-            log.info("old congestion windows removed", windows=removed, retention_days=days)
+            log.info("old congestion windows removed", windows=removed,
+                     retention_days=self._retention.days)  # fmt: skip
 
 
 class CongestionQuery:

@@ -28,11 +28,13 @@ class RegistryDecider:
         self.settings = settings
         self._conn: Any = None
         self._book: Any = None
+        self._pseudonym_key = b""
 
     def start(self) -> None:
-        from casatwin.registry import db
+        from casatwin.registry import db, pseudonyms
         from casatwin.rules.engine import load_rule_book
 
+        self._pseudonym_key = pseudonyms.load_key(self.settings)
         self._conn = db.connect(self.settings.mariadb)
         self._book = load_rule_book(self.settings.rules.book)
 
@@ -63,7 +65,8 @@ class RegistryDecider:
                 if record is not None
                 else {"vehicle_id": detection["vehicle_id"], "kind": detection["kind"]}
             )
-            driver = record.driver.to_message() if record and record.driver else {}
+            known = record.driver if record else None
+            driver = known.to_message(self._pseudonym_key) if known else {}
             others = tuple(
                 OffenceFacts.from_infraction(other) for other in simultaneous(detection, detections)
             )
@@ -73,7 +76,9 @@ class RegistryDecider:
             except InvalidFacts as exc:  # facts the rule book cannot judge: set aside
                 rejected[detection["infraction_id"]] = f"cannot decide: {exc}"
                 continue
-            items.append(({**detection, "vehicle": vehicle, "driver": driver}, decision))
+            # The ledger charges the driver by CIN; the CIN goes no further than MariaDB.
+            charged = {"cin": known.cin} if known else {}
+            items.append(({**detection, "vehicle": vehicle, "driver": charged}, decision))
             parties.append((vehicle, driver))
         outcomes = iter(ledger.record_many(self._conn, items) if items else [])
         decided = iter(parties)

@@ -127,6 +127,8 @@ class InfractionSink:
     def __init__(
         self, settings: Settings, journal_dir: Path, decider: Decider, network: RoadNetwork
     ) -> None:
+        from casatwin.readmodel.store import INFRACTIONS, Retention
+
         self.settings = settings
         self.decider = decider
         self.network = network
@@ -140,6 +142,9 @@ class InfractionSink:
         )
         self._db: Any = None
         self._dlq: Any = None
+        self._retention = Retention(
+            INFRACTIONS, "event_ts", settings.privacy.infraction_retention_days
+        )
 
     def start(self) -> None:
         from casatwin.readmodel.store import connect, ensure_indexes
@@ -202,6 +207,7 @@ class InfractionSink:
             messages.append(message)
         published = self.publisher.publish(batch_id, messages)
         upsert_infractions(self._db, published)
+        self._prune(ordered[-1]["event_ts"])
         for message in published:
             INFRACTIONS.labels(message["type"]).inc()
         SINK_SECONDS.observe(time.perf_counter() - started)
@@ -214,3 +220,9 @@ class InfractionSink:
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return published
+
+    def _prune(self, newest_event_ms: int) -> None:
+        removed = self._retention.apply(self._db, int(newest_event_ms))
+        if removed:
+            log.info("old infractions removed from the read model (the ledger keeps them)",
+                     infractions=removed, retention_days=self._retention.days)  # fmt: skip

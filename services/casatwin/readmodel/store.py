@@ -3,14 +3,16 @@
 Every write is an upsert keyed by a deterministic ``_id`` so that a replay after a crash
 rewrites the same documents instead of adding copies:
 
-``infractions``       ``_id`` = infraction_id; the infraction message (vehicle, driver,
-                      decision, location) as published on ``casatwin.infractions``
+``infractions``       ``_id`` = infraction_id; the infraction message (vehicle, the
+                      driver's pseudonymous reference, decision, location) as published on
+                      ``casatwin.infractions``; kept ``CASATWIN_PRIVACY_INFRACTION_RETENTION_DAYS``
 ``congestion``        ``_id`` = ``scope:key:window_start``; one rolling window
 ``dispatch_events``   ``_id`` = ``dispatch_id:status``; one step of an incident's timeline
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -70,3 +72,32 @@ def record_dispatch_events(db: Database, events: Iterable[dict[str, Any]]) -> in
 def prune(db: Database, collection: str, field: str, older_than_ms: int) -> int:
     """Delete documents whose ``field`` (epoch ms) is older than the cut-off (retention)."""
     return db[collection].delete_many({field: {"$lt": older_than_ms}}).deleted_count
+
+
+DAY_MS = 86_400_000
+
+
+class Retention:
+    """A collection's retention, enforced by its writer every ``every_s`` at most.
+
+    Measured in event time back from the newest document written, not from the wall clock:
+    a twin replaying last month (``--afap --start-ms``) keeps what it writes, and a stopped
+    twin loses nothing while it is off. ``days <= 0`` keeps everything.
+    """
+
+    def __init__(self, collection: str, field: str, days: float, every_s: float = 600.0) -> None:
+        self.collection = collection
+        self.field = field
+        self.days = days
+        self.every_s = every_s
+        self._applied_at: float | None = None
+
+    def apply(self, db: Database, newest_ms: int) -> int:
+        """Delete what is older than the retention (if due); how many documents went."""
+        now = time.monotonic()
+        if self.days <= 0 or (
+            self._applied_at is not None and now - self._applied_at < self.every_s
+        ):
+            return 0
+        self._applied_at = now
+        return prune(db, self.collection, self.field, newest_ms - int(self.days * DAY_MS))

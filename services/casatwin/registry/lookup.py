@@ -23,6 +23,7 @@ import orjson
 
 from casatwin.observability.families import REGISTRY_LOOKUP_KEYS, REGISTRY_LOOKUP_SECONDS
 from casatwin.registry import db
+from casatwin.registry.pseudonyms import driver_ref
 from casatwin.rules.engine import DriverHistory, PastOffence
 
 BATCH = 5_000  # keys per query; the processor's micro-batches fit in one
@@ -79,17 +80,10 @@ class DriverRecord(NamedTuple):
             offences=self.offences,
         )
 
-    def to_message(self) -> dict[str, Any]:
-        """The infraction message's ``driver`` object (masked later for public views)."""
-        return {
-            "cin": self.cin,
-            "name": self.name,
-            "licence_no": self.licence_no,
-            "licence_category": self.licence_category,
-            "probation_end": self.probation_end,
-            "points": self.points,
-            "status": self.status,
-        }
+    def to_message(self, pseudonym_key: bytes) -> dict[str, Any]:
+        """The infraction message's ``driver`` object: a pseudonymous reference, no identity
+        (the ledger keeps the CIN; operators read the identity there, audited)."""
+        return {"ref": driver_ref(pseudonym_key, self.cin)}
 
 
 class VehicleRecord(NamedTuple):
@@ -103,13 +97,8 @@ class VehicleRecord(NamedTuple):
         return None if self.driver is None else self.driver.history()
 
     def to_message(self) -> dict[str, Any]:
-        """The infraction message's ``vehicle`` object."""
-        return {
-            "vehicle_id": self.vehicle_id,
-            "plate": self.plate,
-            "kind": self.kind,
-            "owner": self.owner,
-        }
+        """The infraction message's ``vehicle`` object (not its owner: a person's name)."""
+        return {"vehicle_id": self.vehicle_id, "plate": self.plate, "kind": self.kind}
 
 
 def day_ms(iso_day: str) -> int:
