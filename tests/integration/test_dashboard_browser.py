@@ -39,8 +39,8 @@ def test_kiosk_works_offline_and_shows_the_city_moving(stack_settings, grid_pack
                     infraction = sample_infraction(lat=33.5850, lon=-7.6250)
                     producer.send_json(topics.INFRACTIONS, infraction, key="TX-00042")
                     producer.flush(10)
-                    await browser.wait_for(
-                        "document.querySelector('#feed').textContent.includes('12345-A-6')", 30
+                    await browser.wait_for(  # the kiosk is public: the plate masked
+                        "document.querySelector('#feed').textContent.includes('12•••')", 30
                     )
                     before = await browser.evaluate("window.__casatwin.state.frames")
                     await asyncio.sleep(2)
@@ -69,6 +69,7 @@ def test_kiosk_works_offline_and_shows_the_city_moving(stack_settings, grid_pack
     assert after > before, "positions frames stopped arriving"
     assert page["lang"] == "fr" and page["live"] == "En direct"
     assert "Excès de vitesse" in page["feed"] and "Classe 1" in page["feed"]
+    assert "12345-A-6" not in page["feed"]
     image = decode_png(png)
     assert image.shape[:2] == (900, 1600)
     map_area = image[60:, :1100]
