@@ -95,19 +95,15 @@ def identities_in_the_read_model(settings: Settings, people: set[str]) -> list[s
 
 def people_of(settings: MariaDBSettings, vehicle_ids: Iterable[str]) -> set[str]:
     """The CIN, full name and licence number of whoever drives or owns these vehicles."""
-    from casatwin.registry import db
+    from tests.conftest import query
 
-    conn = db.open_connection(settings)
-    try:
-        cursor = conn.cursor()
-        cursor.execute(
-            "SELECT d.cin, CONCAT(d.first_name, ' ', d.last_name), d.licence_no FROM vehicles v"
-            " JOIN drivers d ON d.cin IN (v.driver_cin, v.owner_cin) WHERE v.vehicle_id IN %s",
-            (list(vehicle_ids),),
-        )
-        return {value for row in cursor.fetchall() for value in row}
-    finally:
-        conn.close()
+    rows = query(
+        settings,
+        "SELECT d.cin, CONCAT(d.first_name, ' ', d.last_name), d.licence_no FROM vehicles v"
+        " JOIN drivers d ON d.cin IN (v.driver_cin, v.owner_cin) WHERE v.vehicle_id IN %s",
+        (list(vehicle_ids),),
+    )
+    return {value for row in rows for value in row}
 
 
 def publish(settings: Settings, messages: Iterable[dict[str, Any] | bytes], key: str = "") -> None:

@@ -131,10 +131,16 @@ def test_filters(api_settings, history):
         assert item["vehicle"]["plate"].endswith("•••") and "points_after" not in item["decision"]
 
 
+def operator_login(settings, name: str) -> tuple[OperatorStore, dict[str, str]]:
+    """An operator in MariaDB, and the body of its login request."""
+    operators = OperatorStore(settings.mariadb)
+    password = f"a good long password of {name}"
+    operators.set_operator(name, hash_password(password), replace=True)
+    return operators, {"name": name, "password": password}
+
+
 def test_a_vehicle_search_is_for_operators_and_audited(api_settings, history):
-    operators = OperatorStore(api_settings.mariadb)
-    operators.set_operator("nadia", hash_password("another good password"), replace=True)
-    login = {"name": "nadia", "password": "another good password"}
+    operators, login = operator_login(api_settings, "nadia")
     results = call(
         api_settings,
         [
@@ -294,9 +300,7 @@ def test_identities_are_masked_for_anonymous_and_shown_audited_to_an_operator(
     api_settings, history
 ):
     charge_in_the_ledger(api_settings.mariadb, "inf-02", "TX-00002", "1002-A-6")
-    operators = OperatorStore(api_settings.mariadb)
-    operators.set_operator("youssef", hash_password("a good long password"), replace=True)
-    login = {"name": "youssef", "password": "a good long password"}
+    operators, login = operator_login(api_settings, "youssef")
     results = call(
         api_settings,
         [
