@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.appliance.ansible import REPO, pyspark_version, role_plugin
+from tests.appliance.machines import wait_until
 
 pytestmark = [pytest.mark.appliance, pytest.mark.slow]
 
@@ -427,10 +428,12 @@ def test_scripted_infractions_flow_end_to_end_across_a_processor_restart(converg
     # the detector judges (consecutive fixes over the limit, at least two): in real time
     # the signal phases follow the wall clock, and a speeder slowed by a light mid-run
     # commits two offences, not one.
-    deadline = time.monotonic() + E2E_SECONDS + 120
-    while "ActiveState=active" in edge.sh("systemctl show -p ActiveState casatwin-e2e"):
-        assert time.monotonic() < deadline, edge.journal("casatwin-e2e")
-        time.sleep(5)
+    ended = wait_until(
+        lambda: "ActiveState=active" not in edge.sh("systemctl show -p ActiveState casatwin-e2e"),
+        E2E_SECONDS + 120,
+        every_s=5,
+    )
+    assert ended, edge.journal("casatwin-e2e")
     simulator = edge.sh("systemctl show -p Result,ExecMainStatus casatwin-e2e", check=False)
     assert "Result=success" in simulator and "ExecMainStatus=0" in simulator, simulator
     truth = json.loads(edge.sh("cat /tmp/e2e-truth.json"))
@@ -445,15 +448,17 @@ def test_scripted_infractions_flow_end_to_end_across_a_processor_restart(converg
         return {v: sorted(i["event_ts"] for i in found.get(v, []) if i["type"] == kind)
                 for v, kind in SCRIPTED.items()}  # fmt: skip
 
-    deadline, found = time.monotonic() + 420, {}
-    while time.monotonic() < deadline:
+    found: dict[str, list[dict]] = {}
+
+    def all_in_history() -> bool:
         try:
-            found = _by_vehicle(_history(edge.address, launched_ms - 60_000), _ledger(converged))
+            found.update(_by_vehicle(_history(edge.address, launched_ms - 60_000),
+                                     _ledger(converged)))  # fmt: skip
         except OSError:
-            found = {}
-        if all(len(detected(found)[v]) >= len(expected[v]) for v in SCRIPTED):
-            break
-        time.sleep(5)
+            return False
+        return all(len(detected(found)[v]) >= len(expected[v]) for v in SCRIPTED)
+
+    wait_until(all_in_history, 420, every_s=5)  # a wrong count is reported just below
     journal = compute.journal("casatwin-processor", lines=30)
     got = detected(found)
     for vehicle in SCRIPTED:  # each one exactly once, at the time the ground truth says
