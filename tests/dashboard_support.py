@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -52,22 +55,41 @@ def sample_infraction(n: int = 0, **overrides: Any) -> dict[str, Any]:
     return message
 
 
+def operator_command(
+    settings: Settings, action: str, name: str, *extra: str, password: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """``casatwin dashboard <action> <name>`` in its own process, the password on stdin."""
+    return subprocess.run(
+        [sys.executable, "-m", "casatwin.cli", "dashboard", action, name, *extra],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        env={**settings.as_env(), "PATH": "/usr/bin:/bin"},
+        check=False,
+        timeout=60,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_dashboard(
-    settings: Settings, read_bus: bool = True
+    settings: Settings,
+    read_bus: bool = True,
+    *,
+    clock: Callable[[], float] = time.time,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[tuple[Dashboard, str]]:
     """The real application on a free port: (its shared state, its base URL)."""
-    app = create_app(settings, read_bus=read_bus)
+    app = create_app(settings, read_bus=read_bus, clock=clock)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls)
     await site.start()
     try:
         dash = app[DASHBOARD]
         if read_bus:
             await until(lambda: all(f.status.state == "reading" for f in dash.hub.feeds), 20)
-        yield dash, f"http://127.0.0.1:{port}"
+        yield dash, f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
 

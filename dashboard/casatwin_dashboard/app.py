@@ -44,6 +44,9 @@ SESSION_COOKIE = "casatwin_session"
 LOGIN_BUSY_RETRY_S = 5  # a few password checks of ~0.5 s each
 VIEWS = ("live", "kiosk")
 LANGUAGES = ("fr", "en")
+HSTS = "max-age=31536000"
+WS_BUSY_RETRY_S = 30
+HEALTH_PING_S = 3.0
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
@@ -68,16 +71,20 @@ def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
 class Dashboard:
     """Everything the handlers share, with the application's lifecycle."""
 
-    def __init__(self, settings: Settings, read_bus: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, read_bus: bool = True, clock: Callable[[], float] = time.time
+    ) -> None:
         self.settings = settings
         self.read_bus = read_bus
+        self.clock = clock  # sessions and logins (tests drive their own)
         self.pack, self.pack_problem = load_pack(settings)
         self.city_body = orjson.dumps(city_json(self.pack, self.pack_problem))
         self.hub = Hub(settings, police_units(self.pack))
         self.db = store.connect(settings.mongo)
         self.operators = OperatorStore(settings.mariadb)
         cfg = settings.dashboard
-        self.sessions = SessionStore(cfg.session_ttl_s)
+        self.sessions = SessionStore(cfg.session_ttl_s, cfg.session_idle_s)
+        self.secure_cookie = cfg.cookie_secure or bool(cfg.tls_cert_file)
         self.limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_s)
         self.password_checks = ThreadPoolExecutor(
             cfg.login_hash_threads, thread_name_prefix="dashboard-login"
@@ -96,8 +103,9 @@ class Dashboard:
         cfg = self.settings.dashboard
         return self.logins_pending >= cfg.login_hash_threads + cfg.login_queue_max
 
-    async def authenticate(self, name: str, password: str) -> bool:
-        """Check a login on the password executor (queued behind the checks running)."""
+    async def authenticate(self, name: str, password: str) -> str | None:
+        """Check a login on the password executor (queued behind the checks running): the
+        credential stamp of the session to open, or None."""
         loop = asyncio.get_running_loop()
         self.logins_pending += 1
         try:
@@ -125,8 +133,19 @@ class Dashboard:
         self.db.client.close()
         self.password_checks.shutdown(wait=False, cancel_futures=True)
 
-    def operator(self, request: web.Request) -> str | None:
-        return self.sessions.operator(request.cookies.get(SESSION_COOKIE), time.time())
+    async def operator(self, request: web.Request) -> str | None:
+        """The operator logged in with this request's cookie, if the session is alive and the
+        operator still exists with the password the session was opened with."""
+        token = request.cookies.get(SESSION_COOKIE)
+        session = self.sessions.session(token, self.clock())
+        if session is None:
+            return None
+        if await self.run(self.operators.credential, session.operator) != session.stamp:
+            self.sessions.end(token)
+            log.info("operator session ended: password changed or operator removed",
+                     operator=session.operator)  # fmt: skip
+            return None
+        return session.operator
 
 
 DASHBOARD = web.AppKey("dashboard", Dashboard)
@@ -180,6 +199,8 @@ async def security_headers(
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("Cache-Control", "no-cache")
+        if request.secure:  # browsers that came once over HTTPS never try plain HTTP again
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
     return response
 
 
@@ -198,14 +219,23 @@ def page(view: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     return handler
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
+async def websocket(request: web.Request) -> web.StreamResponse:
     dash = request.app[DASHBOARD]
     view = request.query.get("view", "live")
     view = view if view in VIEWS else "live"
+    same_origin(request)  # a page of another site must not read the feed with our visitor
+    hub = dash.hub
+    if len(hub.fanout.clients) >= dash.settings.dashboard.max_clients:
+        log.warning("WebSocket client refused: the dashboard is full", client=request.remote,
+                    clients=len(hub.fanout.clients))  # fmt: skip
+        return json_response(
+            {"error": "the dashboard serves as many screens as it can", "hint": "retry later"},
+            503,
+            headers={"Retry-After": str(WS_BUSY_RETRY_S)},
+        )
     ws = web.WebSocketResponse(compress=False, heartbeat=20.0, max_msg_size=65536, timeout=5.0)
     await ws.prepare(request)
     bound_send_buffer(request, dash.settings.dashboard.send_buffer_kb)
-    hub = dash.hub
     client = hub.fanout.add(ws, request, view, hub.hello(view, request.query.get("lang", "")))
     client.push(hub.snapshot())
     try:
@@ -240,28 +270,44 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Whether the dashboard works, for anyone; what went wrong, and whom it dropped, for
+    operators only (errors name internal hosts, dropped clients their addresses)."""
     dash = request.app[DASHBOARD]
     try:
-        await asyncio.wait_for(dash.run(dash.db.command, "ping"), 3.0)
-        read_model = {"ok": True}
+        await asyncio.wait_for(dash.run(dash.db.command, "ping"), HEALTH_PING_S)
+        read_model_error = ""
+    except TimeoutError:
+        read_model_error = f"no answer within {HEALTH_PING_S:.0f} s from {read_model_hosts(dash)}"
     except Exception as exc:
-        read_model = {"ok": False, "error": str(exc)[:200] or type(exc).__name__}
+        read_model_error = str(exc)[:200] or type(exc).__name__
     feeds = {f.name: f.status.as_dict() for f in dash.hub.feeds}
     reading = all(f["state"] == "reading" for f in feeds.values())
-    return json_response(
-        {
-            "status": "ok" if read_model["ok"] and reading else "degraded",
-            "version": __version__,
-            "uptime_s": round(time.time() - dash.hub.started_at, 1),
-            "clients": len(dash.hub.fanout.clients),
-            "vehicles": dash.hub.positions.count_alive(),
-            "feeds": feeds,
-            "read_model": read_model,
-            "city": {"name": dash.pack.name if dash.pack else "", "problem": dash.pack_problem},
-            "push_ms": push_percentiles(dash.hub.fanout.push_ms),
+    body: dict[str, Any] = {
+        "status": "ok" if not read_model_error and reading else "degraded",
+        "version": __version__,
+        "uptime_s": round(time.time() - dash.hub.started_at, 1),
+        "clients": len(dash.hub.fanout.clients),
+        "clients_dropped": len(dash.hub.fanout.dropped),
+        "vehicles": dash.hub.positions.count_alive(),
+        "feeds": {name: {k: v for k, v in f.items() if k != "error"} for name, f in feeds.items()},
+        "read_model": {"ok": not read_model_error},
+        "city": {"name": dash.pack.name if dash.pack else "", "ok": not dash.pack_problem},
+        "push_ms": push_percentiles(dash.hub.fanout.push_ms),
+    }
+    if request.cookies.get(SESSION_COOKIE) and await dash.operator(request):
+        body["details"] = {
+            "feed_errors": {name: f["error"] for name, f in feeds.items() if f["error"]},
+            "read_model_error": read_model_error,
+            "city_problem": dash.pack_problem,
             "dropped_clients": list(dash.hub.fanout.dropped),
         }
-    )
+    return json_response(body, headers=PRIVATE_HEADERS if "details" in body else None)
+
+
+def read_model_hosts(dash: Dashboard) -> str:
+    """Where the read model should be (host:port, never the URL's credentials)."""
+    servers = dash.db.client.topology_description.server_descriptions()
+    return ", ".join(f"{host}:{port}" for host, port in servers)
 
 
 def push_percentiles(samples: Iterable[float]) -> dict[str, float | None]:
@@ -301,7 +347,7 @@ async def infractions(request: web.Request) -> web.Response:
     query = history.infraction_query(params, now_ms())
     searched = [f"{name}:{params[name].strip()}" for name in ("plate", "vehicle") if name in params]
     if searched:  # one vehicle's history: an operator's question, and audited
-        operator = dash.operator(request)
+        operator = await dash.operator(request)
         if operator is None:
             raise ApiError(
                 401,
@@ -321,7 +367,7 @@ async def infraction(request: web.Request) -> web.Response:
     doc = await dash.run(history.find_infraction, dash.db, infraction_id)
     if doc is None:
         raise ApiError(404, f"no infraction {infraction_id!r}", "ids come from /api/infractions")
-    operator = dash.operator(request)
+    operator = await dash.operator(request)
     if operator is None:
         return json_response(public_infraction(doc))
     await audited(request, operator, infraction_id, driver_reference(doc))
@@ -385,8 +431,8 @@ async def congestion(request: web.Request) -> web.Response:
 
 
 def same_origin(request: web.Request) -> None:
-    """Refuse state-changing requests from other sites (SameSite covers the cookie; this
-    covers old browsers)."""
+    """Refuse state-changing requests and WebSocket connections from other sites' pages
+    (SameSite covers the cookie; this covers old browsers, and sockets, which carry none)."""
     origin = request.headers.get("Origin")
     if origin and origin.split("://", 1)[-1] != request.host:
         raise ApiError(403, "cross-site request refused")
@@ -412,7 +458,7 @@ async def login(request: web.Request) -> web.Response:
             503,
             headers={"Retry-After": str(LOGIN_BUSY_RETRY_S)},
         )
-    now = time.time()
+    now = dash.clock()
     keys = [f"address:{request.remote}", f"name:{name.lower()}"]
     # Counted before the check, in the same turn of the loop: concurrent attempts all count.
     wait = dash.limiter.reserve(keys, now)
@@ -423,15 +469,15 @@ async def login(request: web.Request) -> web.Response:
             headers={"Retry-After": str(int(wait) + 1)},
         )
     try:
-        ok = await dash.authenticate(name, password)
+        stamp = await dash.authenticate(name, password)
     except Exception:
         dash.limiter.release(keys, now)  # MariaDB away: not the caller's failure
         raise
-    if not ok:
+    if stamp is None:
         log.warning("failed operator login", name=name[:64], address=request.remote)
         raise ApiError(401, "wrong name or password")
     dash.limiter.succeeded(keys)
-    token = dash.sessions.create(name, now)
+    token = dash.sessions.create(name, stamp, now)
     log.info("operator logged in", operator=name, address=request.remote)
     response = json_response({"operator": name})
     response.set_cookie(
@@ -440,7 +486,7 @@ async def login(request: web.Request) -> web.Response:
         max_age=dash.settings.dashboard.session_ttl_s,
         httponly=True,
         samesite="Strict",
-        secure=dash.settings.dashboard.cookie_secure,
+        secure=dash.secure_cookie,
         path="/",
     )
     return response
@@ -456,7 +502,7 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def me(request: web.Request) -> web.Response:
-    return json_response({"operator": request.app[DASHBOARD].operator(request)})
+    return json_response({"operator": await request.app[DASHBOARD].operator(request)})
 
 
 async def api_not_found(request: web.Request) -> web.Response:
@@ -466,10 +512,13 @@ async def api_not_found(request: web.Request) -> web.Response:
 # -- the application ------------------------------------------------------------------------------
 
 
-def create_app(settings: Settings, *, read_bus: bool = True) -> web.Application:
-    """The dashboard application (``read_bus=False`` for API-only tests)."""
+def create_app(
+    settings: Settings, *, read_bus: bool = True, clock: Callable[[], float] = time.time
+) -> web.Application:
+    """The dashboard application (``read_bus=False`` for API-only tests; ``clock`` for tests
+    that drive the sessions' time)."""
     app = web.Application(middlewares=[errors, security_headers])
-    dash = Dashboard(settings, read_bus=read_bus)
+    dash = Dashboard(settings, read_bus=read_bus, clock=clock)
     app[DASHBOARD] = dash
     app.on_startup.append(dash.on_startup)
     app.on_shutdown.append(dash.on_shutdown)

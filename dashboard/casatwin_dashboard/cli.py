@@ -2,7 +2,9 @@
 
 ``casatwin dashboard`` (or ``casatwin dashboard serve``) runs the web application;
 ``casatwin dashboard add-operator NAME`` creates an operator who may see driver
-identities (the password is read from a prompt, or from standard input when piped).
+identities (the password is read from a prompt, or from standard input when piped);
+``casatwin dashboard remove-operator NAME`` removes one. A changed password or a removed
+operator ends that operator's open sessions at their next request.
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
 from casatwin.config import Settings
 from casatwin.errors import UserError
+
+if TYPE_CHECKING:
+    from casatwin_dashboard.operators import OperatorStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,13 +42,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--reset-password", action="store_true", help="change the password of an existing operator"
     )
     add.set_defaults(handler=run_add_operator)
+    remove = actions.add_parser(
+        "remove-operator",
+        help="remove an operator (its open sessions end; its audit rows stay)",
+        description="Remove an operator: it can no longer log in, and its open sessions end.",
+    )
+    remove.add_argument("name", help="login name, e.g. amina.b")
+    remove.set_defaults(handler=run_remove_operator)
 
 
 def url(settings: Settings) -> str:
     """Where a person opens the dashboard (``make run`` prints it)."""
     host = settings.dashboard.host
     shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    return f"http://{shown}:{settings.dashboard.port}/"
+    scheme = "https" if settings.dashboard.tls_cert_file else "http"
+    return f"{scheme}://{shown}:{settings.dashboard.port}/"
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -61,19 +75,31 @@ def read_password() -> str:
     return first
 
 
+def operator_store(settings: Settings) -> OperatorStore:
+    from casatwin.registry import db
+    from casatwin_dashboard.operators import OperatorStore
+
+    db.connect(settings.mariadb).close()  # a schema without the operator tables: say to migrate
+    return OperatorStore(settings.mariadb)
+
+
 def run_add_operator(args: argparse.Namespace, settings: Settings) -> int:
-    from casatwin_dashboard.operators import OperatorStore, check_new_operator, hash_password
+    from casatwin_dashboard.operators import check_new_operator, hash_password
 
     password = read_password()
     check_new_operator(args.name, password)
-    from casatwin.registry import db
-
-    db.connect(settings.mariadb).close()  # a schema without the operator tables: say to migrate
-    operators = OperatorStore(settings.mariadb)
+    operators = operator_store(settings)
     if not operators.set_operator(args.name, hash_password(password), replace=args.reset_password):
         raise UserError(
             f"operator {args.name!r} already exists",
             hint="add --reset-password to change its password",
         )
     print(f"operator {args.name} {'updated' if args.reset_password else 'created'}")
+    return 0
+
+
+def run_remove_operator(args: argparse.Namespace, settings: Settings) -> int:
+    if not operator_store(settings).remove_operator(args.name):
+        raise UserError(f"there is no operator {args.name!r}", hint="check the spelling")
+    print(f"operator {args.name} removed; its open sessions end at their next request")
     return 0

@@ -11,7 +11,11 @@ Where things live, and why:
 * passwords are stored as scrypt hashes (``hashlib.scrypt``, N=2^17, r=8, p=1, the OWASP
   minimum; parameters are stored with the hash so that they can be raised later);
 * sessions live in the dashboard's memory (a random token in an HttpOnly, SameSite=Strict
-  cookie); a restart logs operators out, which is acceptable for a control-room screen.
+  cookie); a restart logs operators out, which is acceptable for a control-room screen. A
+  session ends after ``session_ttl_s``, after ``session_idle_s`` without a request, and as
+  soon as its operator's password changes or the operator is removed: each authenticated
+  request compares the session's credential stamp with the operator's row in MariaDB
+  (another process — the CLI, the playbook — makes those changes).
 
 The tables come with the registry's migrations (``0005_operators.sql``, applied by
 ``casatwin db migrate``): the dashboard's database account needs no right to create tables.
@@ -153,32 +157,53 @@ class LoginLimiter:
 # -- sessions -----------------------------------------------------------------------------
 
 
+def credential_stamp(password_hash: str) -> str:
+    """What a session remembers of the password it was opened with: a digest of the stored
+    hash (a fresh salt at each change), so that a changed password is seen without keeping
+    the hash itself in memory."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:32]
+
+
 @dataclass
 class Session:
     operator: str
+    stamp: str  # credential_stamp of the operator's password at login
     expires_at: float
+    last_used: float
 
 
 @dataclass
 class SessionStore:
+    """Login sessions: an absolute lifetime and an idle timeout, time passed in."""
+
     ttl_s: float
+    idle_s: float
     _sessions: dict[str, Session] = field(default_factory=dict)
 
-    def create(self, operator: str, now: float) -> str:
-        for token in [t for t, s in self._sessions.items() if s.expires_at <= now]:
+    def create(self, operator: str, stamp: str, now: float) -> str:
+        for token in [t for t, s in self._sessions.items() if not self._alive(s, now)]:
             del self._sessions[token]
         token = secrets.token_urlsafe(32)
-        self._sessions[token] = Session(operator, now + self.ttl_s)
+        self._sessions[token] = Session(operator, stamp, now + self.ttl_s, now)
         return token
 
-    def operator(self, token: str | None, now: float) -> str | None:
+    def session(self, token: str | None, now: float) -> Session | None:
+        """The live session of this token, its idle clock restarted; None (and the session
+        forgotten) when there is none, it expired or sat idle too long."""
         session = self._sessions.get(token or "")
-        if session is None or session.expires_at <= now:
+        if session is None:
             return None
-        return session.operator
+        if not self._alive(session, now):
+            del self._sessions[token or ""]
+            return None
+        session.last_used = now
+        return session
 
     def end(self, token: str | None) -> None:
         self._sessions.pop(token or "", None)
+
+    def _alive(self, session: Session, now: float) -> bool:
+        return now < session.expires_at and now - session.last_used < self.idle_s
 
 
 # -- MariaDB ------------------------------------------------------------------------------
@@ -228,16 +253,30 @@ class OperatorStore:
             conn.commit()
         return True
 
+    def remove_operator(self, name: str) -> bool:
+        """Remove the operator (its sessions end at their next request); False if unknown.
+        Its audit rows stay: they are evidence."""
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM dashboard_operators WHERE name = %s", (name,))
+            conn.commit()
+            return cur.rowcount > 0
+
     def password_hash(self, name: str) -> str | None:
         with self._connect() as conn, conn.cursor() as cur:
             cur.execute("SELECT password_hash FROM dashboard_operators WHERE name = %s", (name,))
             row = cur.fetchone()
         return row[0] if row else None
 
-    def authenticate(self, name: str, password: str) -> bool:
+    def credential(self, name: str) -> str | None:
+        """The operator's current credential stamp (None: no such operator any more)."""
+        stored = self.password_hash(name)
+        return None if stored is None else credential_stamp(stored)
+
+    def authenticate(self, name: str, password: str) -> str | None:
+        """The credential stamp for a session when the password is right, else None."""
         stored = self.password_hash(name) if NAME_PATTERN.match(name) else None
         ok = verify_password(password, stored or _decoy_hash())
-        return ok and stored is not None
+        return credential_stamp(stored) if ok and stored is not None else None
 
     def record_view(
         self, operator: str, infraction_id: str, driver_ref: str, address: str, request: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import sys
 
 from aiohttp import web
@@ -20,9 +21,10 @@ log = get_logger("dashboard")
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     cfg = settings.dashboard
+    tls = tls_context(cfg.tls_cert_file, cfg.tls_key_file)
     runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+    site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True, ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:
@@ -43,6 +45,23 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     finally:
         log.info("dashboard stopping")
         await runner.cleanup()
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext | None:
+    """The server's TLS context (TLS 1.2 at least), or None for plain HTTP."""
+    if not cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_file, key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise UserError(
+            f"the dashboard's certificate cannot be loaded from {cert_file} ({exc})",
+            hint="CASATWIN_DASHBOARD_TLS_CERT_FILE and _TLS_KEY_FILE name a PEM chain and "
+            "its key; empty serves plain HTTP",
+        ) from None
+    return context
 
 
 # The event loop gives the GIL away at every socket write (50 clients: 50 writes a tick) and

@@ -273,6 +273,9 @@ class DashboardSettings:
     history_minutes: int = setting(60, "Minutes of the infraction and congestion plot.")
     kiosk_language: str = setting("fr", "Language of `/kiosk`: `fr` or `en`.")
     session_ttl_s: int = setting(8 * 3600, "Lifetime of an operator's login session.")
+    session_idle_s: int = setting(
+        1800, "An operator's session ends after this many seconds without a request."
+    )
     login_max_failures: int = setting(
         5, "Failed logins allowed per address and per operator name within the window."
     )
@@ -288,7 +291,20 @@ class DashboardSettings:
         "Retry-After (a spray of logins must not keep operators waiting for minutes).",
     )
     cookie_secure: bool = setting(
-        False, "Mark the session cookie Secure (set true when served over HTTPS)."
+        False,
+        "Mark the session cookie Secure even without `tls_cert_file` (behind a TLS proxy); "
+        "with TLS it always is.",
+    )
+    tls_cert_file: str = setting(
+        "",
+        "Certificate chain (PEM) to serve HTTPS with, and HSTS and Secure cookies; empty = "
+        "plain HTTP (`make run` on loopback). The appliance's CA signs one per dashboard node.",
+    )
+    tls_key_file: str = setting("", "Private key (PEM) of `tls_cert_file`.")
+    max_clients: int = setting(
+        500,
+        "WebSocket clients served at once; more are refused with 503 and Retry-After "
+        "(each costs memory and a share of every tick).",
     )
     metrics_port: int = setting(9407, "Port of the dashboard's /metrics endpoint (0: off).")
 

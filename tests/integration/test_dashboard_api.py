@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import yaml
 from casatwin.readmodel import store
 from casatwin_dashboard.app import create_app
 from casatwin_dashboard.operators import OperatorStore, hash_password
-from tests.dashboard_support import running_dashboard, sample_infraction
+from tests.dashboard_support import operator_command, running_dashboard, sample_infraction
 
 pytestmark = pytest.mark.integration
 
@@ -254,18 +252,10 @@ def test_openapi_documents_every_route(api_settings):
 
 
 def add_operator(settings, name, password, *extra):
-    return subprocess.run(
-        [sys.executable, "-m", "casatwin.cli", "dashboard", "add-operator", name, *extra],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        env={**settings.as_env(), "PATH": "/usr/bin:/bin"},
-        check=False,
-        timeout=60,
-    )
+    return operator_command(settings, "add-operator", name, *extra, password=password)
 
 
-def test_add_operator_command(api_settings):
+def test_add_and_remove_operator_commands(api_settings):
     ok = add_operator(api_settings, "amina.b", "correct horse battery")
     assert ok.returncode == 0, ok.stderr
     again = add_operator(api_settings, "amina.b", "correct horse battery")
@@ -274,6 +264,8 @@ def test_add_operator_command(api_settings):
     assert reset.returncode == 0
     short = add_operator(api_settings, "karim", "short")
     assert short.returncode == 2 and "too short" in short.stderr
+    unknown = operator_command(api_settings, "remove-operator", "karim")
+    assert unknown.returncode == 2 and "no operator 'karim'" in unknown.stderr
     stored = OperatorStore(api_settings.mariadb).password_hash("amina.b")
     assert stored.startswith("scrypt$") and "another long password" not in stored
 

@@ -21,6 +21,7 @@ from casatwin_dashboard.live import LiveState
 from casatwin_dashboard.operators import (
     LoginLimiter,
     SessionStore,
+    credential_stamp,
     hash_password,
     verify_password,
 )
@@ -201,10 +202,31 @@ def test_login_limiter_and_sessions():
     limiter.reserve(keys, 5)
     assert limiter.retry_after(keys, 6) > 0
     assert limiter.retry_after(keys, 65) == 0  # the window slid past both failures
-    sessions = SessionStore(ttl_s=10)
-    token = sessions.create("amina", now=0)
-    assert sessions.operator(token, 5) == "amina"
-    assert sessions.operator(token, 11) is None and sessions.operator("forged", 5) is None
+    sessions = SessionStore(ttl_s=10, idle_s=4)
+    token = sessions.create("amina", "stamp", now=0)
+    for now in (3, 6, 9):  # used every 3 s: never idle for 4
+        assert sessions.session(token, now).operator == "amina"
+    assert sessions.session(token, 10) is None  # the lifetime is over, however busy
+    assert sessions.session("forged", 5) is None
+
+
+def test_a_session_left_idle_ends_and_stays_ended():
+    sessions = SessionStore(ttl_s=100, idle_s=4)
+    token = sessions.create("amina", "stamp", now=0)
+    assert sessions.session(token, 3.9) is not None
+    assert sessions.session(token, 7.9) is None  # 4 s after its last use
+    assert sessions.session(token, 8) is None  # forgotten, not revived
+
+
+def test_a_new_password_gives_a_new_credential_stamp():
+    first, second = (
+        hash_password("a long password", n=2**10),
+        hash_password("a long password", n=2**10),
+    )
+    assert credential_stamp(first) != credential_stamp(second)
+    assert credential_stamp(first) == credential_stamp(first) and first not in credential_stamp(
+        first
+    )
 
 
 def test_password_hashes_are_salted_scrypt():
