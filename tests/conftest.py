@@ -47,6 +47,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     server.stop()
 
 
+@pytest.fixture
+def cuttable_broker(broker: KafkaBroker) -> Iterator[KafkaBroker]:
+    """The module's broker, for a test that cuts it (``kill``) and brings it back
+    (``start``): up again when the test ends, whatever happened."""
+    yield broker
+    if broker.process is None:
+        broker.start()
+
+
 @pytest.fixture(scope="module")
 def mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoWireServer]:
     # nx-27017 keeps every database in one SQLite store: a directory per server.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from casatwin.bus import topics
 from casatwin.bus.producer import Producer
@@ -26,6 +27,8 @@ from casatwin.city.load import from_dict, write
 from casatwin.city.synthetic import grid
 from casatwin.config import MariaDBSettings, Settings
 from casatwin.devstack.vault import generate_secrets
+from casatwin.processor.levels import hour_of
+from casatwin.processor.source import RECORD_SCHEMA
 
 REGISTRY_AS_OF = dt.date(2025, 6, 1)
 
@@ -222,3 +225,38 @@ def casablanca_e2e(
     settings = settings.replace(processor={"starting_offsets": start})
     env = {**os.environ, **settings.as_env(), "CASATWIN_SIMULATOR_METRICS_PORT": "0"}
     return settings, since, env
+
+
+def congestion_window(key: str, start: int, avg: float, count: int = 3) -> dict[str, Any]:
+    """A congestion window of a segment as the congestion query emits it."""
+    return {
+        "scope": "segment",
+        "key": key,
+        "window_start": start,
+        "window_end": start + 300_000,
+        "count": count,
+        "avg_speed_kmh": avg,
+        "min_speed_kmh": avg,
+        "max_speed_kmh": avg,
+        "free_flow_kmh": 60.0,
+        "speed_ratio": round(avg / 60, 3),
+        "level": "clear",
+        "anomaly": False,
+        "hour": hour_of(start + 300_000),
+    }
+
+
+def kafka_batch(values: list[bytes], topic: str = "casatwin.telemetry") -> pa.RecordBatch:
+    """An Arrow batch of records as Spark's Kafka connector hands them to the decoders."""
+    n = len(values)
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([b"k%d" % i for i in range(n)], pa.binary()),
+            pa.array(values, pa.binary()),
+            pa.array([topic] * n, pa.string()),
+            pa.array([1] * n, pa.int32()),
+            pa.array(list(range(100, 100 + n)), pa.int64()),
+            pa.array([0] * n, pa.int64()),
+        ],
+        schema=RECORD_SCHEMA,
+    )

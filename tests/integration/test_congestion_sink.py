@@ -11,31 +11,13 @@ from casatwin.bus import topics
 from casatwin.bus.admin import ensure_topics
 from casatwin.config import Settings
 from casatwin.processor.congestion import CongestionSink
-from casatwin.processor.levels import DAY_MS, HOUR_MS, hour_of
+from casatwin.processor.levels import DAY_MS, HOUR_MS
 from casatwin.readmodel.store import CONGESTION, congestion_id, connect
-from tests.processor_support import grid_city, read_topic, topic_ends
+from tests.processor_support import congestion_window, grid_city, read_topic, topic_ends
 
 pytestmark = pytest.mark.integration
 
 NOW = 1_800_000_000_000 - 1_800_000_000_000 % HOUR_MS + 20 * 60_000  # 20 min past an hour
-
-
-def window(key: str, start: int, avg: float, count: int = 3) -> dict:
-    return {
-        "scope": "segment",
-        "key": key,
-        "window_start": start,
-        "window_end": start + 300_000,
-        "count": count,
-        "avg_speed_kmh": avg,
-        "min_speed_kmh": avg,
-        "max_speed_kmh": avg,
-        "free_flow_kmh": 60.0,
-        "speed_ratio": round(avg / 60, 3),
-        "level": "clear",
-        "anomaly": False,
-        "hour": hour_of(start + 300_000),
-    }
 
 
 @pytest.fixture
@@ -58,16 +40,22 @@ def test_a_segment_far_slower_than_usual_at_this_hour_is_an_anomaly(sink):
     settings, sink, db = sink
     # Twelve earlier days at this hour: the usual speed is 40 km/h on S-A, 30 on S-B;
     # S-C has only five days of history, too few to judge.
-    history = [window("S-A", NOW - d * DAY_MS, 40.0) for d in range(1, 13)]
-    history += [window("S-B", NOW - d * DAY_MS, 30.0) for d in range(1, 13)]
-    history += [window("S-C", NOW - d * DAY_MS, 40.0) for d in range(1, 6)]
+    history = [congestion_window("S-A", NOW - d * DAY_MS, 40.0) for d in range(1, 13)]
+    history += [congestion_window("S-B", NOW - d * DAY_MS, 30.0) for d in range(1, 13)]
+    history += [congestion_window("S-C", NOW - d * DAY_MS, 40.0) for d in range(1, 6)]
     # Today's windows of the same hour are not the usual speed (counted, they would make it
     # 22.5 km/h, and 19 would not be an anomaly).
-    history += [window("S-A", NOW - k * 60_000, 5.0) for k in range(1, 13)]
+    history += [congestion_window("S-A", NOW - k * 60_000, 5.0) for k in range(1, 13)]
     db[CONGESTION].insert_many([{**w, "_id": congestion_id(w)} for w in history])
     since = topic_ends(settings, topics.CONGESTION)
 
-    sink.write([window("S-A", NOW, 19.0), window("S-B", NOW, 16.0), window("S-C", NOW, 5.0)])
+    sink.write(
+        [
+            congestion_window("S-A", NOW, 19.0),
+            congestion_window("S-B", NOW, 16.0),
+            congestion_window("S-C", NOW, 5.0),
+        ]
+    )
 
     found = db[CONGESTION].find({"window_start": NOW, "key": {"$in": ["S-A", "S-B", "S-C"]}})
     flags = {d["key"]: d["anomaly"] for d in found}
@@ -78,10 +66,10 @@ def test_a_segment_far_slower_than_usual_at_this_hour_is_an_anomaly(sink):
 
 def test_windows_older_than_the_retention_are_removed(sink):
     _settings, sink, db = sink
-    old = [window("S-OLD", NOW - d * DAY_MS, 40.0) for d in (34, 36, 40)]
+    old = [congestion_window("S-OLD", NOW - d * DAY_MS, 40.0) for d in (34, 36, 40)]
     db[CONGESTION].insert_many([{**w, "_id": congestion_id(w)} for w in old])
 
-    sink.write([window("S-OLD", NOW, 40.0)])
+    sink.write([congestion_window("S-OLD", NOW, 40.0)])
 
     found = db[CONGESTION].find({"key": "S-OLD"})
     kept = sorted((NOW - d["window_start"]) // DAY_MS for d in found)

@@ -374,3 +374,43 @@ def test_a_restarted_gateway_does_not_publish_the_same_readings_again(broker_set
     assert first.published == len(STATIONS)
     assert (second.published, second.duplicates) == (0, len(STATIONS))
     assert set(published_counts(broker_settings, clock).values()) == {1}
+
+
+def test_a_reading_the_broker_never_acknowledged_is_published_when_served_again(
+    broker_settings, cuttable_broker
+):
+    now = [past_clock(frozen=True)()]
+    # Messages the broker does not acknowledge within 2 s fail (30 s in production).
+    settings = broker_settings.replace(kafka={"message_timeout_ms": 2000})
+
+    async def scenario():
+        async with fake_api(lambda: now[0]) as api:
+            gateway = Gateway(gateway_settings(settings, api.url), STATIONS)
+            await gateway.start()
+            try:
+                first = await gateway.poll_once()
+                await asyncio.to_thread(gateway.producer.flush, 10.0)
+                await asyncio.to_thread(cuttable_broker.kill)
+                now[0] += 1.0  # the API's next period: new readings
+                cut = await gateway.poll_once()
+                await until(
+                    lambda: gateway.producer.poll(0) >= 0 and not gateway.in_flight,
+                    "the readings sent to a dead broker to fail",
+                    30,
+                )
+                lost = gateway.producer.lost()
+                await asyncio.to_thread(cuttable_broker.start)
+                again = await gateway.poll_once()  # the API serves the same readings
+                await asyncio.to_thread(gateway.producer.flush, 30.0)
+                after = await gateway.poll_once()
+            finally:
+                await gateway.drain()
+        return first, cut, lost, again, after
+
+    first, cut, lost, again, after = asyncio.run(scenario())
+    stations = len(STATIONS)
+    assert first.published == stations and cut.published == stations and lost == stations
+    assert (again.published, again.duplicates) == (stations, 0)  # not taken as published
+    assert (after.published, after.duplicates) == (0, stations)
+    counts = published_counts(settings, lambda: now[0])
+    assert len(counts) == 2 * stations and set(counts.values()) == {1}

@@ -8,29 +8,14 @@ import pytest
 from casatwin.city.load import from_dict
 from casatwin.city.synthetic import grid
 from casatwin.processor.network import RoadNetwork
-from casatwin.processor.source import RECORD_SCHEMA
 from casatwin.processor.telemetry import FIX_SCHEMA, PANE_SCHEMA, locate, panes, parse
 from tests.drive import T0, Drive, path_along
+from tests.processor_support import kafka_batch
 
 
 @pytest.fixture(scope="module")
 def net():
     return RoadNetwork(from_dict(grid()))
-
-
-def records(values, topic="casatwin.telemetry"):
-    n = len(values)
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array([b"k%d" % i for i in range(n)], pa.binary()),
-            pa.array(values, pa.binary()),
-            pa.array([topic] * n, pa.string()),
-            pa.array([1] * n, pa.int32()),
-            pa.array(list(range(100, 100 + n)), pa.int64()),
-            pa.array([0] * n, pa.int64()),
-        ],
-        schema=RECORD_SCHEMA,
-    )
 
 
 def test_good_fixes_pass_and_bad_ones_are_set_aside_with_the_reason(net):
@@ -48,7 +33,7 @@ def test_good_fixes_pass_and_bad_ones_are_set_aside_with_the_reason(net):
         orjson.dumps({**good[2], "ts": 1.5}),
         orjson.dumps(good[2]),
     ]
-    parsed = parse(records(values), net.pack.bounds)
+    parsed = parse(kafka_batch(values), net.pack.bounds)
     assert len(parsed) == 2
     assert parsed.columns["vehicle_id"] == ["TX-1", "TX-1"]
     assert parsed.columns["offset"] == [100, 109]
@@ -73,7 +58,7 @@ def test_good_fixes_pass_and_bad_ones_are_set_aside_with_the_reason(net):
 
 def test_locate_adds_segment_zone_and_projection(net):
     fixes = Drive(net, "TX-2", path_along(net, "Row 0"), duration_s=30).fixes()
-    parsed = parse(records([orjson.dumps(f) for f in fixes]), net.pack.bounds)
+    parsed = parse(kafka_batch([orjson.dumps(f) for f in fixes]), net.pack.bounds)
     batch = locate(parsed, net)
     assert batch.schema == FIX_SCHEMA
     table = batch.to_pydict()
@@ -91,7 +76,7 @@ def test_panes_fold_a_vehicles_fixes_on_a_segment_within_a_pane(net):
         Drive(net, "TX-2", row0, start_ts=T0 + 500, duration_s=90),
     ]
     fixes = [f for d in drives for f in d.fixes()]
-    batch = locate(parse(records([orjson.dumps(f) for f in fixes]), net.pack.bounds), net)
+    batch = locate(parse(kafka_batch([orjson.dumps(f) for f in fixes]), net.pack.bounds), net)
     off_road = batch.to_pydict()
     off_road["segment"][0] = -1  # as if the first fix matched no road
     folded = panes(pa.RecordBatch.from_pydict(off_road, schema=FIX_SCHEMA), 60_000)
@@ -114,7 +99,7 @@ def test_panes_fold_a_vehicles_fixes_on_a_segment_within_a_pane(net):
 
 def test_no_fix_on_the_network_gives_no_pane(net):
     fixes = Drive(net, "TX-3", path_along(net, "Row 0"), duration_s=3).fixes()
-    batch = locate(parse(records([orjson.dumps(f) for f in fixes]), net.pack.bounds), net)
+    batch = locate(parse(kafka_batch([orjson.dumps(f) for f in fixes]), net.pack.bounds), net)
     table = batch.to_pydict()
     table["segment"] = [-1] * len(table["segment"])
     assert panes(pa.RecordBatch.from_pydict(table, schema=FIX_SCHEMA), 60_000).num_rows == 0
@@ -128,7 +113,7 @@ def test_police_units_are_not_a_sample_of_the_traffic(net):
     unit = Drive(net, "PU-1", row0, speeds_kmh=[0.0], duration_s=20).fixes()
     for fix in unit:
         fix["kind"] = "police"
-    batch = locate(parse(records([orjson.dumps(f) for f in taxi + unit]), net.pack.bounds), net)
+    batch = locate(parse(kafka_batch([orjson.dumps(f) for f in taxi + unit]), net.pack.bounds), net)
     folded = panes(batch, 60_000).to_pydict()
     assert set(folded["vehicle_id"]) == {"TX-4"}
     assert sum(folded["fixes"]) == len(taxi)

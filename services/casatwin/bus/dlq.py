@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 
 from prometheus_client import Counter
 
@@ -64,10 +65,11 @@ class DeadLetterWriter:
         partition: int = -1,
         offset: int = -1,
         key: str | None = None,
+        on_delivery: Callable[[bool], None] | None = None,
     ) -> None:
         letter = dead_letter(
             raw, error, self.stage, topic=topic, partition=partition, offset=offset, key=key
         )
-        self._producer.send_json(topics.DLQ, dict(letter), key=key)
+        self._producer.send_json(topics.DLQ, dict(letter), key=key, on_delivery=on_delivery)
         DEAD_LETTERS.labels(self.stage).inc()
         log.debug("message sent to the DLQ", stage=self.stage, error=error, topic=topic)

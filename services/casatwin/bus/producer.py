@@ -6,6 +6,11 @@ exactly one of three counters — delivered, failed (the broker never acknowledg
 ``kafka.message_timeout_ms``) or refused (the local buffer was full because the broker has
 been away for a while) — and failures are reported in aggregated log lines, never dropped
 silently and never one line per message.
+
+What depends on a message being on the topic — an offset committed, a dedupe mark, a row
+written after it — waits for it: :meth:`Producer.confirm` after the sends (or
+:meth:`Producer.undelivered_since` to decide what to do), or a per-message ``on_delivery``
+callback when the mark is per message.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +68,22 @@ def client_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
         "log.connection.close": False,
         "logger": LIBRDKAFKA_LOG,
     }
+
+
+class DeliveryError(RuntimeError):
+    """Messages that something depends on were not acknowledged by the broker."""
+
+
+@dataclass(frozen=True)
+class Undelivered:
+    """Of the messages sent since a reading of :meth:`Producer.lost`: how many failed or
+    were refused, and how many the producer still waits for (of any sender)."""
+
+    lost: int
+    waiting: int
+
+    def __str__(self) -> str:
+        return f"{self.lost} failed or refused, {self.waiting} still waiting"
 
 
 @dataclass
@@ -126,9 +148,21 @@ class Producer:
         key: str | bytes | None = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
+        on_delivery: Callable[[bool], None] | None = None,
     ) -> bool:
-        """Queue one message; False if the local buffer is full (counted as refused)."""
-        kwargs: dict[str, Any] = {"key": key, "on_delivery": self._on_delivery}
+        """Queue one message; False if the local buffer is full (counted as refused).
+
+        ``on_delivery(acknowledged)`` is called once the broker acknowledged the message
+        (True) or it failed (False), on the thread that calls :meth:`poll` or :meth:`flush`;
+        not for a refused message."""
+        callback = self._on_delivery
+        if on_delivery is not None:
+
+            def callback(err: confluent_kafka.KafkaError | None, msg: Any) -> None:
+                self._on_delivery(err, msg)
+                on_delivery(err is None)
+
+        kwargs: dict[str, Any] = {"key": key, "on_delivery": callback}
         if partition is not None:
             kwargs["partition"] = partition
         if timestamp_ms is not None:
@@ -164,6 +198,23 @@ class Producer:
         remaining = self._producer.flush(timeout_s)
         self._maybe_report(force=True)
         return remaining
+
+    def undelivered_since(self, lost_before: int, timeout_s: float) -> Undelivered | None:
+        """Wait up to ``timeout_s`` for what is queued; None when every message sent since
+        ``lost_before`` (a reading of :meth:`lost` taken before sending them) was
+        acknowledged, else what was not."""
+        waiting = self.flush(timeout_s)
+        lost = self.lost() - lost_before
+        return Undelivered(lost, waiting) if lost or waiting else None
+
+    def confirm(self, lost_before: int, timeout_s: float, what: str) -> None:
+        """:meth:`undelivered_since`, raising :class:`DeliveryError` about ``what`` unless
+        everything was acknowledged: the caller must not mark anything done."""
+        undelivered = self.undelivered_since(lost_before, timeout_s)
+        if undelivered is not None:
+            raise DeliveryError(
+                f"{what}: the broker did not acknowledge every message ({undelivered})"
+            )
 
     def close(self, timeout_s: float = 10.0) -> DeliveryReport:
         remaining = self.flush(timeout_s)

@@ -270,14 +270,13 @@ class Dispatcher:
         Should a publication have failed since ``lost_before`` (:meth:`Producer.lost`) or
         still wait, none of the batch is committed: all of it is read again."""
         assert self.consumer is not None and self.producer is not None
-        waiting = self.producer.flush(PUBLISH_WAIT_S)
-        lost = self.producer.lost() - lost_before
-        if waiting or lost:
+        undelivered = self.producer.undelivered_since(lost_before, PUBLISH_WAIT_S)
+        if undelivered is not None:
             log.warning(
                 "messages published for this batch not acknowledged by the broker; nothing of"
                 " it committed, it is read again (assignments are published again)",
-                failed=lost,
-                still_waiting=waiting,
+                failed=undelivered.lost,
+                still_waiting=undelivered.waiting,
                 batch=len(batch),
             )
             handled = 0
@@ -424,16 +423,15 @@ class Dispatcher:
             sent.append(event["dispatch_id"])
             served += 1
         if sent:
-            waiting = self.producer.flush(PUBLISH_WAIT_S)
-            lost = self.producer.lost() - lost_before
-            self._unconfirmed = set(sent) if waiting or lost else set()
-            if self._unconfirmed:
+            undelivered = self.producer.undelivered_since(lost_before, PUBLISH_WAIT_S)
+            self._unconfirmed = set(sent) if undelivered is not None else set()
+            if undelivered is not None:
                 log.warning(
                     "orders given from the queue not acknowledged by the broker; they are "
                     "published again at the next check",
                     orders=len(sent),
-                    failed=lost,
-                    still_waiting=waiting,
+                    failed=undelivered.lost,
+                    still_waiting=undelivered.waiting,
                 )
         return served
 

@@ -8,7 +8,9 @@ Each poll is one pass down the pipeline:
 3. **validate** each station report into a reading (:mod:`normalise`); a bad one goes to
    the DLQ (stage ``gateway.reading``) with the reason, the others carry on,
 4. **dedupe** on (station, timestamp): a reading served again by the next poll or a retry
-   is not published twice (:mod:`dedupe`),
+   is not published twice (:mod:`dedupe`). A reading is marked published when the broker
+   acknowledges it, not when it is queued: one the broker never took is published again
+   when the API serves it again,
 5. **publish** to ``casatwin.sensors.highway`` with the accounted producer.
 
 Around it, the circuit breaker decides whether a poll may go out, and backoff with jitter
@@ -24,8 +26,9 @@ import hashlib
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import asdict, dataclass
+from functools import partial
 from urllib.parse import urlparse
 
 import aiohttp
@@ -133,12 +136,13 @@ class Gateway:
                 g.breaker_failure_threshold, g.breaker_open_s, g.breaker_half_open_probes
             )
             self.backoff = Backoff(g.backoff_base_s, g.backoff_max_s)
-            self.seen = RecentKeys(g.dedupe_capacity)
+            self.seen = RecentKeys(g.dedupe_capacity)  # acknowledged by the broker
         except ValueError as exc:
             raise UserError(
                 f"the gateway's settings do not make sense: {exc}",
                 hint="check the CASATWIN_GATEWAY_* variables (`casatwin config`)",
             ) from None
+        self.in_flight: set[Hashable] = set()  # sent, neither acknowledged nor failed yet
         self.stats = GatewayStats()
         self.transitions: deque[Transition] = deque(maxlen=1000)
         self.clock = clock
@@ -287,16 +291,17 @@ class Gateway:
         except InvalidReport as exc:
             # The next poll may serve the same bad report again: dead-letter it once.
             key = ("invalid", hashlib.blake2b(report.xml, digest_size=16).digest())
-            if key not in self.seen:
+            if not self._known(key):
                 dlq = DeadLetterWriter(self.producer, READING_STAGE)
-                dlq.send(report.xml, str(exc), key=report.station_id)
-                self.seen.add(key)
+                delivered = partial(self._delivered, key)
+                dlq.send(report.xml, str(exc), key=report.station_id, on_delivery=delivered)
+                self.in_flight.add(key)
                 result.invalid += 1
                 self.stats.invalid += 1
                 READINGS.labels("invalid").inc()
             return
         key = (reading["station_id"], reading["ts"])
-        if key in self.seen:
+        if self._known(key):
             result.duplicates += 1
             self.stats.duplicates += 1
             READINGS.labels("duplicate").inc()
@@ -306,12 +311,24 @@ class Gateway:
             dict(reading),
             key=reading["station_id"],
             timestamp_ms=reading["ts"],
+            on_delivery=partial(self._delivered, key),
         )
         if queued:  # refused (buffer full) is counted by the producer and retried next poll
-            self.seen.add(key)
+            self.in_flight.add(key)
             result.published += 1
             self.stats.published += 1
             READINGS.labels("published").inc()
+
+    def _known(self, key: Hashable) -> bool:
+        """Published already, or on its way: not to be sent again."""
+        return key in self.seen or key in self.in_flight
+
+    def _delivered(self, key: Hashable, acknowledged: bool) -> None:
+        """A message's fate (on the thread serving the producer's callbacks): only what
+        the broker acknowledged is remembered as published."""
+        self.in_flight.discard(key)
+        if acknowledged:
+            self.seen.add(key)
 
     def _dead_letter_document(self, raw: bytes, error: str) -> None:
         payload = raw[:DLQ_PAYLOAD_LIMIT]

@@ -216,10 +216,10 @@ class CongestionSink:
         from casatwin.readmodel.store import upsert_congestion
 
         self._flag_anomalies(windows)
+        lost_before = self._producer.lost()
         for w in windows:
             self._producer.send_json(topics.CONGESTION, w, key=f"{w['scope']}:{w['key']}")
-        if self._producer.flush(30.0):
-            raise RuntimeError("casatwin.congestion did not acknowledge every window in 30 s")
+        self._producer.confirm(lost_before, 30.0, "casatwin.congestion, this batch's windows")
         upsert_congestion(self._db, windows)
         for w in windows:
             WINDOWS.labels(w["scope"]).inc()

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from casatwin.bus.messages import encode
-from casatwin.bus.producer import Producer
+from casatwin.bus.producer import DeliveryError, Producer
 from casatwin.bus.ranges import OffsetMap, read_values, to_map
 from casatwin.bus.watermarks import EndOffsets
 from casatwin.config import KafkaSettings
@@ -35,10 +35,6 @@ from casatwin.logs import get_logger
 log = get_logger("processor")
 
 KEEP_BATCHES = 200  # journal entries kept (Spark itself keeps 100 batches of metadata)
-
-
-class DeliveryError(RuntimeError):
-    """The broker did not acknowledge every message of a batch: the batch must be retried."""
 
 
 class BatchPublisher:
@@ -101,7 +97,7 @@ class BatchPublisher:
             ends = to_map(self._ends.ends([self.topic]))
             _write_atomically(intent, orjson.dumps(ends))
         out = []
-        before = self._producer.report.totals()
+        lost_before = self._producer.lost()
         now_ms = int(time.time() * 1000)
         for message in messages:
             if message[self.id_field] in already:
@@ -111,14 +107,7 @@ class BatchPublisher:
             if not self._producer.send(self.topic, encode(stamped), key=stamped[self.key_field]):
                 raise DeliveryError(f"the producer's buffer is full; batch {batch_id} not sent")
             out.append(stamped)
-        self._producer.flush(self.timeout_s)
-        after = self._producer.report.totals()
-        failed = after["failed"] - before["failed"]
-        if failed or len(self._producer):
-            raise DeliveryError(
-                f"batch {batch_id}: the broker did not acknowledge every message "
-                f"({failed} failed, {len(self._producer)} still pending)"
-            )
+        self._producer.confirm(lost_before, self.timeout_s, f"{self.topic}, batch {batch_id}")
         _write_atomically(done, b"")
         self._prune(batch_id)
         return out

@@ -161,8 +161,11 @@ class InfractionSink:
         if self._dlq is None:
             client = f"{self.settings.processor.client_id}-sink-dlq"
             self._dlq = Producer(self.settings.kafka, client)
+        lost_before = self._dlq.lost()
         DeadLetterWriter(self._dlq, stage).send(encode(item), reason, key=item.get("vehicle_id"))
-        self._dlq.flush(10)
+        # Not in the DLQ: the batch fails and is run again, rather than the infraction lost.
+        what = f"casatwin.dlq, infraction {item.get('infraction_id')}"
+        self._dlq.confirm(lost_before, 10.0, what)
         log.warning("infraction set aside in the DLQ", stage=stage, reason=reason,
                     infraction=item.get("infraction_id"))  # fmt: skip
 
