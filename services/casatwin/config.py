@@ -210,6 +210,19 @@ class FakeApiSettings:
     hang_s: float = setting(
         60.0, "How long the `timeout` mode holds a request (past the gateway's timeout)."
     )
+    admin_token_file: str = setting(
+        "",
+        "File holding the token that `POST /admin/fault` requires (`casatwin gateway fault` "
+        "sends it); empty = `<data_dir>/secrets/fake-api-admin.token`, which the devstack "
+        "generates. On the appliance the vault provides it.",
+    )
+
+    def token_file(self, data_dir: Path) -> Path:
+        return (
+            Path(self.admin_token_file)
+            if self.admin_token_file
+            else data_dir / "secrets" / "fake-api-admin.token"
+        )
 
 
 @dataclass(frozen=True)

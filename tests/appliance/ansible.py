@@ -104,6 +104,7 @@ def test_vault(directory: Path) -> tuple[Path, Path]:
         f"vault_tailscale_authkey: tskey-test-{secrets.token_hex(8)}",
         f"vault_grafana_admin_password: {secrets.token_urlsafe(18)}",
         f"vault_casatwin_pseudonym_key: {secrets.token_urlsafe(32)}",
+        f"vault_casatwin_fake_api_admin_token: {secrets.token_urlsafe(32)}",
         "vault_mariadb_passwords:",
         *(f"  {name}: {secrets.token_urlsafe(18)}" for name in accounts),
     ]

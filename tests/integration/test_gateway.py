@@ -37,6 +37,8 @@ STATIONS = [s.id for s in PACK.highway_stations]
 PROFILES = traffic.profiles(PACK, seed=11)
 THRESHOLD = 3
 OPEN, CLOSED = BreakerState.OPEN, BreakerState.CLOSED
+ADMIN_TOKEN = "the fake API's admin token of these tests"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def gateway_settings(base: Settings, api_url: str, **overrides: object) -> Settings:
@@ -80,7 +82,7 @@ async def fake_api(
     settings = FakeApiSettings(
         **{"port": port, "period_s": 0.25, "slow_s": 0.1, "hang_s": 5.0, **config}
     )
-    api = FakeTrafficApi(PROFILES, settings, clock=clock)
+    api = FakeTrafficApi(PROFILES, settings, clock=clock, admin_token=ADMIN_TOKEN)
     await api.start()
     try:
         yield api
@@ -108,7 +110,7 @@ async def switch(api: FakeTrafficApi, mode: str, count: int = 0) -> None:
     """Switch the fault mode through the admin endpoint, as an operator would."""
     async with (
         aiohttp.ClientSession() as session,
-        session.post(api.admin_url, json={"mode": mode, "count": count}) as response,
+        session.post(api.admin_url, json={"mode": mode, "count": count}, headers=ADMIN) as response,
     ):
         assert response.status == 200, await response.text()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from casatwin.config import Settings
+from casatwin.gateway import fakeapi
 from casatwin.logs import get_logger
 from casatwin.registry import pseudonyms
 from casatwin.secretfiles import generate_secret
@@ -20,7 +21,10 @@ log = get_logger("devstack")
 
 def secret_files(settings: Settings) -> dict[str, Path]:
     """Every secret the services of this settings read, by what it is."""
-    return {pseudonyms.KEY_WHAT: pseudonyms.key_path(settings)}
+    return {
+        pseudonyms.KEY_WHAT: pseudonyms.key_path(settings),
+        fakeapi.ADMIN_TOKEN_WHAT: fakeapi.admin_token_path(settings),
+    }
 
 
 def generate_secrets(settings: Settings) -> None:

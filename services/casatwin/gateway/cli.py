@@ -114,7 +114,7 @@ def run_fake_api(args: argparse.Namespace, settings: Settings) -> int:
 
     from casatwin.errors import UserError
     from casatwin.gateway import faults, traffic
-    from casatwin.gateway.fakeapi import FakeTrafficApi, serve
+    from casatwin.gateway.fakeapi import FakeTrafficApi, load_admin_token, serve
 
     overrides = {
         name: value
@@ -132,7 +132,8 @@ def run_fake_api(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         raise UserError(str(exc), hint="e.g. --fault http500 --fault-count 5") from None
     pack = load_pack(settings)
-    api = FakeTrafficApi(traffic.profiles(pack, config.seed), config)
+    token = load_admin_token(settings)
+    api = FakeTrafficApi(traffic.profiles(pack, config.seed), config, admin_token=token)
 
     async def main(stop: asyncio.Event) -> None:
         try:
@@ -154,16 +155,18 @@ def run_fault(args: argparse.Namespace, settings: Settings) -> int:
     import orjson
 
     from casatwin.errors import UserError
-    from casatwin.gateway.fakeapi import FAULT_PATH
+    from casatwin.gateway.fakeapi import FAULT_PATH, load_admin_token
 
     host, port = settings.fake_api.host, settings.fake_api.port
     url = args.url or f"http://{host}:{port}{FAULT_PATH}"
     request = urllib.request.Request(url)
     if args.mode is not None:
         body = orjson.dumps({"mode": args.mode, "count": args.count})
-        request = urllib.request.Request(
-            url, data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {load_admin_token(settings)}",
+        }
+        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             answer = orjson.loads(response.read())

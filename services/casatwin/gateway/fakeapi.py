@@ -4,8 +4,12 @@ Endpoints::
 
     GET  /tmdd/detector-data   the TMDD detector data document (see tmdd.py), or a fault
     GET  /admin/fault          the current fault mode, the modes and the requests served
-    POST /admin/fault          switch: {"mode": "http500", "count": 5}  (count 0: until switched)
+    POST /admin/fault          switch: {"mode": "http500", "count": 5}  (count 0: until switched),
+                               with ``Authorization: Bearer <the admin token>``
     GET  /                     this list, as JSON
+
+Switching faults breaks the feed on purpose, so it takes the admin token, a secret file
+(:func:`admin_token_path`: the devstack generates it, the appliance's vault provides it).
 
 It stands in for a system outside CasaTwin (a motorway operator's traffic-management
 centre), so it is the one place where a fake is right; it is a real aiohttp server on
@@ -16,23 +20,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
-from casatwin.config import FakeApiSettings
+from casatwin.config import FakeApiSettings, Settings
 from casatwin.errors import UserError
 from casatwin.gateway import faults, tmdd, traffic
 from casatwin.gateway.faults import FaultMode, FaultSwitch
 from casatwin.logs import get_logger
+from casatwin.secretfiles import read_secret
 
 log = get_logger("fakeapi")
 
 DATA_PATH = "/tmdd/detector-data"
 FAULT_PATH = "/admin/fault"
 XML = "application/xml"
+ADMIN_TOKEN_WHAT = "fake traffic API's admin token"
+
+
+def admin_token_path(settings: Settings) -> Path:
+    return settings.fake_api.token_file(settings.general.data_dir)
+
+
+def load_admin_token(settings: Settings) -> str:
+    """The admin token from its file; a :class:`UserError` says what is missing."""
+    return read_secret(admin_token_path(settings), ADMIN_TOKEN_WHAT).decode()
 
 
 class FakeTrafficApi:
@@ -43,6 +60,8 @@ class FakeTrafficApi:
         stations: list[traffic.StationProfile],
         settings: FakeApiSettings,
         clock: Callable[[], float] = time.time,
+        *,
+        admin_token: str,
     ) -> None:
         if settings.period_s < 0.001:
             raise UserError(
@@ -52,6 +71,7 @@ class FakeTrafficApi:
         self.stations = stations
         self.settings = settings
         self.clock = clock  # epoch seconds; tests shift it to get readings of their own
+        self._admin_token = f"Bearer {admin_token}".encode()
         self.faults = FaultSwitch()
         self.faults.set(faults.parse_mode(settings.fault), settings.fault_count)
         self.requests: Counter[str] = Counter()  # data requests served, by fault mode
@@ -163,6 +183,17 @@ class FakeTrafficApi:
         )
 
     async def _set_fault(self, request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, self._admin_token):
+            log.warning("fault switch refused: no valid admin token", client=request.remote)
+            return web.json_response(
+                {
+                    "error": "switching faults needs the admin token",
+                    "hint": "`casatwin gateway fault MODE` sends it; or send the header "
+                    "Authorization: Bearer <the token in the admin token file>",
+                },
+                status=401,
+            )
         try:
             body = await request.json()
             if not isinstance(body, dict) or "mode" not in body:
