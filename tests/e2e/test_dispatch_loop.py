@@ -8,7 +8,14 @@ A red light alone is settled by a fine (no unit); the runner's driver has a susp
 licence, so loi 52-05 sends the case to court and the vehicle must be stopped: a unit.
 
 Lean for CI: the 5×5 grid, 20 taxis, the processor's infractions query only, in this process
-on the session's Spark, the simulation paced at up to ~40× real time, 30 s of handling.
+on the session's Spark, 30 s of handling. One clock for the whole loop, set and paced by the
+test: the simulation starts at ``START_MS`` at every run (the signal phases, hence the
+runner's crossing and the unit's trip through the lights, are the same each time) and runs
+at up to ~40× real time; the dispatcher stamps its orders with the same simulated time.
+
+The test prints the run's timeline — when the crossing, the processor's first micro-batch, the
+infraction and each step of the dispatch were first seen, and the slowest hop — and a loop
+that does not close says the same in its failure.
 """
 
 from __future__ import annotations
@@ -17,15 +24,17 @@ import datetime as dt
 import threading
 import time
 import uuid
+from typing import Any
 
 import orjson
 import pytest
 
 from casatwin.bus import topics
 from casatwin.bus.admin import ensure_topics
+from casatwin.bus.ranges import OffsetMap
 from casatwin.city import load, synthetic
 from casatwin.city.geometry import haversine_m
-from casatwin.config import Settings
+from casatwin.config import MariaDBSettings, Settings
 from casatwin.devstack.vault import generate_secrets
 from casatwin.dispatch import store
 from casatwin.dispatch.service import Dispatcher
@@ -37,7 +46,14 @@ from casatwin.simulator.dispatching import DispatchBridge
 from casatwin.simulator.service import SimulatorService
 from casatwin.simulator.simulation import Simulation
 from tests.conftest import REGISTRY_AS_OF, query, scratch_database
-from tests.dispatch_support import create_topics, read, wait_for
+from tests.dispatch_support import (
+    Timeline,
+    create_topics,
+    pressure_between,
+    pressure_totals,
+    read,
+    wait_for,
+)
 from tests.processor_support import (
     RunningApp,
     grid_city,
@@ -57,8 +73,18 @@ duration_s: 600
 events:
   - {{type: red_light, vehicle: {RUNNER}, at: 20, intersection: Row 2 x Column 2}}
 """
+START_MS = 1_800_000_000_000  # the simulated clock's start, the same at every run
 SIM_SECONDS_PER_TICK = 2.0  # the test paces the simulation: up to ~40x real time
 HANDLING_S = 30.0
+CLOSED_WITHIN_S = 240.0
+LOOP = ("assigned", "en_route", "on_scene", "closed")  # a dispatch's statuses, in order
+RUNNER_DISPATCH = (
+    "SELECT i.infraction_id, d.status FROM infractions i"
+    " LEFT JOIN dispatch_assignments d ON d.infraction_id = i.infraction_id"
+    " WHERE i.infraction_id LIKE %s"
+)
+FIRST_BATCH = "processor's first micro-batch with telemetry done"
+PROCESSOR_LOOK_S = 1.0  # the query's progress is a py4j round trip: looked at once a second
 
 
 def suspend_licence_of_driver(ledger, vehicle_id: str) -> None:
@@ -73,6 +99,114 @@ def suspend_licence_of_driver(ledger, vehicle_id: str) -> None:
         conn.commit()
     finally:
         conn.close()
+
+
+def batch_seconds(progress: dict[str, Any]) -> float:
+    return progress["durationMs"].get("triggerExecution", 0) / 1000
+
+
+def batch_end(progress: dict[str, Any]) -> float:
+    """When a micro-batch ended (epoch s): its trigger's start plus its duration."""
+    started = dt.datetime.fromisoformat(progress["timestamp"].replace("Z", "+00:00"))
+    return started.timestamp() + batch_seconds(progress)
+
+
+def describe_batch(progress: dict[str, Any]) -> str:
+    return (
+        f"batch {progress['batchId']}: {batch_seconds(progress):.1f} s,"
+        f" {progress['numInputRows']} records"
+    )
+
+
+class LoopWatch:
+    """What the test polls while the loop runs, each step put on the timeline the first time
+    it is seen: the runner's crossing on the simulated clock, the processor's query (its
+    first micro-batch with telemetry, a restart after a failure), the infraction and its
+    dispatch in MariaDB. Simulated seconds are the clock's reading when a step was seen."""
+
+    def __init__(
+        self, ledger: MariaDBSettings, sim: Simulation, processor: RunningApp, timeline: Timeline
+    ) -> None:
+        assert sim.player is not None
+        self.ledger = ledger
+        self.sim = sim
+        self.infractions = processor.app.running[0]
+        self.timeline = timeline
+        self.crossing_s = sim.player.crossing_s[RUNNER] - sim.start_ms / 1000
+        self.runs: list[Any] = []  # every query the processor started: one more per failure
+        self.last_look = (timeline.start, 0.0)  # (epoch s, simulated s)
+        self.pressure: tuple[dict[str, int], dict[str, int]] = ({}, {})  # at begin, last look
+        self._next_processor_look = 0.0
+
+    def begin(self) -> None:
+        """The simulation starts now: the timeline's zero."""
+        self.timeline.start = time.time()
+        self.last_look = (self.timeline.start, self.sim.elapsed_s)
+        self.pressure = (pressure_totals(), pressure_totals())
+        self.timeline.reach("simulation started", sim_s=self.sim.elapsed_s)
+
+    def __call__(self) -> bool:
+        """One look at the loop; True once the runner's dispatch is closed."""
+        self.last_look = (time.time(), self.sim.elapsed_s)
+        self.pressure = (self.pressure[0], pressure_totals())
+        if self.sim.elapsed_s >= self.crossing_s:
+            self.timeline.reach("runner crossed on red (simulated)", sim_s=self.crossing_s)
+        self._processor()
+        return self._dispatch() == "closed"
+
+    def _processor(self) -> None:
+        running = self.infractions.query
+        if running is not None and not any(run is running for run in self.runs):
+            self.runs.append(running)
+            if len(self.runs) > 1:
+                self.timeline.reach(f"processor's query restarted ({len(self.runs) - 1})")
+        now = time.monotonic()
+        if running is None or FIRST_BATCH in self.timeline.steps or now < self._next_processor_look:
+            return
+        self._next_processor_look = now + PROCESSOR_LOOK_S
+        last = running.lastProgress
+        if last is None or not last["numInputRows"]:
+            return
+        first = next(p for p in running.recentProgress if p["numInputRows"])
+        self.timeline.reach(FIRST_BATCH, at=batch_end(first), note=describe_batch(first))
+
+    def _dispatch(self) -> str | None:
+        rows = query(self.ledger, RUNNER_DISPATCH, (f"RED-{RUNNER}-%",))
+        if not rows:
+            return None
+        now_s = self.sim.elapsed_s
+        self.timeline.reach("infraction in the ledger", sim_s=now_s)
+        status = rows[0][1]
+        if status in LOOP:
+            for step in LOOP[: LOOP.index(status) + 1]:  # a poll can miss a short status
+                self.timeline.reach(f"dispatch {step}", sim_s=now_s)
+        elif status is not None:
+            self.timeline.reach(f"dispatch {status}", sim_s=now_s)  # queued: no unit free
+        return status
+
+    def summary(self) -> str:
+        """The simulation's pace, how starved the machine was and the processor's query
+        runs, as of the last look."""
+        wall = max(self.last_look[0] - self.timeline.start, 1e-3)
+        sim_s = self.last_look[1]
+        lines = [
+            f"simulated {sim_s:.0f} s in {wall:.0f} s ({sim_s / wall:.1f}x real time);"
+            f" {pressure_between(*self.pressure, wall)}; processor query runs: {len(self.runs)}"
+        ]
+        for n, run in enumerate(self.runs[:-1], 1):
+            error = run.exception()
+            lines.append(f"run {n} ended: {str(error).splitlines()[0] if error else 'stopped'}")
+        return "\n".join(lines)
+
+
+def stamped_steps(timeline: Timeline, settings: Settings, since: OffsetMap) -> None:
+    """The runner's infraction as the processor stamped it (wall clock): detected, published."""
+    for message in read_topic(settings, topics.INFRACTIONS, since):
+        if message["vehicle_id"] != RUNNER:
+            continue
+        timeline.reach("infraction detected by the processor", at=message["detected_ts"] / 1000)
+        if "published_ts" in message:
+            timeline.reach("infraction published", at=message["published_ts"] / 1000)
 
 
 def test_a_red_light_runner_detected_by_the_processor_gets_a_unit_that_comes_free(
@@ -110,10 +244,11 @@ def test_a_red_light_runner_detected_by_the_processor_gets_a_unit_that_comes_fre
 
     path = tmp_path / "scenario.yaml"
     path.write_text(SCENARIO)
-    sim = Simulation(pack, settings.simulator, int(time.time() * 1000), scenarios.load(path))
+    sim = Simulation(pack, settings.simulator, START_MS, scenarios.load(path))
     service = SimulatorService(settings, sim, realtime=False, seconds=0)
     bridge = DispatchBridge(service, topic=dispatch, group_id=f"sim-{uuid.uuid4().hex[:6]}")
-    dispatcher = Dispatcher(settings, pack, dispatch_topic=dispatch)
+    # The dispatcher's clock is the simulation's: the order's time is on the loop's clock.
+    dispatcher = Dispatcher(settings, pack, dispatch_topic=dispatch, clock=lambda: sim.t_ms / 1000)
     processor = RunningApp(settings, spark, queries=[InfractionsQuery(settings)])
     stop = threading.Event()
 
@@ -128,9 +263,19 @@ def test_a_red_light_runner_detected_by_the_processor_gets_a_unit_that_comes_fre
         threading.Thread(target=simulate, daemon=True),
     ]
     row = (
-        "SELECT infraction_id, status, unit_id, created_ms, arrived_ms, closed_ms, response_s"
-        " FROM dispatch_assignments"
+        "SELECT infraction_id, status, unit_id, created_ms, assigned_ms, arrived_ms, closed_ms,"
+        " response_s FROM dispatch_assignments"
     )
+    timeline = Timeline()
+    watch = LoopWatch(ledger, sim, processor, timeline)
+
+    def story() -> str:
+        try:
+            stamped_steps(timeline, settings, since)
+            return f"{timeline.report()}\n{watch.summary()}"
+        except Exception as exc:  # the report must not hide the failure it explains
+            return f"{timeline.report()}\n(the rest of the report failed: {exc!r})"
+
     started = time.monotonic()
     try:
         processor.__enter__()
@@ -141,10 +286,12 @@ def test_a_red_light_runner_detected_by_the_processor_gets_a_unit_that_comes_fre
         threads[0].start()
         assert wait_for(dispatcher.consumer.assignment, 20)
         assert wait_for(bridge.consumer.assignment, 20)
+        watch.begin()
         threads[1].start()
-        assert wait_for(lambda: [r for r in query(ledger, row) if r[1] == "closed"], 240), (
-            query(ledger, row), sim.elapsed_s)  # fmt: skip
-        time.sleep(1)  # the dispatcher's next queue check has run
+        assert wait_for(watch, CLOSED_WITHIN_S), (
+            f"the runner's dispatch was not closed within {CLOSED_WITHIN_S:.0f} s:\n{story()}\n"
+            f"{query(ledger, row)}"
+        )
     finally:
         stop.set()
         for t in threads:
@@ -154,6 +301,7 @@ def test_a_red_light_runner_detected_by_the_processor_gets_a_unit_that_comes_fre
         dispatcher.stop()
         service.drain()
     print(f"dispatch loop through the processor: {time.monotonic() - started:.0f} s wall")
+    print(story())
 
     # The processor detected the runner, and its decision called for a unit.
     published = read_topic(settings, topics.INFRACTIONS, since)
@@ -161,8 +309,10 @@ def test_a_red_light_runner_detected_by_the_processor_gets_a_unit_that_comes_fre
     assert infraction["type"] == "red_light"
     assert infraction["decision"]["court"] and infraction["dispatch_required"]
     (assignment,) = [r for r in query(ledger, row) if r[1] == "closed"]
-    infraction_id, _, unit, created_ms, arrived_ms, closed_ms, response_s = assignment
+    infraction_id, _, unit, created_ms, assigned_ms, arrived_ms, closed_ms, response_s = assignment
     assert infraction_id == infraction["infraction_id"]
+    # One clock: the offence, the order, the arrival and the close, in that order.
+    assert created_ms <= assigned_ms <= arrived_ms <= closed_ms
     assert ledger_rows(settings.mariadb, [infraction_id])[infraction_id]["court"]
     events = [e for e in read(settings, dispatch) if e["infraction_id"] == infraction_id]
     assert [e["status"] for e in events] == ["assigned", "en_route", "on_scene", "closed"]
