@@ -69,14 +69,14 @@ def committed(settings: Settings, group: str, topic: str) -> int:
         consumer.close()
 
 
-Step = tuple[float, float | None, str]  # wall s since the start, simulated s (or None), note
+Step = tuple[float, float | None, str]  # epoch s, simulated s (or None), note
 
 
 @dataclass
 class Timeline:
-    """When each step of a run was first seen, in wall seconds since the run started and in
-    simulated seconds where known: a slow run's output and a failure's message say which hop
-    took the time, instead of only how long the whole took."""
+    """When each step of a run was first seen, in wall seconds since ``start`` (negative for
+    the set-up before it) and in simulated seconds where known: a slow run's output and a
+    failure's message say which hop took the time, instead of only how long the whole took."""
 
     start: float = field(default_factory=time.time)  # epoch s
     steps: dict[str, Step] = field(default_factory=dict)
@@ -87,15 +87,15 @@ class Timeline:
         """Record ``step`` the first time only: now, or at ``at`` (epoch s) for a time read
         after the fact (a timestamp a service stamped)."""
         if step not in self.steps:
-            wall = (time.time() if at is None else at) - self.start
-            self.steps[step] = (wall, sim_s, note)
+            self.steps[step] = (time.time() if at is None else at, sim_s, note)
 
     def report(self) -> str:
         """The steps in the order they happened, then the longest wait between two."""
         order = sorted(self.steps.items(), key=lambda item: item[1][0])
         lines = [f"{'wall s':>8} {'sim s':>8}  step"]
-        for step, (wall, sim_s, note) in order:
+        for step, (at, sim_s, note) in order:
             simulated = "-" if sim_s is None else f"{sim_s:.1f}"
+            wall = at - self.start
             lines.append(f"{wall:8.1f} {simulated:>8}  {step}{f' ({note})' if note else ''}")
         gaps = [(b[1][0] - a[1][0], a[0], b[0]) for a, b in itertools.pairwise(order)]
         if gaps:

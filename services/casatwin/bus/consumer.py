@@ -8,7 +8,7 @@ settings, so that a group forms and rebalances quickly. Readers that need no gro
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import confluent_kafka
@@ -30,9 +30,11 @@ def group_consumer(
     topics: list[str],
     client_id: str,
     offset_reset: str = "latest",
+    on_assign: Callable[[confluent_kafka.Consumer, list[Any]], None] | None = None,
     **overrides: Any,
 ) -> confluent_kafka.Consumer:
-    """A consumer in ``group_id`` subscribed to ``topics``; commits are the caller's job."""
+    """A consumer in ``group_id`` subscribed to ``topics``; commits are the caller's job.
+    ``on_assign`` is called (on the consuming thread) with the partitions given to it."""
     config = client_config(settings, client_id) | {
         "group.id": group_id,
         "auto.offset.reset": offset_reset,
@@ -45,7 +47,10 @@ def group_consumer(
     }
     config.update(overrides)
     consumer = confluent_kafka.Consumer(config)
-    consumer.subscribe(topics)
+    if on_assign is None:
+        consumer.subscribe(topics)
+    else:
+        consumer.subscribe(topics, on_assign=on_assign)
     return consumer
 
 

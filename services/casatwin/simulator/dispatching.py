@@ -188,6 +188,9 @@ class DispatchBridge:
         self.closed: set[str] = set()  # the last CLOSED_REMEMBERED closed dispatch ids
         self._closed_order: deque[str] = deque()
         self.messages_read = 0  # events read from the topic, orders or not (bridge thread)
+        # Set once the group gave this bridge its partitions. Other threads wait on this, not
+        # on the consumer: its calls from another thread block while this one consumes.
+        self.assigned = threading.Event()
         self._taken = _TakenOffsets()
         self._outbox = _Outbox(self._send)
         self._producer: Producer | None = None
@@ -204,7 +207,12 @@ class DispatchBridge:
         kafka = self.service.settings.kafka
         self._producer = Producer(kafka, self.client_id)
         self.consumer = group_consumer(
-            kafka, self.group_id, [self.topic], self.client_id, on_commit=self._on_commit
+            kafka,
+            self.group_id,
+            [self.topic],
+            self.client_id,
+            on_assign=lambda _consumer, _partitions: self.assigned.set(),
+            on_commit=self._on_commit,
         )
         self.service.add_listener(self._on_event)
         self._thread = threading.Thread(target=self._run, name="dispatch-bridge", daemon=True)
