@@ -23,6 +23,11 @@ from casatwin.errors import UserError
 PREFIX = "CASATWIN_"
 
 
+def secret_file(setting_value: str, data_dir: Path, name: str) -> Path:
+    """A secret file's path: the setting's, or ``<data_dir>/secrets/<name>`` when empty."""
+    return Path(setting_value) if setting_value else data_dir / "secrets" / name
+
+
 def setting(default: Any, doc: str, *, secret: bool = False) -> Any:
     """A dataclass field carrying its documentation (and whether to hide its value)."""
     return field(default=default, metadata={"doc": doc, "secret": secret})
@@ -218,11 +223,7 @@ class FakeApiSettings:
     )
 
     def token_file(self, data_dir: Path) -> Path:
-        return (
-            Path(self.admin_token_file)
-            if self.admin_token_file
-            else data_dir / "secrets" / "fake-api-admin.token"
-        )
+        return secret_file(self.admin_token_file, data_dir, "fake-api-admin.token")
 
 
 @dataclass(frozen=True)
@@ -485,11 +486,7 @@ class PrivacySettings:
     )
 
     def key_file(self, data_dir: Path) -> Path:
-        return (
-            Path(self.pseudonym_key_file)
-            if self.pseudonym_key_file
-            else data_dir / "secrets" / "driver-pseudonym.key"
-        )
+        return secret_file(self.pseudonym_key_file, data_dir, "driver-pseudonym.key")
 
 
 @dataclass(frozen=True)

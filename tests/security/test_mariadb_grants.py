@@ -45,6 +45,7 @@ from casatwin.devstack.servers import MariaDBServer
 from casatwin.devstack.vault import generate_secrets
 from casatwin.registry import db, loader, schema
 from tests.appliance import ansible
+from tests.conftest import query
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
@@ -210,13 +211,7 @@ def opening_error(settings: MariaDBSettings) -> int | None:
 
 
 def as_migrator(accounts: Accounts, sql: str, args: Any = None) -> list[tuple]:
-    conn = db.open_connection(accounts.settings["migrator"])
-    try:
-        cursor = conn.cursor()
-        cursor.execute(sql, args)
-        return list(cursor.fetchall())
-    finally:
-        conn.close()
+    return query(accounts.settings["migrator"], sql, args)
 
 
 def service_settings(accounts: Accounts, service: str, data_dir: Path) -> Settings:
