@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from casatwin.bus.access import ensure_access
 from casatwin.bus.admin import ensure_topics
-from casatwin.config import KafkaSettings, MariaDBSettings, Settings
+from casatwin.config import MariaDBSettings, Settings
 from casatwin.devstack.servers import KafkaBroker, MariaDBServer, MongoWireServer, free_port
 from casatwin.devstack.vault import generate_secrets
 
@@ -42,7 +43,8 @@ def kafka_broker(state_dir: Path) -> KafkaBroker:
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     server = kafka_broker(tmp_path_factory.mktemp("kafka"))
     server.start()
-    ensure_topics(KafkaSettings(bootstrap=server.bootstrap))
+    ensure_topics(server.admin_settings)
+    ensure_access(server.admin_settings)
     yield server
     server.stop()
 
@@ -141,7 +143,7 @@ def base_settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def broker_settings(base_settings: Settings, broker: KafkaBroker) -> Settings:
-    return base_settings.replace(kafka={"bootstrap": broker.bootstrap})
+    return base_settings.replace(kafka=broker.client_fields)
 
 
 @pytest.fixture
@@ -150,7 +152,7 @@ def stack_settings(
 ) -> Settings:
     """Settings pointing at all three servers."""
     return base_settings.replace(
-        kafka={"bootstrap": broker.bootstrap},
+        kafka=broker.client_fields,
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         mariadb={"host": mariadb.host, "port": mariadb.port, "database": mariadb.database},
     )

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from casatwin.bus.consumer import read_to_end, reader
+from casatwin.bus.producer import client_config
 from casatwin.city.model import CityPack
 from casatwin.config import MariaDBSettings, Settings
 from casatwin.registry import db, loader
@@ -25,7 +26,7 @@ from tests.conftest import scratch_database
 def create_topics(settings: Settings, partitions: int, count: int) -> list[str]:
     """``count`` fresh topics of ``partitions`` partitions each."""
     names = [f"test.{uuid.uuid4().hex[:10]}" for _ in range(count)]
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = AdminClient(client_config(settings.kafka, "test-admin"))
     for future in admin.create_topics([NewTopic(n, partitions, -1) for n in names]).values():
         future.result(15)
     return names
@@ -60,7 +61,7 @@ def read(settings: Settings, topic: str) -> list[dict[str, Any]]:
 
 def committed(settings: Settings, group: str, topic: str) -> int:
     """How many messages of ``topic`` (a fresh one: offsets from 0) ``group`` committed."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": group})
+    consumer = Consumer(client_config(settings.kafka, "test-committed") | {"group.id": group})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)

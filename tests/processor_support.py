@@ -215,7 +215,7 @@ def casablanca_e2e(
     loader.load(ledger, 13_000, seed=52, as_of=REGISTRY_AS_OF, police_units=units)
     settings = Settings().replace(
         general={"data_dir": tmp_path},
-        kafka={"bootstrap": broker.bootstrap},
+        kafka=broker.client_fields,
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         mariadb={"host": ledger.host, "port": ledger.port, "database": ledger.database},
     )

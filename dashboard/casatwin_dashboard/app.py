@@ -116,15 +116,9 @@ class Dashboard:
             self.logins_pending -= 1
 
     async def on_startup(self, app: web.Application) -> None:
+        # The read model's indexes are its writers' (processor, dispatcher): the dashboard
+        # only reads it, and with MongoDB's authorization may do nothing else.
         self.hub.start(read_bus=self.read_bus)
-        self._preparing = asyncio.create_task(self._prepare_stores())
-
-    async def _prepare_stores(self) -> None:
-        """The read model's indexes; a missing server is a warning (the live view works without)."""
-        try:
-            await self.run(partial(store.ensure_indexes, self.db))
-        except Exception as exc:
-            log.warning("read model indexes not prepared yet", reason=str(exc)[:200])
 
     async def on_shutdown(self, app: web.Application) -> None:
         await self.hub.stop()

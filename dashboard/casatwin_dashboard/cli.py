@@ -60,6 +60,7 @@ def url(settings: Settings) -> str:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    settings = settings.for_service("dashboard")  # its own Kafka principal
     from casatwin_dashboard.service import run
 
     return run(settings)

@@ -59,6 +59,18 @@ class KafkaSettings:
     """The message bus: Apache Kafka (KRaft)."""
 
     bootstrap: str = setting("127.0.0.1:9092", "Bootstrap servers, comma separated host:port.")
+    user: str = setting(
+        "",
+        "Kafka principal (SCRAM user) this process authenticates as; empty: each service "
+        "its own (`simulator`, `gateway`, `processor`, `dispatcher`, `dashboard`), `admin` "
+        "for the command-line tools. What each may do: docs/security.md.",
+    )
+    credentials_dir: str = setting(
+        "",
+        "Directory of the Kafka passwords, a file `<user>.password` per principal; empty: "
+        "`<data_dir>/secrets/kafka`. `make run` and the tests generate them; on the appliance "
+        "the vault gives each service only its own (mode 0600, the service's user).",
+    )
     partitions: int = setting(6, "Partitions of the high-rate topics (telemetry, sensors).")
     session_timeout_ms: int = setting(
         6000, "Consumer group session timeout; short so that groups join in seconds."
@@ -86,6 +98,19 @@ class KafkaSettings:
     heap_mb: int = setting(
         768, "Java heap of the Kafka broker that `make run` and the tests start (Xms = Xmx)."
     )
+    # Not a setting: :class:`Settings` copies ``general.data_dir`` here, where an empty
+    # ``credentials_dir`` points.
+    data_dir: Path = field(default=Path(".casatwin"), compare=False, metadata={"internal": True})
+
+    def principal(self) -> str:
+        """The user this process authenticates as (tools: ``admin``)."""
+        return self.user or "admin"
+
+    def credentials_path(self) -> Path:
+        return secret_file(self.credentials_dir, self.data_dir, "kafka")
+
+    def password_file(self, user: str) -> Path:
+        return self.credentials_path() / f"{user}.password"
 
 
 @dataclass(frozen=True)
@@ -330,6 +355,14 @@ class ProcessorSettings:
     master: str = setting(
         "local[*]", "Spark master: `local[*]` (every core here) or `spark://HOST:7077`."
     )
+    spark_auth_file: str = setting(
+        "",
+        "Spark properties file holding `spark.authenticate` and the cluster's shared secret "
+        "(`spark.authenticate.secret`), handed to spark-submit as `--properties-file`: the "
+        "secret is read inside the JVM, never put on a command line. Empty = no "
+        "authentication (`local[*]` needs none). On the appliance: from the vault, the "
+        "processor's user's alone.",
+    )
     checkpoint_dir: str = setting(
         "",
         "Spark checkpoints (offsets, state, sink bookkeeping); empty = "
@@ -509,6 +542,12 @@ class Settings:
     congestion: CongestionSettings = field(default_factory=CongestionSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
+    def __post_init__(self) -> None:
+        # The Kafka clients get only their section; it must know the data directory too.
+        if self.kafka.data_dir != self.general.data_dir:
+            kafka = dataclasses.replace(self.kafka, data_dir=self.general.data_dir)
+            object.__setattr__(self, "kafka", kafka)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every section from ``CASATWIN_*`` variables, defaults for the rest."""
@@ -525,6 +564,13 @@ class Settings:
             for name, values in sections.items()
         }
         return dataclasses.replace(self, **changed)
+
+    def for_service(self, principal: str) -> Settings:
+        """These settings for the service ``principal``: it authenticates to Kafka as
+        itself unless ``CASATWIN_KAFKA_USER`` says otherwise."""
+        if self.kafka.user:
+            return self
+        return self.replace(kafka={"user": principal})
 
     def as_env(self) -> dict[str, str]:
         """The settings as environment variables, to hand to child processes."""
@@ -547,7 +593,8 @@ def describe() -> list[tuple[str, str, dataclasses.Field, type]]:
         section_cls = section.default_factory
         hints = get_type_hints(section_cls)
         for f in dataclasses.fields(section_cls):
-            rows.append((section.name, f.name, f, hints[f.name]))
+            if not f.metadata.get("internal"):
+                rows.append((section.name, f.name, f, hints[f.name]))
     return rows
 
 
@@ -576,7 +623,7 @@ def _load_section(section_cls: Any, section: str, env: Mapping[str, str]) -> Any
     values = {}
     for f in dataclasses.fields(section_cls):
         var = env_name(section, f.name)
-        if var in env:
+        if var in env and not f.metadata.get("internal"):
             values[f.name] = _parse(var, env[var], hints[f.name])
     return section_cls(**values)
 

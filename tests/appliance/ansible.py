@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from casatwin.bus import access
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 RECAP = re.compile(
@@ -94,6 +96,11 @@ def playbook(
     return Run(result.returncode, log.read_text(), log, time.monotonic() - started)
 
 
+# The MongoDB users of the vault: the administrator and the read model's services (the
+# mongodb role's mongodb_service_privileges).
+MONGODB_USERS = ("admin", "processor", "dispatcher", "dashboard")
+
+
 def test_vault(directory: Path) -> tuple[Path, Path]:
     """A vault made for this test session: random secrets, a random password, encrypted."""
     password_file = directory / "vault-pass"
@@ -105,8 +112,15 @@ def test_vault(directory: Path) -> tuple[Path, Path]:
         f"vault_grafana_admin_password: {secrets.token_urlsafe(18)}",
         f"vault_casatwin_pseudonym_key: {secrets.token_urlsafe(32)}",
         f"vault_casatwin_fake_api_admin_token: {secrets.token_urlsafe(32)}",
+        f"vault_pki_ca_passphrase: {secrets.token_urlsafe(32)}",
         "vault_mariadb_passwords:",
         *(f"  {name}: {secrets.token_urlsafe(18)}" for name in accounts),
+        f"vault_spark_auth_secret: {secrets.token_urlsafe(32)}",
+        "vault_mongodb_passwords:",
+        *(f"  {name}: {secrets.token_urlsafe(24)}" for name in MONGODB_USERS),
+        "vault_kafka_passwords:",
+        # The broker's users and each service's.
+        *(f"  {name}: {secrets.token_urlsafe(24)}" for name in access.USERS),
     ]
     vault = directory / "vault.yml"
     vault.write_text("\n".join(lines) + "\n")

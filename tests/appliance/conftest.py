@@ -11,6 +11,7 @@ running nodes would take the CPU of every test after them), also after a failure
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -50,6 +51,12 @@ class Converged:
     vault: Path
     vault_password: Path
     kafka_archive: KafkaArchive
+    # The appliance's CA, made by the pki role on the controller (here: the test's directory).
+    ca_dir: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.ca_dir / "casatwin-ca.crt"
 
     def playbook(self, *extra: str, name: str = "run", playbook: str = "site.yml") -> ansible.Run:
         return ansible.playbook([*self.args, *extra], self.logs / f"{name}.log", playbook=playbook)
@@ -107,10 +114,15 @@ def converged(
             "-e", f"kafka_archive_src={archive.path}",
             "-e", f"kafka_archive_sha512={archive.sha512}",
             "-e", f"spark_kafka_connector_src={connector}",
+            # The CA in the test's directory, not in the repository's inventory/garage/pki.
+            "-e", f"pki_ca_dir={work / 'ca'}",
+            # The host plays the operators' machine (the dashboard's and Spark's pages, which
+            # the tests open from here): the firewall admits it as it does the tailnet.
+            "-e", json.dumps({"firewall_operator_networks": [f"{garage.gateway}/32"]}),
             "-e", f"@{vault}",
             "--vault-password-file", str(password),
         ]  # fmt: skip
         first = ansible.playbook(args, appliance_logs / "converge.log")
-        yield Converged(garage, args, first, appliance_logs, vault, password, archive)
+        yield Converged(garage, args, first, appliance_logs, vault, password, archive, work / "ca")
     finally:
         garage.destroy()

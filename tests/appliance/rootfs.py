@@ -35,6 +35,12 @@ PACKAGES = (
     "openjdk-17-jre-headless", "mariadb-server", "mariadb-client", "python3-pymysql",
     # role monitoring
     "prometheus", "prometheus-node-exporter",
+    # role firewall
+    "nftables",
+    # role pki (community.crypto on the node) and the kiosk's trust of the CA (certutil)
+    # (debootstrap resolves no virtual package: python3-cffi-backend provides the API
+    # python3-cryptography asks for)
+    "python3-cryptography", "python3-cffi-backend", "libnss3-tools",
 )  # fmt: skip
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import itertools
 import json
 import re
 import shlex
+import socket
+import ssl
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -135,17 +139,72 @@ def test_spark_worker_registered_with_master_on_another_node(converged):
 
 
 def test_bus_is_reachable_from_the_other_nodes_and_has_the_topics(converged):
-    """The edge node lists the topics that the services tier created on the broker node."""
-    out = converged.machine("lenovo").sh(
-        "set -a; . /etc/casatwin/casatwin.env; /opt/casatwin/venv/bin/casatwin topics list"
+    """The edge node lists the topics that the services tier created on the broker node
+    (as Kafka's admin: a listing shows only the topics the principal may see)."""
+    edge = converged.machine("lenovo")
+    out = edge.sh(
+        f"set -a; . /etc/casatwin/casatwin.env; {kafka_admin(converged, edge)} "
+        "/opt/casatwin/venv/bin/casatwin topics list"
     )
     assert "casatwin.telemetry" in out and "casatwin.infractions" in out, out
+
+
+# Run with the services' venv on a node: what a client without a password, or with the
+# simulator's, gets from the bus. Prints one verdict per line.
+BUS_DOORS = r"""
+import confluent_kafka.admin
+from casatwin.bus.consumer import reader
+from casatwin.config import load
+from casatwin.errors import UserError
+settings = load().kafka
+anonymous = confluent_kafka.admin.AdminClient({"bootstrap.servers": settings.bootstrap})
+try:
+    anonymous.list_topics(timeout=5)
+    print("anonymous: served")
+except confluent_kafka.KafkaException as exc:
+    print("anonymous:", exc.args[0].name())
+try:
+    reader(settings, ["casatwin.infractions"], "casatwin-simulator-doors").close()
+    print("simulator reads infractions: yes")
+except UserError as exc:
+    print("simulator reads infractions:", exc.message)
+"""
+
+
+def test_the_bus_refuses_strangers_and_keeps_each_service_to_its_topics(converged):
+    """From the edge node: no password, no bus; the simulator's own user (its password file
+    from the vault, the service's) may not read the infractions."""
+    edge = converged.machine("lenovo")
+    assert edge.sh("stat -c '%a %U' /etc/casatwin/secrets/kafka/simulator.password").split() == [
+        "600",
+        "casatwin-simulator",
+    ]
+    out = edge.sh(
+        "set -a; . /etc/casatwin/casatwin.env; CASATWIN_KAFKA_USER=simulator "
+        "CASATWIN_KAFKA_CREDENTIALS_DIR=/etc/casatwin/secrets/kafka "
+        f"/opt/casatwin/venv/bin/python - <<'EOF'\n{BUS_DOORS}\nEOF"
+    )
+    assert "anonymous: _TRANSPORT" in out, out
+    assert "simulator reads infractions: the Kafka user 'simulator' may not use topic" in out, out
+
+
+def kafka_admin(converged, machine) -> str:
+    """Kafka's admin password from the test's vault in a root-only file on ``machine``; the
+    variables that make a `casatwin` command there log in as admin."""
+    secret = _vault(converged)["vault_kafka_passwords"]["admin"]
+    machine.sh(
+        "install -d -m 0700 /root/kafka-admin && "
+        f"(umask 077; printf '%s\\n' {shlex.quote(secret)} > /root/kafka-admin/admin.password)"
+    )
+    return "CASATWIN_KAFKA_USER=admin CASATWIN_KAFKA_CREDENTIALS_DIR=/root/kafka-admin"
 
 
 # -- Apache Kafka, live ----------------------------------------------------------------------
 
 JAVA = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"
 BOOTSTRAP = "optiplex:9092"
+# The kafka role's admin client configuration (SASL as admin), which its health checks use.
+ADMIN_CLIENT = "/etc/kafka/admin-client.properties"
 health = role_plugin("kafka", "filter_plugins/kafka_health.py")
 
 
@@ -191,7 +250,7 @@ def test_kraft_quorum_has_the_three_nodes_as_voters_and_one_leader(converged):
     machine = converged.machine("lenovo")
     status = kafka_tool(
         machine, "org.apache.kafka.tools.MetadataQuorumCommand",
-        "--bootstrap-server", BOOTSTRAP, "describe", "--status",
+        "--bootstrap-server", BOOTSTRAP, "--command-config", ADMIN_CLIENT, "describe", "--status",
     )  # fmt: skip
     cells = (line.split(":", 1) for line in status.splitlines() if ":" in line)
     fields = {name.strip(): value.strip() for name, value in cells}
@@ -205,7 +264,8 @@ def test_kraft_quorum_has_the_three_nodes_as_voters_and_one_leader(converged):
     assert fields["ClusterId"] == meta["cluster.id"]
     replication = kafka_tool(
         machine, "org.apache.kafka.tools.MetadataQuorumCommand",
-        "--bootstrap-server", BOOTSTRAP, "describe", "--replication",
+        "--bootstrap-server", BOOTSTRAP, "--command-config", ADMIN_CLIENT,
+        "describe", "--replication",
     )  # fmt: skip
     assert health.kafka_quorum_problems(replication, [1, 2, 3], 1000) == [], replication
 
@@ -214,7 +274,7 @@ def describe_topics(machine) -> tuple[dict[str, dict[str, str]], dict[str, list[
     """TopicCommand --describe: each topic's summary, and its partitions' rows."""
     out = kafka_tool(
         machine, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", BOOTSTRAP,
-        "--describe",
+        "--command-config", ADMIN_CLIENT, "--describe",
     )  # fmt: skip
     summaries, partitions = {}, {}
     for line in out.splitlines():  # tab-separated "Name: value" cells
@@ -280,7 +340,8 @@ DASHBOARD_REFUSED = {
 
 
 def test_each_service_account_has_only_its_privileges(converged):
-    """MariaDB on the broker node, reached from the compute node with the vault's passwords.
+    """MariaDB on the broker node, reached from the edge node (the dashboard's: its account
+    is bound to that node's address) with the vault's passwords.
     The dashboard reads the operators, writes the audit of identity views (which it cannot
     read back) and nothing else; the migrator owns the schema. (Every account's grants, table
     by table: tests/security/test_mariadb_grants.py.)"""
@@ -311,15 +372,15 @@ owner.cursor().execute("DROP TABLE appliance_probe")
 print("migrator ok")
 """
     passwords = _vault_passwords(converged)
-    prodesk = converged.machine("prodesk")
-    (prodesk.root / "run").mkdir(exist_ok=True)
-    prodesk.sh(
+    edge = converged.machine("lenovo")
+    (edge.root / "run").mkdir(exist_ok=True)
+    edge.sh(
         "cat > /run/pw <<'EOF'\n"
         + "\n".join(f"{k}={v}" for k, v in passwords.items())
         + "\nEOF\nchmod 600 /run/pw"
     )
     script = f"REFUSED = {DASHBOARD_REFUSED!r}\n" + script
-    out = prodesk.sh(f"/opt/casatwin/venv/bin/python - <<'EOF'\n{script}\nEOF")
+    out = edge.sh(f"/opt/casatwin/venv/bin/python - <<'EOF'\n{script}\nEOF")
     assert "dashboard reads" in out and "dashboard audits" in out, out
     for what in DASHBOARD_REFUSED:
         assert f"refused {what} 1142" in out, (what, out)  # 1142: command denied to user
@@ -335,6 +396,399 @@ def test_read_model_server_is_reachable_from_the_compute_node(converged):
     assert "'ok': 1" in out, out
 
 
+# -- issue 15: MariaDB accounts bound to their nodes, Spark's shared secret -----------------
+
+# Where each account connects from on the garage (the garage inventory's groups; the
+# migrator from every node of the services tier: migrations, registry, add-operator).
+MARIADB_ACCOUNT_NODES = {
+    "casatwin_migrator": {"lenovo", "prodesk"},
+    "casatwin_simulator": {"lenovo"},
+    "casatwin_dashboard": {"lenovo"},
+    "casatwin_processor": {"prodesk"},
+    "casatwin_dispatcher": {"prodesk"},
+}
+
+
+def _resolved(machine, name: str) -> set[str]:
+    """What ``name`` resolves to on ``machine`` (loopback left out), as the roles resolve."""
+    out = machine.sh(f"getent ahosts {name} | awk '{{print $1}}' | sort -u")
+    return {a for a in out.split() if not a.startswith("127.") and a != "::1"}
+
+
+def test_each_mariadb_account_is_bound_to_its_services_nodes_only(converged):
+    """mysql.user: each service's account on the addresses of its nodes (as the MariaDB
+    node resolves their names), none from '%' nor from the broker node itself."""
+    broker = converged.machine("optiplex")
+    out = broker.sh(
+        "mariadb --batch --skip-column-names --execute "
+        "\"SELECT user, host FROM mysql.user WHERE user LIKE 'casatwin\\\\_%'\""
+    )
+    found: dict[str, set[str]] = {}
+    for line in out.splitlines():
+        user, host = line.split("\t")
+        found.setdefault(user, set()).add(host)
+    expected = {
+        user: set().union(*(_resolved(broker, node) for node in nodes))
+        for user, nodes in MARIADB_ACCOUNT_NODES.items()
+    }
+    assert all(expected.values()), expected
+    assert found == expected, (found, expected)
+
+
+# Connects as a service's account from the node it runs on; prints "ok" or the error code.
+MARIADB_LOGIN = r"""
+import sys, pymysql
+try:
+    pymysql.connect(host="optiplex", user=sys.argv[1], password=sys.stdin.read().strip(),
+                    database="casatwin", connect_timeout=10).close()
+    print("ok")
+except pymysql.MySQLError as exc:
+    print("refused", exc.args[0])
+"""
+
+
+@pytest.mark.parametrize(
+    ("service", "own", "other"),
+    [("processor", "prodesk", "lenovo"), ("dashboard", "lenovo", "prodesk")],
+)
+def test_a_services_password_is_refused_from_a_node_that_does_not_run_it(
+    converged, service, own, other
+):
+    """The right password, from the service's node: in; from another node: 1045 (access
+    denied) or 1130 (host not allowed)."""
+    password = _vault_passwords(converged)[service]
+    answers = {}
+    for node in (own, other):
+        machine = converged.machine(node)
+        (machine.root / "root/login.py").write_text(MARIADB_LOGIN)
+        answers[node] = machine.sh(
+            f"printf '%s' {shlex.quote(password)} | "
+            f"/opt/casatwin/venv/bin/python /root/login.py casatwin_{service}"
+        ).strip()
+    assert answers[own] == "ok", answers
+    assert answers[other] in ("refused 1045", "refused 1130"), answers
+
+
+# A Spark driver on the master's node (whose own connections the firewall lets through):
+# registers an application with the standalone master and prints its id.
+SPARK_PROBE = """
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.appName("casatwin-auth-probe").getOrCreate()
+print("REGISTERED", spark.sparkContext.applicationId, flush=True)
+spark.stop()
+"""
+
+
+def _spark_probe(machine, *conf: str) -> tuple[int, str]:
+    # Not /run: a booted container mounts its own tmpfs over it, hiding what the host puts.
+    (machine.root / "root/spark_probe.py").write_text(SPARK_PROBE)
+    env = machine.sh("systemctl show -P Environment spark-master.service").split()
+    home = next(v.split("=", 1)[1] for v in env if v.startswith("SPARK_HOME="))
+    java = next(v.split("=", 1)[1] for v in env if v.startswith("JAVA_HOME="))
+    out = machine.sh(
+        f"cd /tmp && JAVA_HOME={java} PYSPARK_PYTHON=/opt/spark/bin/python "
+        f"timeout 240 {home}/bin/spark-submit --master spark://optiplex:7077 "
+        "--conf spark.driver.host=optiplex --conf spark.ui.enabled=false "
+        f"{' '.join(conf)} /root/spark_probe.py 2>&1; echo rc=$?",
+        timeout_s=300, check=False,
+    )  # fmt: skip
+    return int(out.strip().rsplit("rc=", 1)[1]), out
+
+
+def test_the_spark_master_refuses_a_driver_without_the_shared_secret(converged):
+    """spark.authenticate: a driver without the secret never gets an application id from the
+    master (app-...; it gives up: "All masters are unresponsive"); the same driver with the
+    daemons' properties file (the vault's secret) does. The secret is on no command line of
+    the Spark nodes."""
+    master = converged.machine("optiplex")
+    _, out = _spark_probe(master)
+    assert "REGISTERED app-" not in out, out[-3000:]
+    rc, out = _spark_probe(master, "--properties-file /etc/spark/spark-auth.properties")
+    assert rc == 0 and "REGISTERED app-" in out, out[-3000:]
+    secret = _vault(converged)["vault_spark_auth_secret"]
+    for node in ("optiplex", "prodesk"):
+        machine = converged.machine(node)
+        commands = machine.sh("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' || :")
+        assert secret not in commands, node
+    worker_conf = converged.machine("prodesk").sh(
+        "stat -c '%a %U %G' /etc/spark/spark-auth.properties"
+    )
+    assert worker_conf.strip() == "640 root spark", worker_conf
+    driver = converged.machine("prodesk").sh(
+        "stat -c '%a %U' /etc/casatwin/secrets/spark-auth.properties"
+    )
+    assert driver.strip() == "600 casatwin-processor", driver
+
+
+# -- issue 15: a user per service, the firewall ----------------------------------------------
+
+
+@pytest.mark.parametrize("node", sorted(SERVERS))
+def test_each_service_runs_as_its_own_user_and_reads_no_others_env(converged, node):
+    """Each casatwin-<service> runs as its own user; its env file (its database password) is
+    root's alone, 0600 (systemd reads it as root); no service's user can read another's."""
+    machine = converged.machine(node)
+    services = [unit.removeprefix("casatwin-") for unit in placed_on(node)]
+    if not services:
+        pytest.skip(f"no service on {node}")
+    for service in services:
+        unit = f"casatwin-{service}"
+        assert machine.sh(f"systemctl show -P User {unit}").strip() == unit
+        pid = machine.sh(f"systemctl show -P MainPID {unit}").strip()
+        assert machine.sh(f"stat -c %U /proc/{pid}").strip() == unit, (node, service)
+        env = machine.sh(f"stat -c '%a %U %G' /etc/casatwin/{service}.env").strip()
+        assert env == "600 root root", (node, service, env)
+    for reader, read in itertools.permutations(services, 2):
+        out = machine.sh(
+            f"runuser -u casatwin-{reader} -- cat /etc/casatwin/{read}.env 2>&1; echo rc=$?",
+            check=False,
+        )  # fmt: skip
+        assert "Permission denied" in out and not out.strip().endswith("rc=0"), (reader, read, out)
+    # The settings every service reads hold no secret: anyone on the node may read them.
+    assert machine.sh("stat -c %a /etc/casatwin/casatwin.env").strip() == "644"
+
+
+# The secret files of the vault, each its service's user's alone: (node, file, service).
+SECRET_FILES = [
+    ("prodesk", "/etc/casatwin/secrets/driver-pseudonym.key", "processor"),
+    ("lenovo", "/etc/casatwin/secrets/fake-api-admin.token", "gateway-fake-api"),
+]
+
+
+@pytest.mark.parametrize(("node", "path", "service"), SECRET_FILES)
+def test_each_secret_is_readable_by_its_service_only(converged, node, path, service):
+    machine = converged.machine(node)
+    owner = machine.sh(f"stat -c '%a %U %G' {path}").strip()
+    assert owner == f"600 casatwin-{service} casatwin-{service}", owner
+    # Its service's user reads it (cat as that user; the count by the shell).
+    assert int(machine.sh(f"runuser -u casatwin-{service} -- cat {path} | wc -c")) >= 32
+    for unit in placed_on(node):
+        if unit != f"casatwin-{service}":
+            out = machine.sh(f"runuser -u {unit} -- cat {path} 2>&1; echo rc=$?", check=False)
+            assert "Permission denied" in out, (unit, path, out)
+
+
+def test_spark_shares_the_checkpoints_and_no_service_group(converged):
+    """The Spark worker's user is in the checkpoints' group (with the processor's user, and
+    no one else), in no casatwin-<service> group nor the former shared one; the checkpoints
+    are that group's (setgid) and the processor, restarted by the e2e test, writes them."""
+    compute = converged.machine("prodesk")
+    groups = compute.sh("id -Gn spark").split()
+    assert "casatwin-checkpoints" in groups, groups
+    services = {f"casatwin-{service}" for service in SERVICES}
+    assert not services & set(groups) and "casatwin" not in groups, groups
+    members = compute.sh("getent group casatwin-checkpoints").strip().split(":")[3].split(",")
+    assert sorted(members) == ["casatwin-processor", "spark"], members
+    directory = compute.sh("stat -c '%a %U %G' /var/lib/casatwin/checkpoints").strip()
+    assert directory == "2770 casatwin-processor casatwin-checkpoints", directory
+    wrong_group = compute.sh(
+        "find /var/lib/casatwin/checkpoints ! -group casatwin-checkpoints | head -5"
+    ).strip()
+    assert not wrong_group, wrong_group
+
+
+# Connects to HOST:PORT from the node it runs on: open, refused (nothing listens, or a RST)
+# or timeout (dropped: the firewall's policy).
+PROBE = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.settimeout(float(sys.argv[3]))
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print("open")
+except ConnectionRefusedError:
+    print("refused")
+except (TimeoutError, socket.timeout):
+    print("timeout")
+"""
+
+
+def probe(machine, host: str, port: int, timeout_s: float = 3) -> str:
+    return machine.sh(
+        f"python3 - {host} {port} {timeout_s} <<'EOF'\n{PROBE}\nEOF", timeout_s=timeout_s + 30
+    ).strip()
+
+
+def test_firewall_is_loaded_on_every_node(converged):
+    for node in SERVERS:
+        machine = converged.machine(node)
+        assert machine.sh("systemctl is-active nftables.service", check=False).strip() == "active"
+        table = machine.sh("nft list table inet casatwin")
+        assert "policy drop;" in table, (node, table)
+
+
+# (from, to, port, expected): the same listening port reached from a node the table admits
+# and from one it does not, so that "timeout" is the firewall and not a service down.
+FIREWALL_PATHS = [
+    # node_exporter (every node) is open to Prometheus' node (the edge) only.
+    ("lenovo", "optiplex", 9100, "open"),
+    ("prodesk", "optiplex", 9100, "timeout"),
+    ("lenovo", "prodesk", 9100, "open"),
+    ("optiplex", "prodesk", 9100, "timeout"),
+    # The bus, to its clients (the services' nodes) and the other brokers.
+    ("lenovo", "optiplex", 9092, "open"),
+    ("prodesk", "optiplex", 9092, "open"),
+    # MariaDB and the read model, to the services' nodes.
+    ("prodesk", "optiplex", 3306, "open"),
+    ("lenovo", "optiplex", 27017, "open"),
+    # The dashboard: to the kiosk (on its own node) and the operators, not to other nodes.
+    ("prodesk", "lenovo", 8080, "timeout"),
+    # The Spark master's RPC, to the worker and the processor (both on the compute node),
+    # and not to the edge node.
+    ("prodesk", "optiplex", 7077, "open"),
+    ("lenovo", "optiplex", 7077, "timeout"),
+    # Loopback is free: a node reaching its own port by its own name.
+    ("optiplex", "optiplex", 9100, "open"),
+]
+
+
+@pytest.mark.parametrize(("source", "target", "port", "expected"), FIREWALL_PATHS)
+def test_firewall_opens_a_port_only_to_the_nodes_that_use_it(
+    converged, source, target, port, expected
+):
+    got = probe(converged.machine(source), target, port)
+    assert got == expected, f"{source} → {target}:{port}: {got}, expected {expected}"
+
+
+def test_prometheus_scrapes_every_node_through_the_firewall(converged):
+    """Prometheus (edge node) reaches node_exporter on the three nodes; asked from the host,
+    which the test admits as the operators' machine."""
+    url = f"http://{converged.machine('lenovo').address}:9090/api/v1/targets?state=active"
+    health: dict[str, str] = {}
+
+    def all_up() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                targets = json.load(response)["data"]["activeTargets"]
+        except OSError:
+            return False
+        health.update({
+            t["labels"]["instance"]: f"{t['health']} {t.get('lastError', '')}".strip()
+            for t in targets if t["labels"]["job"] == "node"
+        })  # fmt: skip
+        return len(health) == 3 and all(h == "up" for h in health.values())
+
+    assert wait_until(all_up, 120, every_s=5), health
+
+
+# -- issue 15: HTTPS for the dashboard, the appliance's CA ---------------------------------
+
+CA_TRUST_FILE = "/usr/local/share/ca-certificates/casatwin-ca.crt"  # pki_trust_file
+DASHBOARD_KEY = "/etc/casatwin/secrets/dashboard-tls.key"  # casatwin_dashboard_tls_key_file
+DASHBOARD_CERT = "/etc/casatwin/tls/dashboard.crt"  # casatwin_dashboard_tls_cert_file
+KIOSK_NSSDB = "/home/kiosk/.pki/nssdb"  # the kiosk role's, Chromium's certificate store
+
+
+# The system's Python on a node, its default context (the system's store): the status of
+# the dashboard's health, reached by the node's name.
+SYSTEM_STORE_CHECK = r"""
+import urllib.error, urllib.request
+try:
+    print(urllib.request.urlopen("https://lenovo:8080/api/health", timeout=10).status)
+except urllib.error.HTTPError as exc:  # 503: unhealthy, but TLS verified
+    print(exc.code)
+"""
+
+
+def _ca(converged) -> ssl.SSLContext:
+    """A client that trusts the appliance's CA alone (the pki role made it on the controller,
+    here the test's directory: conftest's pki_ca_dir)."""
+    return ssl.create_default_context(cafile=str(converged.ca_cert))
+
+
+def _pem_body(pem: str) -> str:
+    return "".join(pem.split())
+
+
+def test_dashboard_serves_https_with_a_certificate_of_the_appliances_ca(converged):
+    """From the host (an operator's machine): /api/health over HTTPS, verified against the CA
+    by the node's address and by its name (the certificate's SANs), with HSTS; a client that
+    does not trust the CA is refused; plain HTTP on the port gets no page."""
+    edge = converged.machine("lenovo")
+    url = f"https://{edge.address}:8080/api/health"
+    answer: dict[str, object] = {}
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=10, context=_ca(converged)) as response:
+                answer.update(status=response.status, headers=dict(response.headers))
+        except urllib.error.HTTPError as exc:  # 503 while a reader starts: TLS worked
+            answer.update(status=exc.code, headers=dict(exc.headers))
+        except OSError as exc:
+            answer.update(error=repr(exc))
+            return False
+        return True
+
+    assert wait_until(answers, 90, every_s=3), (answer, edge.journal("casatwin-dashboard"))
+    assert answer["status"] in (200, 503), answer
+    assert answer["headers"].get("Strict-Transport-Security", "").startswith("max-age="), answer
+
+    raw = socket.create_connection((edge.address, 8080), timeout=10)
+    with _ca(converged).wrap_socket(raw, server_hostname="lenovo") as tls:  # by its name
+        cert = tls.getpeercert()
+        assert tls.version() in ("TLSv1.2", "TLSv1.3"), tls.version()
+    sans = cert["subjectAltName"]
+    assert ("DNS", "lenovo") in sans and ("IP Address", edge.address) in sans, sans
+    issuer = dict(field[0] for field in cert["issuer"])
+    assert issuer["commonName"].startswith("CasaTwin CA"), issuer
+
+    with pytest.raises(urllib.error.URLError) as untrusted:
+        urllib.request.urlopen(url, timeout=10, context=ssl.create_default_context())
+    assert isinstance(untrusted.value.reason, ssl.SSLCertVerificationError), untrusted.value
+    with pytest.raises((OSError, http.client.HTTPException)):
+        urllib.request.urlopen(f"http://{edge.address}:8080/api/health", timeout=10).read()
+
+
+def test_dashboards_key_is_its_users_alone_and_the_cas_key_stays_on_the_controller(converged):
+    """The dashboard's key, made on its node: casatwin-dashboard's alone (0600), unreadable
+    by another service's user; its settings name the certificate and Secure cookies. The CA's
+    key is on the controller only, encrypted with the vault's passphrase; every node trusts
+    the CA's certificate (the system's store), the edge node's own Python with it."""
+    edge = converged.machine("lenovo")
+    assert edge.sh(f"stat -c '%a %U %G' {DASHBOARD_KEY}").split() == [
+        "600", "casatwin-dashboard", "casatwin-dashboard",
+    ]  # fmt: skip
+    denied = edge.sh(
+        f"runuser -u casatwin-simulator -- cat {DASHBOARD_KEY} 2>&1; echo rc=$?", check=False
+    )
+    assert "Permission denied" in denied and not denied.strip().endswith("rc=0"), denied
+    env = properties(edge, "/etc/casatwin/dashboard.env")
+    assert env["CASATWIN_DASHBOARD_TLS_CERT_FILE"] == DASHBOARD_CERT, env.keys()
+    assert env["CASATWIN_DASHBOARD_TLS_KEY_FILE"] == DASHBOARD_KEY
+    assert env["CASATWIN_DASHBOARD_COOKIE_SECURE"] == "true"
+
+    ca_key = (converged.ca_dir / "casatwin-ca.key").read_text()
+    assert "ENCRYPTED" in ca_key  # pki_ca_passphrase, from the test's vault
+    assert (converged.ca_dir / "casatwin-ca.key").stat().st_mode & 0o077 == 0
+    ca_pem = converged.ca_cert.read_text()
+    for node in SERVERS:
+        machine = converged.machine(node)
+        assert _pem_body(machine.sh(f"cat {CA_TRUST_FILE}")) == _pem_body(ca_pem), node
+        assert "casatwin-ca.pem" in machine.sh("ls /etc/ssl/certs").split(), node
+        keys = machine.sh("grep -rl 'PRIVATE KEY' /usr/local/share/ca-certificates || :")
+        assert not keys.strip(), (node, keys)
+    # The node's own Python, with the system's store only (no CA file given), by name.
+    out = edge.sh(f"python3 - <<'EOF'\n{SYSTEM_STORE_CHECK}\nEOF")
+    assert out.split() in (["200"], ["503"]), out
+
+
+def test_the_kiosks_browser_trusts_the_ca(converged):
+    """The garage test has no kiosk (garage-test-vars.yml: a container has no screen): the
+    kiosk role's trust tasks alone (tests/appliance/kiosk-trust.yml, on the edge node): the
+    CA in the kiosk user's NSS database, which Chromium reads, trusted for servers; a second
+    run changes nothing."""
+    run = converged.playbook(name="kiosk-trust", playbook="tests/appliance/kiosk-trust.yml")
+    assert run.returncode == 0, f"kiosk-trust failed (log: {run.log}):\n{run.tail()}"
+    again = converged.playbook(name="kiosk-trust-again", playbook="tests/appliance/kiosk-trust.yml")
+    _assert_nothing_changed(again, "kiosk trust, second run")
+    edge = converged.machine("lenovo")
+    listed = edge.sh(f"certutil -L -d sql:{KIOSK_NSSDB}")
+    assert re.search(r"^casatwin-ca\s+C,,\s*$", listed, re.M), listed
+    pem = edge.sh(f"certutil -L -d sql:{KIOSK_NSSDB} -n casatwin-ca -a")
+    assert _pem_body(pem) == _pem_body(converged.ca_cert.read_text())
+    assert edge.sh(f"stat -c %U {KIOSK_NSSDB}/cert9.db").strip() == "kiosk"
+
+
 # The scripted violators of scenarios/e2e.yaml and what each does (docs/scenarios.md).
 SCRIPTED = {"TX-00101": "speeding", "TX-00102": "red_light"}
 # The speeder drives at t=30..50 s. The red-light runner crosses at t=66..102 s: 6 s of
@@ -347,11 +801,13 @@ E2E_SECONDS = 170
 # Blocks until a vehicle's fix is on the bus, reading casatwin.telemetry from a given time
 # on (so it sees the fix even if it starts after it was published); prints its timestamp.
 FIX_WATCHER = r"""
-import os, sys, time
+import sys, time
 from confluent_kafka import Consumer, TopicPartition
+from casatwin.bus.producer import client_config
+from casatwin.config import load
 since, key, timeout = int(sys.argv[1]), sys.argv[2].encode(), float(sys.argv[3])
-consumer = Consumer({"bootstrap.servers": os.environ["CASATWIN_KAFKA_BOOTSTRAP"],
-                     "group.id": "appliance-watch", "enable.auto.commit": False})
+consumer = Consumer(client_config(load().kafka, "appliance-watch")
+                    | {"group.id": "appliance-watch", "enable.auto.commit": False})
 topic = "casatwin.telemetry"
 partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
 consumer.assign(consumer.offsets_for_times(
@@ -367,11 +823,11 @@ else:
 """
 
 
-def _history(node_address: str, since_ms: int) -> list[dict]:
+def _history(converged, node_address: str, since_ms: int) -> list[dict]:
     """The dashboard's history API, from the host, as anyone sees it (no vehicle ids: a
     search by vehicle is for operators)."""
-    url = f"http://{node_address}:8080/api/infractions?from={since_ms}&limit=500"
-    with urllib.request.urlopen(url, timeout=10) as response:
+    url = f"https://{node_address}:8080/api/infractions?from={since_ms}&limit=500"
+    with urllib.request.urlopen(url, timeout=10, context=_ca(converged)) as response:
         return json.load(response)["items"]
 
 
@@ -412,12 +868,14 @@ def test_scripted_infractions_flow_end_to_end_across_a_processor_restart(converg
     edge.sh(
         "systemd-run --unit=casatwin-e2e --property=EnvironmentFile=/etc/casatwin/casatwin.env "
         "--setenv=CASATWIN_SIMULATOR_METRICS_PORT=0 --setenv=CASATWIN_GENERAL_DATA_DIR=/tmp "
+        # The simulator's own Kafka user, its password from the vault as the service's.
+        "--setenv=CASATWIN_KAFKA_CREDENTIALS_DIR=/etc/casatwin/secrets/kafka "
         "/opt/casatwin/venv/bin/casatwin simulator --scenario /root/e2e.yaml --taxis 0 "
         f"--seconds {E2E_SECONDS} --ground-truth /tmp/e2e-truth.json"
     )
     # The speeder's first fix is on the bus: it drives now (for 20 s), restart under it.
     edge.sh(
-        "set -a; . /etc/casatwin/casatwin.env; "
+        f"set -a; . /etc/casatwin/casatwin.env; {kafka_admin(converged, edge)} "
         f"/opt/casatwin/venv/bin/python /root/watch.py {launched_ms} TX-00101 120",
         timeout_s=150,
     )
@@ -453,7 +911,7 @@ def test_scripted_infractions_flow_end_to_end_across_a_processor_restart(converg
 
     def all_in_history() -> bool:
         try:
-            found.update(_by_vehicle(_history(edge.address, launched_ms - 60_000),
+            found.update(_by_vehicle(_history(converged, edge.address, launched_ms - 60_000),
                                      _ledger(converged)))  # fmt: skip
         except OSError:
             return False
@@ -492,21 +950,24 @@ def test_operator_added_by_the_playbook_sees_an_identity_and_the_view_is_audited
     assert password not in run.output
 
     edge = converged.machine("lenovo")
-    base = f"http://{edge.address}:8080"
+    base, tls = f"https://{edge.address}:8080", _ca(converged)
     login = urllib.request.Request(
         f"{base}/api/login", method="POST", headers={"Content-Type": "application/json"},
         data=json.dumps({"name": name, "password": password}).encode(),
     )  # fmt: skip
-    with urllib.request.urlopen(login, timeout=30) as response:
-        cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+    with urllib.request.urlopen(login, timeout=30, context=tls) as response:
+        set_cookie = response.headers["Set-Cookie"]
+    cookie = set_cookie.split(";", 1)[0]
+    # Over TLS the session cookie is Secure (and as before HttpOnly, SameSite=Strict).
+    assert {"Secure", "HttpOnly"} <= {a.strip() for a in set_cookie.split(";")}, set_cookie
     speeder = next(iter(SCRIPTED))
     infraction = next(i for i, (v, _) in _ledger(converged).items() if v == speeder)
     url = f"{base}/api/infractions/{infraction}"
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with urllib.request.urlopen(url, timeout=10, context=tls) as response:
         anyone = json.load(response)
     assert anyone["identity"] == "masked" and anyone["driver"] == {"on_record": True}
     as_operator = urllib.request.Request(url, headers={"Cookie": cookie})
-    with urllib.request.urlopen(as_operator, timeout=10) as response:
+    with urllib.request.urlopen(as_operator, timeout=10, context=tls) as response:
         shown = json.load(response)  # once the view is audited, from the ledger
     assert shown["identity"] == "shown" and shown["driver"]["cin"], shown
 
@@ -534,12 +995,15 @@ ROLL_PRODUCER = r"""
 import json, os, time
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from casatwin.bus.credentials import librdkafka_auth
+from casatwin.config import load
 servers = "lenovo:9092,optiplex:9092,prodesk:9092"
-admin = AdminClient({"bootstrap.servers": servers})
+auth = librdkafka_auth(load().kafka)  # as admin (the test's environment says)
+admin = AdminClient({"bootstrap.servers": servers} | auth)
 for f in admin.create_topics([NewTopic("appliance.roll", num_partitions=3)]).values():
     f.result(30)
 producer = Producer({"bootstrap.servers": servers, "acks": "all", "enable.idempotence": True,
-                     "linger.ms": 5, "message.timeout.ms": 300000})
+                     "linger.ms": 5, "message.timeout.ms": 300000} | auth)
 counts = {"sent": 0, "acked": 0, "failed": 0}
 def done(err, msg):
     counts["failed" if err else "acked"] += 1
@@ -553,9 +1017,11 @@ json.dump(counts, open("/root/roll.json", "w"))
 ROLL_CONSUMER = r"""
 import json
 from confluent_kafka import Consumer, TopicPartition
+from casatwin.bus.credentials import librdkafka_auth
+from casatwin.config import load
 topic = "appliance.roll"
 consumer = Consumer({"bootstrap.servers": "optiplex:9092", "group.id": "appliance-roll",
-                     "enable.auto.commit": False})
+                     "enable.auto.commit": False} | librdkafka_auth(load().kafka))
 partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
 ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
         for p in partitions}
@@ -655,7 +1121,12 @@ def test_brokers_roll_one_at_a_time_and_lose_nothing_acknowledged(converged):
     edge = converged.machine("lenovo")
     edge.sh("rm -f /root/roll.stop /root/roll.json")
     edge.sh(f"cat > /root/roll.py <<'EOF'\n{ROLL_PRODUCER}\nEOF")
-    edge.sh("systemd-run --unit=appliance-roll /opt/casatwin/venv/bin/python /root/roll.py")
+    admin = kafka_admin(converged, edge)
+    edge.sh(
+        "systemd-run --unit=appliance-roll "
+        + " ".join(f"--setenv={variable}" for variable in admin.split())
+        + " /opt/casatwin/venv/bin/python /root/roll.py"
+    )
     producing = edge.sh("systemctl show -p ActiveState appliance-roll")
     assert "ActiveState=active" in producing, edge.journal("appliance-roll")
     try:
@@ -677,13 +1148,16 @@ def test_brokers_roll_one_at_a_time_and_lose_nothing_acknowledged(converged):
     )
     counts = json.loads(edge.sh("cat /root/roll.json"))
     assert counts["failed"] == 0 and counts["acked"] == counts["sent"] > 100, counts
-    consumed = json.loads(edge.sh(f"/opt/casatwin/venv/bin/python - <<'EOF'\n{ROLL_CONSUMER}\nEOF"))
+    consumed = json.loads(
+        edge.sh(f"{admin} /opt/casatwin/venv/bin/python - <<'EOF'\n{ROLL_CONSUMER}\nEOF")
+    )
     # The values sent are 0..sent-1: as many distinct ones as acknowledged = none lost.
     assert consumed["values"] == counts["acked"], (consumed, counts)
     assert not consumed["unread_partitions"], consumed
 
 
-def _vault_passwords(converged) -> dict[str, str]:
+def _vault(converged) -> dict:
+    """The test session's vault, decrypted."""
     import subprocess
 
     from tests.appliance.ansible import BIN, environment
@@ -693,4 +1167,8 @@ def _vault_passwords(converged) -> dict[str, str]:
          str(converged.vault_password), str(converged.vault)],
         env=environment(), check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
-    return yaml.safe_load(plain)["vault_mariadb_passwords"]
+    return yaml.safe_load(plain)
+
+
+def _vault_passwords(converged) -> dict[str, str]:
+    return _vault(converged)["vault_mariadb_passwords"]

@@ -55,7 +55,8 @@ def all_in_one_plan(memtotal_mb: int, log: Path) -> ansible.Run:
             "-i", "inventory/local", "--tags", "memory_plan",
             "-e", f"memory_plan_memtotal_mb={memtotal_mb}", "-e", "mongodb_engine=mongodb",
             "-e", f"ansible_python_interpreter={BIN / 'python'}",
-            "-e", "vault_mariadb_passwords={} vault_grafana_admin_password=x",
+            "-e", "vault_mariadb_passwords={} vault_kafka_passwords={}",
+            "-e", "vault_grafana_admin_password=x",
         ],
         log, timeout_s=180, playbook="playbooks/base.yml",
     )  # fmt: skip
@@ -160,15 +161,16 @@ GARAGE_FILES = {
         "casatwin-dashboard.service", "casatwin-gateway-fake-api.service",
         "casatwin-gateway.service", "casatwin-simulator.service", "casatwin-kiosk.service",
         "grafana-server.service.d/casatwin.conf", "prometheus.service.d/casatwin.conf",
-        "prometheus-node-exporter.service.d/casatwin.conf",
+        "prometheus-node-exporter.service.d/casatwin.conf", "nftables.service.d/casatwin.conf",
     },
     "optiplex": {
         "kafka.service", "spark-master.service", "mariadb.service.d/casatwin.conf",
         "mongod.service.d/casatwin.conf", "prometheus-node-exporter.service.d/casatwin.conf",
+        "nftables.service.d/casatwin.conf",
     },
     "prodesk": {
         "casatwin-dispatcher.service", "casatwin-processor.service", "spark-worker.service",
-        "prometheus-node-exporter.service.d/casatwin.conf",
+        "prometheus-node-exporter.service.d/casatwin.conf", "nftables.service.d/casatwin.conf",
     },
 }  # fmt: skip
 # Executables that the roles put on the nodes (the JVM of the java role, the virtualenvs of
@@ -177,14 +179,24 @@ GARAGE_FILES = {
 # executable.
 INSTALLED_ON_THE_NODES = (
     "/usr/lib/jvm/", "/opt/spark/lib/", "/opt/casatwin/venv/bin/",
-    "/usr/local/libexec/spark-wait-for-own-address", "/usr/bin/cage",
+    "/usr/local/libexec/spark-wait-for-own-address", "/usr/bin/cage", "/usr/sbin/nft",
 )  # fmt: skip
 NOT_EXECUTABLE = re.compile(
     r"^(?P<unit>\S+): Command (?P<path>\S+) is not executable: No such file or directory$"
 )
 # The Debian (or vendor) packages' units our drop-ins extend, as stubs: what is checked is
 # the drop-in (the packages' own units are theirs).
-PACKAGED_UNITS = ("mariadb", "mongod", "grafana-server", "prometheus", "prometheus-node-exporter")
+PACKAGED_UNITS = (
+    "mariadb", "mongod", "grafana-server", "prometheus", "prometheus-node-exporter", "nftables",
+)  # fmt: skip
+# The nodes' addresses the firewall's rules name (on the nodes, each resolves the others').
+NODE_ADDRESSES = {"lenovo": ["10.0.0.10"], "optiplex": ["10.0.0.11", "fd00::11"],
+                  "prodesk": ["10.0.0.12"]}  # fmt: skip
+# The Kafka passwords of the rendering (no vault there): admin's and the brokers'.
+RENDER_KAFKA_PASSWORDS = {"admin": "a" * 32, "controller": "c" * 32}
+# Spark's shared secret and the MongoDB users' passwords of the rendering.
+RENDER_SPARK_SECRET = "s" * 40
+RENDER_MONGODB_PASSWORDS = {u: f"{u}-{'m' * 32}" for u in ansible.MONGODB_USERS}
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +219,10 @@ def rendered(tmp_path_factory) -> Path:
             "-e", f"ansible_python_interpreter={BIN / 'python'}",
             "-e", '{"vault_mariadb_passwords": {}, "vault_grafana_admin_password": "x",'
                   ' "vault_tailscale_authkey": "x"}',
+            "-e", json.dumps({"vault_kafka_passwords": RENDER_KAFKA_PASSWORDS}),
+            "-e", json.dumps({"vault_spark_auth_secret": RENDER_SPARK_SECRET,
+                              "vault_mongodb_passwords": RENDER_MONGODB_PASSWORDS}),
+            "-e", json.dumps({"firewall_node_addresses": NODE_ADDRESSES}),
         ],
         work / "render.log", timeout_s=300, playbook="tests/appliance/render.yml",
     )  # fmt: skip
@@ -294,6 +310,8 @@ def test_every_unit_and_drop_in_has_a_memory_max_from_the_plan(rendered, node):
     unit_dir = rendered / node / UNITS
     files = [*unit_dir.glob("*.service"), *unit_dir.glob("*.service.d/*.conf")]
     assert files
+    # nftables.service loads the rules and exits (a oneshot): nothing runs to budget.
+    files = [f for f in files if f.parent.name != "nftables.service.d"]
     for path in files:
         found = re.findall(r"^MemoryMax=(\d+)M$", path.read_text(), re.M)
         assert len(found) == 1 and int(found[0]) > 0, (path, found)
@@ -314,7 +332,34 @@ def test_kafka_logs_are_outside_its_log_dirs_and_the_quorum_names_this_node(rend
     voters = dict(v.split("@") for v in props["controller.quorum.voters"].split(","))
     assert voters[props["node.id"]] == "optiplex:9093", voters
     assert props["process.roles"] == "broker,controller"
-    assert props["advertised.listeners"] == "PLAINTEXT://optiplex:9092"
+    assert props["advertised.listeners"] == "BROKER://optiplex:9092"
+
+
+def test_kafka_asks_every_client_who_it_is_and_authorizes_each_request(rendered):
+    """Both listeners SASL (SCRAM for clients, PLAIN between controllers), the vault's
+    passwords in the JAAS lines, StandardAuthorizer with admin and the brokers as super users."""
+    props = dict(
+        line.split("=", 1)
+        for line in (rendered / "optiplex/etc/kafka/server.properties").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    protocols = dict(pair.split(":") for pair in props["listener.security.protocol.map"].split(","))
+    listeners = [entry.split("://")[0] for entry in props["listeners"].split(",")]
+    assert {protocols[name] for name in listeners} == {"SASL_PLAINTEXT"}
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    admin, controller = RENDER_KAFKA_PASSWORDS["admin"], RENDER_KAFKA_PASSWORDS["controller"]
+    assert (
+        f'username="admin" password="{admin}";'
+        in props["listener.name.broker.scram-sha-512.sasl.jaas.config"]
+    )
+    assert (
+        f'user_controller="{controller}";'
+        in props["listener.name.controller.plain.sasl.jaas.config"]
+    )
+    assert props["authorizer.class.name"] == (
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    )
+    assert props["super.users"] == "User:admin;User:controller"
 
 
 def test_kafka_unit_runs_the_broker_on_the_jvm_with_the_plans_heap(rendered):
@@ -438,3 +483,222 @@ def test_each_services_state_directory_is_casatwin_state_dir(rendered, node):
         assert f"WorkingDirectory={state}\n" in unit, path
         assert f"Environment=CASATWIN_GENERAL_DATA_DIR={state}\n" in unit, path
         assert state.startswith("/var/lib/casatwin/"), path  # casatwin_state_dir's default
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_each_service_runs_as_its_own_user(rendered, node):
+    """Issue 15: User= and Group= are casatwin-<service>, a different one for each service."""
+    users = {}
+    for path in (rendered / node / UNITS).glob("casatwin-*.service"):
+        if path.name == "casatwin-kiosk.service":
+            continue
+        unit = path.read_text()
+        service = path.name.removeprefix("casatwin-").removesuffix(".service")
+        assert f"\nUser=casatwin-{service}\n" in unit, path
+        assert f"\nGroup=casatwin-{service}\n" in unit, path
+        users[service] = re.search(r"^User=(\S+)$", unit, re.M)[1]
+    assert len(set(users.values())) == len(users), users  # optiplex runs none
+
+
+def test_env_files_are_roots_and_secrets_their_services_only():
+    """An env file (database password) is root's alone, 0600 (systemd reads it as root); a
+    secret file is its service's user's alone, 0600; the shared settings hold no secret."""
+    tasks = yaml.safe_load((REPO / "roles/casatwin/tasks/configure.yml").read_text())
+    flat = [t for task in tasks for t in task.get("block", [task])]
+    modules = ("ansible.builtin.template", "ansible.builtin.copy")
+    by_dest = {t[m]["dest"]: t[m] for t in flat for m in modules if m in t}
+    env = by_dest["{{ casatwin_config_dir }}/{{ item.key }}.env"]
+    assert (env["owner"], env["group"], env["mode"]) == ("root", "root", "0600")
+    secret = by_dest["{{ item.file }}"]
+    assert secret["owner"] == secret["group"] == "{{ casatwin_user_prefix }}{{ item.service }}"
+    assert secret["mode"] == "0600"
+    shared = by_dest["{{ casatwin_config_dir }}/casatwin.env"]
+    assert shared["mode"] == "0644"
+    settings = yaml.safe_load((REPO / "roles/casatwin/defaults/main.yml").read_text())
+    assert not [k for k in settings["casatwin_settings"] if re.search("PASSWORD|KEY|TOKEN", k)]
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_firewall_ruleset_drops_by_default_and_names_the_peers(rendered, node):
+    """The rendered ruleset: input dropped unless accepted, SSH open, and the MariaDB port
+    open on the broker node to the services' nodes (edge, compute) by address, nowhere else."""
+    ruleset = (rendered / node / "etc/nftables.conf").read_text()
+    assert "type filter hook input priority filter; policy drop;" in ruleset
+    assert "\t\ttcp dport 22 accept\n" in ruleset and 'iif "lo" accept' in ruleset
+    mariadb = re.findall(r"^\s*(.*) tcp dport 3306 accept$", ruleset, re.M)
+    expected = ["ip saddr { 10.0.0.10, 10.0.0.12 }"] if node == "optiplex" else []
+    assert mariadb == expected, (node, mariadb)
+    assert "tailscale0" not in ruleset  # per-port rules: the tailnet gets no blanket accept
+
+
+@pytest.mark.skipif(
+    shutil.which("nft") is None or os.geteuid() != 0, reason="nft -c needs nft and root"
+)
+@pytest.mark.parametrize("node", NODES)
+def test_firewall_ruleset_passes_nfts_own_check(rendered, node, tmp_path):
+    """The role's template validation (nft -c: parsed and checked by the kernel, nothing
+    applied) on the rendered ruleset; and it refuses a wrong one."""
+    validate = yaml.safe_load((REPO / "roles/firewall/vars/main.yml").read_text())[
+        "_firewall_validate"
+    ]
+    ruleset = rendered / node / "etc/nftables.conf"
+    result = subprocess.run(
+        shlex.split(validate.replace("%s", str(ruleset))), capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    wrong = tmp_path / "wrong.conf"
+    wrong.write_text(ruleset.read_text().replace("tcp dport 22 accept", "tcp dport 22 acept"))
+    refused = subprocess.run(["nft", "-c", "-f", str(wrong)], capture_output=True, check=False)
+    assert refused.returncode != 0
+
+
+# -- issue 15: Spark's shared secret, MongoDB's users, MariaDB's accounts by address --------
+
+
+def test_spark_daemons_authenticate_with_the_secret_from_a_file_never_a_command_line(rendered):
+    """Master and worker read spark.authenticate and the vault's secret from the role's
+    properties file (--properties-file); the secret is in no unit (ExecStart is in `ps`)."""
+    properties = "/etc/spark/spark-auth.properties"
+    for node, unit in (("optiplex", "spark-master.service"), ("prodesk", "spark-worker.service")):
+        text = (rendered / node / UNITS / unit).read_text()
+        assert f" --properties-file {properties}" in re.search(r"^ExecStart=.*$", text, re.M)[0]
+        assert RENDER_SPARK_SECRET not in text and "spark.authenticate" not in text
+        conf = dict(
+            line.split(" ", 1)
+            for line in (rendered / node / properties.lstrip("/")).read_text().splitlines()
+            if line and not line.startswith("#")
+        )
+        assert conf == {
+            "spark.authenticate": "true",
+            "spark.authenticate.secret": RENDER_SPARK_SECRET,
+        }
+    spec = yaml.safe_load((REPO / "roles/spark/tasks/configure.yml").read_text())
+    task = next(
+        t
+        for t in spec
+        if t.get("ansible.builtin.template", {}).get("src") == "spark-auth.properties.j2"
+    )
+    assert (
+        task["ansible.builtin.template"]["group"],
+        task["ansible.builtin.template"]["mode"],
+    ) == ("spark", "0640")
+    assert task["no_log"] is True  # --diff would show the secret
+
+
+def test_the_processors_driver_gets_the_secret_as_a_properties_file_of_its_own(rendered):
+    """The processor's env names its secret file (CASATWIN_PROCESSOR_SPARK_AUTH_FILE, which
+    session.submit_args hands to spark-submit) and holds no secret itself; the file is
+    written from the vault as a properties file (the casatwin role's secrets)."""
+    env = (rendered / "prodesk/etc/casatwin/processor.env").read_text()
+    assert "CASATWIN_PROCESSOR_SPARK_AUTH_FILE=/etc/casatwin/secrets/spark-auth.properties\n" in env
+    assert RENDER_SPARK_SECRET not in env and "--properties-file" not in env
+    secrets = yaml.safe_load((REPO / "roles/casatwin/vars/main.yml").read_text())[
+        "_casatwin_secrets"
+    ]
+    spark = next(s for s in secrets if s["setting"] == "CASATWIN_PROCESSOR_SPARK_AUTH_FILE")
+    assert spark["service"] == "processor" and spark["var"] == "casatwin_spark_auth_secret"
+    assert spark["prefix"] == "spark.authenticate true\nspark.authenticate.secret "
+
+
+def test_mongodb_asks_every_client_to_log_in(rendered):
+    conf = yaml.safe_load((rendered / "optiplex/etc/mongod.conf").read_text())
+    assert conf["security"] == {"authorization": "enabled"}
+
+
+@pytest.mark.parametrize("service", ["processor", "dispatcher", "dashboard"])
+def test_each_read_model_service_logs_in_to_mongodb_as_itself(rendered, service):
+    """Production engine: the service's own env file (root's, 0600) carries its user and
+    password in CASATWIN_MONGO_URL; the shared settings carry no credentials."""
+    node = "prodesk" if service in ("processor", "dispatcher") else "lenovo"
+    env = _properties(rendered / node / f"etc/casatwin/{service}.env")
+    password = RENDER_MONGODB_PASSWORDS[service]
+    assert env["CASATWIN_MONGO_URL"] == (
+        f"mongodb://casatwin_{service}:{password}@optiplex:27017/?authSource=admin"
+    )
+    others = {u: p for u, p in RENDER_MONGODB_PASSWORDS.items() if u != service}
+    assert not [u for u, p in others.items() if p in str(env)], service
+    shared = yaml.safe_load((REPO / "roles/casatwin/defaults/main.yml").read_text())
+    assert "@" not in shared["casatwin_settings"]["CASATWIN_MONGO_URL"]
+
+
+def test_the_services_without_the_read_model_get_no_mongodb_user(rendered):
+    for node, service in (("lenovo", "simulator"), ("lenovo", "gateway")):
+        env = (rendered / node / f"etc/casatwin/{service}.env").read_text()
+        assert "CASATWIN_MONGO_URL" not in env, service
+
+
+def test_mongodb_users_are_the_services_that_use_the_read_model():
+    """The mongodb role's users and the casatwin role's read-model services are one list;
+    each role holds only its collections' actions (the dashboard only reads)."""
+    defaults = yaml.safe_load((REPO / "roles/mongodb/defaults/main.yml").read_text())
+    privileges = defaults["mongodb_service_privileges"]
+    casatwin = yaml.safe_load((REPO / "roles/casatwin/vars/main.yml").read_text())
+    assert sorted(privileges) == sorted(casatwin["_casatwin_mongodb_users"])
+    assert set(ansible.MONGODB_USERS) == {defaults["mongodb_admin_user"], *privileges}
+    assert all(actions == ["find"] for actions in privileges["dashboard"].values())
+    access = ansible.role_plugin("mongodb", "filter_plugins/mongodb_access.py")
+    plan = access.mongodb_access(privileges, "casatwin", "admin", {"dashboard": "p"}, "27017")
+    dashboard = next(r for r in plan["roles"] if r["role"] == "casatwin_dashboard")
+    assert {p["resource"]["collection"] for p in dashboard["privileges"]} == {
+        "infractions", "congestion", "dispatch_events",
+    }  # fmt: skip
+    assert {p["resource"]["db"] for r in plan["roles"] for p in r["privileges"]} == {"casatwin"}
+    user = next(u for u in plan["users"] if u["user"] == "casatwin_dashboard")
+    assert user == {"user": "casatwin_dashboard", "password": "p",
+                    "roles": [{"role": "casatwin_dashboard", "db": "admin"}]}  # fmt: skip
+
+
+# -- issue 15: HTTPS for the dashboard, the appliance's CA ---------------------------------
+
+
+def test_dashboard_serves_https_with_secure_cookies_and_the_kiosk_follows(rendered):
+    """On the garage the dashboard gets its certificate and key (the casatwin role's files)
+    and Secure cookies; no other service gets them; the kiosk opens the https URL."""
+    defaults = yaml.safe_load((REPO / "roles/casatwin/defaults/main.yml").read_text())
+    assert defaults["casatwin_dashboard_tls"] is True
+    env = _properties(rendered / "lenovo/etc/casatwin/dashboard.env")
+    assert env["CASATWIN_DASHBOARD_TLS_CERT_FILE"] == "/etc/casatwin/tls/dashboard.crt"
+    assert env["CASATWIN_DASHBOARD_TLS_KEY_FILE"] == "/etc/casatwin/secrets/dashboard-tls.key"
+    assert env["CASATWIN_DASHBOARD_COOKIE_SECURE"] == "true"
+    for path in rendered.glob("*/etc/casatwin/*.env"):
+        if path.name != "dashboard.env":
+            assert "CASATWIN_DASHBOARD_TLS" not in path.read_text(), path
+    unit = (rendered / "lenovo" / UNITS / "casatwin-kiosk.service").read_text()
+    assert re.search(r"^ExecStart=.* https://lenovo:8080/kiosk$", unit, re.M), unit
+
+
+def test_the_kiosk_and_the_services_read_the_pki_roles_ca():
+    """The kiosk's and the casatwin role's fallbacks are the pki role's and casatwin's own
+    defaults (they run in plays where those roles' defaults may not be loaded)."""
+    roles = REPO / "roles"
+    pki = yaml.safe_load((roles / "pki/defaults/main.yml").read_text())
+    kiosk = yaml.safe_load((roles / "kiosk/defaults/main.yml").read_text())
+    casatwin = yaml.safe_load((roles / "casatwin/defaults/main.yml").read_text())
+    assert kiosk["kiosk_ca_file"] == (
+        f"{{{{ pki_trust_file | default('{pki['pki_trust_file']}') }}}}"
+    )
+    fallback = str(casatwin["casatwin_dashboard_tls"]).lower()
+    assert kiosk["kiosk_dashboard_tls"] == f"{{{{ casatwin_dashboard_tls | default({fallback}) }}}}"
+    assert casatwin["casatwin_tls_ca_cert_file"] == "{{ pki_ca_cert_file | default('') }}"
+    assert casatwin["casatwin_tls_ca_key_file"] == "{{ pki_ca_key_file | default('') }}"
+    # The services' and the kiosk's plays run the pki role first (its defaults, its CA).
+    for play in ("services", "kiosk"):
+        roles_of = [
+            r["role"] for p in yaml.safe_load((REPO / f"playbooks/{play}.yml").read_text())
+            for r in p.get("roles", [])
+        ]  # fmt: skip
+        assert roles_of.index("pki") < roles_of.index("casatwin" if play == "services" else play)
+
+
+def test_the_cas_key_stays_out_of_git():
+    """pki_ca_dir's default, inventory/<name>/pki/, is ignored by git (the CA's key)."""
+    pki = yaml.safe_load((REPO / "roles/pki/defaults/main.yml").read_text())
+    assert pki["pki_ca_dir"] == "{{ inventory_dir }}/pki"
+    assert pki["pki_ca_key_file"] == "{{ pki_ca_dir }}/casatwin-ca.key"
+    for inventory in ("garage", "local"):
+        ignored = subprocess.run(
+            ["git", "check-ignore", "-q", f"inventory/{inventory}/pki/casatwin-ca.key"],
+            cwd=REPO, check=False,
+        )  # fmt: skip
+        assert ignored.returncode == 0, inventory

@@ -227,7 +227,7 @@ def test_a_red_light_runner_detected_by_the_processor_gets_a_unit_that_comes_fre
     settings = Settings().replace(
         general={"data_dir": tmp_path / "state"},
         city=grid_city(tmp_path),
-        kafka={"bootstrap": broker.bootstrap},
+        kafka=broker.client_fields,
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         mariadb=ledger.__dict__,
         simulator={"metrics_port": 0},

@@ -69,7 +69,7 @@ def read_back(settings: KafkaSettings) -> Counter[int]:
 
 
 def test_acknowledged_records_survive_a_broker_kill_9(own_broker):
-    settings = KafkaSettings(bootstrap=own_broker.bootstrap)
+    settings = own_broker.admin_settings
     ensure_topics(settings)
     producer = AckedProducer(settings, "test-durability")
     n = 20_000
@@ -89,7 +89,7 @@ def test_records_in_flight_at_the_kill_are_delivered_after_the_restart(own_broke
     """The broker dies while the producer still has records queued or unacknowledged: they
     are sent again once it is back, and every record acknowledged before or after the crash
     is on the log."""
-    settings = KafkaSettings(bootstrap=own_broker.bootstrap)
+    settings = own_broker.admin_settings
     ensure_topics(settings)
     producer = AckedProducer(settings, "test-durability-in-flight")
     send(producer, range(0, 10_000))

@@ -1,5 +1,6 @@
 """The bus against a real broker (Apache Kafka): accounting, DLQ, tail, topic creation."""
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -10,7 +11,6 @@ from prometheus_client import REGISTRY
 
 from casatwin.bus import admin, consumer, dlq, topics
 from casatwin.bus.producer import Producer
-from casatwin.config import KafkaSettings
 from casatwin.errors import UserError
 
 pytestmark = pytest.mark.integration
@@ -40,9 +40,11 @@ def test_every_message_is_accounted_for(broker_settings, unique_topic):
     assert REGISTRY.get_sample_value("casatwin_bus_delivery_seconds_count", labels) == 500 // 16
 
 
-def test_undeliverable_messages_are_counted_not_lost_silently(caplog):
+def test_undeliverable_messages_are_counted_not_lost_silently(caplog, base_settings):
     # Nothing listens on this port: every message must end up counted as failed.
-    settings = KafkaSettings(bootstrap="127.0.0.1:9", message_timeout_ms=1500)
+    settings = dataclasses.replace(
+        base_settings.kafka, bootstrap="127.0.0.1:9", message_timeout_ms=1500
+    )
     producer = Producer(settings, "test-unreachable")
     for _i in range(20):
         producer.send(topics.TELEMETRY, b"x")
@@ -92,9 +94,10 @@ def test_topics_are_created_once(broker_settings):
     assert admin.ensure_topics(broker_settings.kafka) == []
 
 
-def test_unreachable_broker_is_a_user_error():
+def test_unreachable_broker_is_a_user_error(base_settings):
+    unreachable = dataclasses.replace(base_settings.kafka, bootstrap="127.0.0.1:9")
     with pytest.raises(UserError, match="cannot reach the Kafka broker"):
-        admin.wait_for_broker(KafkaSettings(bootstrap="127.0.0.1:9"), timeout_s=1)
+        admin.wait_for_broker(unreachable, timeout_s=1)
 
 
 def test_tail_prints_messages_as_json_lines(broker_settings, unique_topic):

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from casatwin.bus import topics
-from casatwin.bus.producer import Producer
+from casatwin.bus.producer import Producer, client_config
 from casatwin.devstack.vault import generate_secrets
 from casatwin.processor.network import RoadNetwork
 from casatwin.readmodel.store import CONGESTION, connect
@@ -61,7 +61,7 @@ def run(tmp_path_factory, broker, mongo, spark):
     tmp = tmp_path_factory.mktemp("congestion")
     settings = Settings().replace(
         general={"data_dir": tmp},
-        kafka={"bootstrap": broker.bootstrap},
+        kafka=broker.client_fields,
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         city=grid_city(tmp),
         processor={"consumer_group": f"test-lag-{uuid.uuid4().hex[:8]}"},
@@ -194,7 +194,7 @@ def test_the_query_reports_its_progress_to_a_group_of_its_own(run):
 
     def committed(group: str) -> dict[str, int]:
         check = confluent_kafka.Consumer(
-            {"bootstrap.servers": settings.kafka.bootstrap, "group.id": group}
+            client_config(settings.kafka, "test-committed") | {"group.id": group}
         )
         try:
             return {str(tp.partition): tp.offset for tp in check.committed(partitions, 10)}

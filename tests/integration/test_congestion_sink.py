@@ -24,7 +24,7 @@ NOW = 1_800_000_000_000 - 1_800_000_000_000 % HOUR_MS + 20 * 60_000  # 20 min pa
 def sink(tmp_path, broker, mongo):
     settings = Settings().replace(
         general={"data_dir": tmp_path},
-        kafka={"bootstrap": broker.bootstrap},
+        kafka=broker.client_fields,
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         city=grid_city(tmp_path),
         congestion={"baseline_min_windows": 10, "anomaly_ratio": 0.5, "retention_days": 35},

@@ -113,7 +113,7 @@ def test_servers_start_and_ctrl_c_leaves_nothing_running(tmp_path):
         # The topics exist.
         listing = subprocess.run(
             [sys.executable, "-m", "casatwin.cli", "topics", "list"],
-            capture_output=True, text=True, env=env, timeout=60, check=True,
+            capture_output=True, text=True, env=env, timeout=60, check=True, cwd=tmp_path,
         )  # fmt: skip
         assert "casatwin.telemetry" in listing.stdout
         process.send_signal(signal.SIGINT)
@@ -186,3 +186,22 @@ def test_a_busy_port_is_a_clear_error(tmp_path):
     assert f"port {settings.kafka.bootstrap} is already in use" in result.stderr
     assert "CASATWIN_KAFKA_BOOTSTRAP" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_broker_formatted_before_authentication_is_formatted_anew(tmp_path, caplog):
+    """A `make run` state directory from before the bus had users: its storage has no
+    admin to log in as. The broker formats it again (saying so) and comes up with users."""
+    from casatwin.bus.admin import wait_for_broker
+    from tests.conftest import kafka_broker
+
+    broker = kafka_broker(tmp_path)
+    (broker.data_dir).mkdir(parents=True)
+    (broker.data_dir / "meta.properties").write_text("cluster.id=formerly-unauthenticated\n")
+    broker.start()
+    try:
+        assert "formerly-unauthenticated" not in (broker.data_dir / "meta.properties").read_text()
+        assert any("predates authentication" in r.getMessage() for r in caplog.records)
+        assert wait_for_broker(broker.admin_settings) == []  # admin logs in; no topic yet
+        assert broker.config_path.stat().st_mode & 0o777 == 0o600  # it holds passwords
+    finally:
+        broker.stop()

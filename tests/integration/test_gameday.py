@@ -68,7 +68,7 @@ def test_gameday_stadium_goes_severe_then_clears(tmp_path, broker, mongo, spark)
 
     settings = Settings().replace(
         general={"data_dir": tmp_path},
-        kafka={"bootstrap": broker.bootstrap},
+        kafka=broker.client_fields,
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         simulator={"telemetry_hz": 0.2},
     )

@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from casatwin.bus import topics
 from casatwin.bus.dlq import payload
+from casatwin.bus.producer import client_config
 from casatwin.bus.ranges import backlog
 from casatwin.config import Settings
 from casatwin.processor.network import for_city
@@ -33,7 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.spark]
 def settings(tmp_path_factory: pytest.TempPathFactory, broker: Any) -> Settings:
     tmp = tmp_path_factory.mktemp("connector")
     base = Settings().replace(
-        general={"data_dir": tmp}, kafka={"bootstrap": broker.bootstrap}, city=grid_city(tmp)
+        general={"data_dir": tmp}, kafka=broker.client_fields, city=grid_city(tmp)
     )
     start = topic_ends(base, topics.TELEMETRY)
     return base.replace(processor={"starting_offsets": orjson.dumps(start).decode()})
@@ -93,7 +94,7 @@ def fix_stream(spark: Any, settings: Settings, checkpoint: Path) -> Iterator[Fix
 def produce(settings: Settings, values: list[tuple[bytes | None, bytes]]) -> list[tuple[int, int]]:
     """Send ``(key, value)`` records; their (partition, offset) as the broker acknowledged."""
     delivered: list[tuple[int, int]] = []
-    producer = confluent_kafka.Producer({"bootstrap.servers": settings.kafka.bootstrap})
+    producer = confluent_kafka.Producer(client_config(settings.kafka, "test-produce"))
     for key, value in values:
         producer.produce(
             topics.TELEMETRY, value, key=key,
@@ -171,7 +172,7 @@ def test_records_deleted_before_they_were_read_are_skipped_not_fatal(spark, sett
     lost = drive(settings, "TX-00104", "Row 3", 10, 1_800_000_300_000)
     coordinates = produce(settings, lost)
     ends = topic_ends(settings, topics.TELEMETRY)[topics.TELEMETRY]
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = AdminClient(client_config(settings.kafka, "test-admin"))
     doomed = {p for p, _ in coordinates}
     deletions = [
         confluent_kafka.TopicPartition(topics.TELEMETRY, p, ends[str(p)]) for p in sorted(doomed)

@@ -65,7 +65,7 @@ def scenario(ledger_db, tmp_path_factory, broker, mongo, spark):
     tmp = tmp_path_factory.mktemp("processor")
     settings = Settings().replace(
         general={"data_dir": tmp},
-        kafka={"bootstrap": broker.bootstrap},
+        kafka=broker.client_fields,
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         mariadb={"host": ledger_db.host, "port": ledger_db.port, "database": ledger_db.database},
         city=grid_city(tmp),

@@ -74,7 +74,7 @@ def test_the_processor_runs_on_a_standalone_cluster(cluster, mariadb, broker, mo
     loader.load(ledger, 13_000, seed=52, as_of=REGISTRY_AS_OF, police_units=police_units())
     settings = Settings().replace(
         general={"data_dir": tmp_path},
-        kafka={"bootstrap": broker.bootstrap},
+        kafka=broker.client_fields,
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         mariadb={"host": ledger.host, "port": ledger.port, "database": ledger.database},
         city=grid_city(tmp_path),

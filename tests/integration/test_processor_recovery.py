@@ -84,7 +84,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
     loader.load(ledger, 13_000, seed=52, as_of=REGISTRY_AS_OF, police_units=police_units())
     settings = Settings().replace(
         general={"data_dir": tmp_path},
-        kafka={"bootstrap": broker.bootstrap},
+        kafka=broker.client_fields,
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         mariadb={"host": ledger.host, "port": ledger.port, "database": ledger.database},
         city=grid_city(tmp_path),

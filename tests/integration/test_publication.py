@@ -5,7 +5,7 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from casatwin.bus.producer import Producer
+from casatwin.bus.producer import Producer, client_config
 from casatwin.bus.ranges import from_map
 from casatwin.errors import UserError
 from casatwin.processor.publication import BatchPublisher
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def topic(broker_settings, unique_topic):
-    admin = AdminClient({"bootstrap.servers": broker_settings.kafka.bootstrap})
+    admin = AdminClient(client_config(broker_settings.kafka, "test-admin"))
     for future in admin.create_topics([NewTopic(unique_topic, 3, -1)]).values():
         future.result(10)
     # Kafka answers the creation before every broker's metadata knows the topic.

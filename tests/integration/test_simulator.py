@@ -192,7 +192,7 @@ def test_the_simulator_rides_out_a_broker_outage(base_settings, grid, tmp_path, 
     broker = kafka_broker(tmp_path / "kafka")
     broker.start()
     settings = base_settings.replace(
-        kafka={"bootstrap": broker.bootstrap, "message_timeout_ms": 8000},
+        kafka={**broker.client_fields, "message_timeout_ms": 8000},
         simulator={"taxis": 100, "metrics_port": 0},
     )
     ensure_topics(settings.kafka)

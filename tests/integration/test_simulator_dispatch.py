@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from casatwin.bus.consumer import read_to_end, reader
-from casatwin.bus.producer import Producer
+from casatwin.bus.producer import Producer, client_config
 from casatwin.city import load, synthetic
 from casatwin.city.model import CityPack
 from casatwin.config import Settings
@@ -61,7 +61,7 @@ def running(broker_settings: Settings, pack: CityPack) -> Iterator[Any]:
 
 def start_at_the_beginning(settings: Settings, group: str, topic: str) -> None:
     """Commit offset 0 for ``group``: it reads what is published before it has joined."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": group})
+    consumer = Consumer(client_config(settings.kafka, "test-start") | {"group.id": group})
     offsets = [TopicPartition(topic, p, 0) for p in range(PARTITIONS)]
 
     def commit() -> bool:

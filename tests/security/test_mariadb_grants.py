@@ -41,7 +41,7 @@ import yaml
 from casatwin.city.load import from_dict
 from casatwin.city.synthetic import grid
 from casatwin.config import MariaDBSettings, Settings
-from casatwin.devstack.servers import MariaDBServer
+from casatwin.devstack.servers import MariaDBServer, free_port
 from casatwin.devstack.vault import generate_secrets
 from casatwin.registry import db, loader, schema
 from tests.appliance import ansible
@@ -65,7 +65,11 @@ def _role_filter() -> Any:
 GRANTS = _role_filter()
 _DEFAULTS = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
 SERVICE_GRANTS: dict[str, Any] = _DEFAULTS["mariadb_service_grants"]
-HOST: str = _DEFAULTS["mariadb_client_host"]  # '%': as on the appliance
+# The host part the role gives a service running beside MariaDB (the filter's first: these
+# tests connect over loopback). On the appliance each account is bound so to the addresses
+# of its service's nodes, never '%'.
+HOST: str = GRANTS.mariadb_account_hosts({"migrator": ["here"]}, {}, "here")[0]["host"]
+ER_ACCESS_DENIED = 1045  # "Access denied for user ... (using password: YES)"
 
 DATABASE = "casatwin_t_grants"
 AS_OF = dt.date(2025, 6, 1)
@@ -742,7 +746,9 @@ def test_the_simulators_account_can_open_nothing(accounts):
 # -- the role's own task file, run by Ansible against the server ----------------------------
 
 ROLE_DATABASE = "casatwin_t_grants_role"
-ROLE_HOST = "192.0.2.1"  # accounts of their own (TEST-NET-1: nobody connects from there)
+# The services' node of the role's inventory and its address, which its accounts are bound
+# to (TEST-NET-1: nobody connects from there).
+ROLE_NODE, ROLE_HOST = "svcnode", "192.0.2.1"
 PLAYBOOK = f"""
 - name: The mariadb role's accounts and grants, against the test server
   hosts: mariadb
@@ -756,20 +762,40 @@ PLAYBOOK = f"""
 """
 
 
+@pytest.fixture
+def own_mariadb(tmp_path: Path) -> Iterator[MariaDBServer]:
+    """A server of its own: the role drops every casatwin_* account it does not make, those
+    of the other tests' fixtures included."""
+    server = MariaDBServer("127.0.0.1", free_port(), tmp_path / "own-mariadb")
+    server.start()
+    yield server
+    server.stop()
+
+
+def role_accounts(server: MariaDBServer) -> set[tuple[str, str]]:
+    out = server.sql(r"SELECT user, host FROM mysql.user WHERE user LIKE 'casatwin\_%'").stdout
+    return {tuple(line.split("\t")) for line in out.splitlines()}
+
+
 def test_the_roles_own_tasks_grant_the_docs_table_in_both_passes_and_on_an_upgrade(
-    mariadb, tmp_path
+    own_mariadb, tmp_path
 ):
     """roles/mariadb/tasks/accounts.yml (mysql_user, the role's filter and data) on a fresh
     database: the data tier's pass (no table: nothing but the migrator's, and no empty
     ``priv`` for mysql_user to choke on), the services tier's once migrated (the docs
     table), the same again (nothing changed), and an appliance converged with the former
-    database-wide grants (taken back: the docs table again)."""
+    database-wide grants on accounts of any host ('%'; taken back and dropped: the docs
+    table again, each account bound to the services' node's address alone)."""
+    mariadb = own_mariadb
     services = [s for s in SERVICE_GRANTS if s != "migrator"]
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     inventory = {
         "all": {
-            "hosts": {"localhost": local},
-            "children": {g: {"hosts": {"localhost": {}}} for g in ["mariadb", *services]},
+            "hosts": {"localhost": local, ROLE_NODE: {}},
+            "children": {
+                "mariadb": {"hosts": {"localhost": {}}},
+                **{g: {"hosts": {ROLE_NODE: {}}} for g in services},
+            },
         }
     }
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
@@ -788,7 +814,7 @@ def test_the_roles_own_tasks_grant_the_docs_table_in_both_passes_and_on_an_upgra
         extra = {
             "mariadb_socket": str(mariadb.socket),
             "mariadb_database": ROLE_DATABASE,
-            "mariadb_client_host": ROLE_HOST,
+            "mariadb_node_addresses": {ROLE_NODE: [ROLE_HOST]},
             "mariadb_passwords": passwords,
             "mariadb_grants_after_migrations": after_migrations,
         }
@@ -828,6 +854,7 @@ def test_the_roles_own_tasks_grant_the_docs_table_in_both_passes_and_on_an_upgra
             conn.close()
         converge(True, "services-tier.log")
         assert shown() == documented()
+        assert role_accounts(mariadb) == {(account(s), ROLE_HOST) for s in SERVICE_GRANTS}
         assert converge(True, "again.log")["changed"] == 0
 
         # An appliance converged before the grants were narrowed: the data tier's pass on it
@@ -836,13 +863,48 @@ def test_the_roles_own_tasks_grant_the_docs_table_in_both_passes_and_on_an_upgra
         mariadb.sql(
             f"GRANT SELECT, INSERT, UPDATE ON {where} TO '{account('processor')}'@'{ROLE_HOST}';"
             f"GRANT SELECT ON {where} TO '{account('simulator')}'@'{ROLE_HOST}';"
-            f"GRANT SELECT ON {where} TO '{account('dashboard')}'@'{ROLE_HOST}'"
+            f"GRANT SELECT ON {where} TO '{account('dashboard')}'@'{ROLE_HOST}';"
+            f"CREATE USER '{account('processor')}'@'%' IDENTIFIED BY 'former';"
+            f"GRANT SELECT, INSERT, UPDATE ON {where} TO '{account('processor')}'@'%'"
         )
         assert shown() != documented()
         converge(False, "upgrade.log")
         assert shown() == documented()
+        assert role_accounts(mariadb) == {(account(s), ROLE_HOST) for s in SERVICE_GRANTS}
     finally:
         mariadb.sql(
             ";".join(f"DROP USER IF EXISTS {u}" for u in users)
             + f"; DROP DATABASE IF EXISTS `{ROLE_DATABASE}`"
+        )
+
+
+def test_an_account_bound_to_another_nodes_address_refuses_its_password_from_here(mariadb):
+    """MariaDB matches the client's address (skip-name-resolve): the role binds a service's
+    account to its nodes' addresses, and the right password from any other address is
+    refused (1045) — here, an account bound as the role binds one on another node."""
+    assert HOST == "127.0.0.1"
+    elsewhere = GRANTS.mariadb_account_hosts(
+        {"dispatcher": ["compute"]}, {"compute": ["192.0.2.12"]}, "broker"
+    )
+    assert [(r["user"], r["host"]) for r in elsewhere] == [("casatwin_dispatcher", "192.0.2.12")]
+    user, password = "casatwin_t_bound", secrets.token_hex(12)
+    mariadb.sql(
+        f"DROP USER IF EXISTS '{user}'@'192.0.2.12';"
+        f"CREATE USER '{user}'@'192.0.2.12' IDENTIFIED BY '{password}'"
+    )
+    try:
+        with pytest.raises(pymysql.MySQLError) as refused:
+            pymysql.connect(
+                host=mariadb.host, port=mariadb.port, user=user, password=password,
+                connect_timeout=5,
+            )  # fmt: skip
+        assert refused.value.args[0] == ER_ACCESS_DENIED, refused.value
+        # Bound to this client's address, the same password is let in.
+        mariadb.sql(f"CREATE USER '{user}'@'{HOST}' IDENTIFIED BY '{password}'")
+        pymysql.connect(
+            host=mariadb.host, port=mariadb.port, user=user, password=password, connect_timeout=5
+        ).close()
+    finally:
+        mariadb.sql(
+            f"DROP USER IF EXISTS '{user}'@'192.0.2.12'; DROP USER IF EXISTS '{user}'@'{HOST}'"
         )

@@ -19,19 +19,19 @@ def test_placement_puts_each_service_on_its_tier():
     assert {"kafka", "mariadb"} <= set(tiers["broker"][1])
 
 
-def test_walkthrough_without_a_broker_lists_topics_and_says_so():
-    from casatwin.config import Settings
+def test_walkthrough_without_a_broker_lists_topics_and_says_so(base_settings):
     from casatwin.devstack.servers import free_port
 
-    settings = Settings().replace(kafka={"bootstrap": f"127.0.0.1:{free_port()}"})
+    settings = base_settings.replace(kafka={"bootstrap": f"127.0.0.1:{free_port()}"})
     text = describe(settings, sample_s=0.1)
     assert "casatwin.telemetry" in text and "no broker answers" in text
 
 
-def test_walkthrough_reads_the_inventory_it_is_given(tmp_path, capsys, monkeypatch):
+def test_walkthrough_reads_the_inventory_it_is_given(tmp_path, capsys, monkeypatch, base_settings):
     from casatwin.devstack.servers import free_port
 
     monkeypatch.setenv("CASATWIN_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")  # no broker
+    monkeypatch.setenv("CASATWIN_GENERAL_DATA_DIR", str(base_settings.general.data_dir))
     local = INVENTORY.parents[1] / "local" / "hosts.yml"
     # All-in-one: every service on one node, localhost.
     nodes = placement(yaml.safe_load(local.read_text()))

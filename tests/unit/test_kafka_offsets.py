@@ -75,8 +75,8 @@ def test_maps_round_trip():
     assert list(ranges.to_map(positions)) == ["a", T]
 
 
-def test_the_connector_options():
-    settings = Settings().replace(processor={"starting_offsets": "earliest"})
+def test_the_connector_options(base_settings):
+    settings = base_settings.replace(processor={"starting_offsets": "earliest"})
     options = kafka_options(settings, [T], "infractions")
     assert options["subscribe"] == T and options["startingOffsets"] == "earliest"
     assert options["failOnDataLoss"] == "false"
@@ -84,6 +84,13 @@ def test_the_connector_options():
     assert options["kafka.fetch.max.wait.ms"] == str(settings.kafka.fetch_wait_max_ms)
     unlimited = settings.replace(processor={"max_records_per_batch": 0})
     assert "maxOffsetsPerTrigger" not in kafka_options(unlimited, [T], "infractions")
+    # The Java client logs in as the process's principal, with its password file's secret.
+    processor = settings.for_service("processor")
+    options = kafka_options(processor, [T], "infractions")
+    assert options["kafka.security.protocol"] == "SASL_PLAINTEXT"
+    assert options["kafka.sasl.mechanism"] == "SCRAM-SHA-512"
+    secret = processor.kafka.password_file("processor").read_text().strip()
+    assert f'username="processor" password="{secret}"' in options["kafka.sasl.jaas.config"]
 
 
 def test_each_query_reports_to_a_lag_group_of_its_own():

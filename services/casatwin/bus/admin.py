@@ -9,7 +9,7 @@ import confluent_kafka
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from casatwin.bus import topics as topic_specs
-from casatwin.bus.consumer import list_topics
+from casatwin.bus.consumer import list_topics, unreadable_topic
 from casatwin.bus.producer import client_config
 from casatwin.config import KafkaSettings
 from casatwin.errors import UserError
@@ -26,6 +26,18 @@ def wait_for_broker(settings: KafkaSettings, timeout_s: float = 10.0) -> list[st
     """The broker's topic names; :class:`UserError` if it does not answer in time."""
     metadata = list_topics(admin_client(settings), timeout_s)
     return sorted(metadata.topics)
+
+
+def require_topics(settings: KafkaSettings, names: Iterable[str], timeout_s: float = 10.0) -> None:
+    """A :class:`UserError` unless every topic of ``names`` exists and this process's
+    principal may use it. Services check, they do not create: topics are the admin's
+    (`casatwin topics create`, run by `make run` and by the appliance's services tier)."""
+    admin = admin_client(settings)
+    metadata = list_topics(admin, timeout_s)
+    for name in names:
+        info = metadata.topics.get(name)
+        if info is None or info.error is not None:
+            raise unreadable_topic(settings, name, admin, timeout_s)
 
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 15.0) -> list[str]:

@@ -1,4 +1,4 @@
-"""``casatwin tail`` and ``casatwin topics``."""
+"""``casatwin tail``, ``casatwin topics`` and ``casatwin kafka-access``."""
 
 from __future__ import annotations
 
@@ -37,6 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     topics.add_argument("action", choices=["list", "create"])
     topics.set_defaults(handler=run_topics)
+
+    access = subparsers.add_parser(
+        "kafka-access",
+        help="show or apply who may do what on the bus",
+        description="The Kafka principal of each service and the topics it may read and "
+        "write (docs/security.md). `apply` makes the broker's users and ACLs match, as "
+        "admin: passwords from CASATWIN_KAFKA_CREDENTIALS_DIR, stray ACLs removed.",
+    )
+    access.add_argument("action", choices=["show", "apply"])
+    access.set_defaults(handler=run_access)
 
 
 def resolve_topic(name: str) -> str:
@@ -84,4 +94,15 @@ def run_topics(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for name, partitions in admin.describe(settings.kafka).items():
         print(f"{name}\t{partitions} partitions")
+    return 0
+
+
+def run_access(args: argparse.Namespace, settings: Settings) -> int:
+    from casatwin.bus import access
+
+    if args.action == "apply":
+        access.ensure_access(settings.kafka)
+        print(f"Kafka access applied: {len(access.PRINCIPALS)} principals")
+        return 0
+    print(access.markdown_table(), end="")
     return 0

@@ -78,14 +78,38 @@ def reader(
     assignment = []
     for topic in topics:
         if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            raise UserError(
-                f"topic {topic} does not exist on the broker at {settings.bootstrap}",
-                hint="`casatwin topics create` creates them; `casatwin topics list` lists them.",
-            )
+            raise unreadable_topic(settings, topic, consumer, timeout_s)
         for partition in metadata.topics[topic].partitions:
             assignment.append(_start_position(consumer, topic, partition, start, timeout_s))
     consumer.assign(assignment)
     return consumer
+
+
+def unreadable_topic(
+    settings: KafkaSettings, topic: str, client: Any, timeout_s: float
+) -> UserError:
+    """Why ``topic`` is not in the cluster's metadata: missing, or not this principal's
+    (a listing leaves out the topics a principal may not see; asked by name, the broker
+    says so)."""
+    try:
+        info = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    except confluent_kafka.KafkaException:
+        info = None
+    denied = (
+        info is not None
+        and info.error is not None
+        and info.error.code() == confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED
+    )
+    if denied:
+        return UserError(
+            f"the Kafka user {settings.principal()!r} may not use topic {topic}",
+            hint="docs/security.md lists what each principal may read and write; "
+            "CASATWIN_KAFKA_USER chooses the principal",
+        )
+    return UserError(
+        f"topic {topic} does not exist on the broker at {settings.bootstrap}",
+        hint="`casatwin topics create` creates them; `casatwin topics list` lists them.",
+    )
 
 
 def _start_position(

@@ -27,6 +27,7 @@ import confluent_kafka
 from prometheus_client import Counter as PromCounter
 
 from casatwin.bus import messages
+from casatwin.bus.credentials import librdkafka_auth
 from casatwin.config import KafkaSettings
 from casatwin.logs import get_logger
 from casatwin.observability.families import DELIVERY_SAMPLE, DELIVERY_SECONDS
@@ -67,7 +68,7 @@ def client_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
         # One line per broker outage from our own error callback is enough.
         "log.connection.close": False,
         "logger": LIBRDKAFKA_LOG,
-    }
+    } | librdkafka_auth(settings)
 
 
 class DeliveryError(RuntimeError):

@@ -89,12 +89,12 @@ def backlog(end: OffsetMap, latest: OffsetMap) -> int:
 
 # One consumer per process and client id: a connected consumer saves the connection set-up
 # of every read.
-_CONSUMERS: dict[tuple[str, str], confluent_kafka.Consumer] = {}
+_CONSUMERS: dict[tuple[str, str, str], confluent_kafka.Consumer] = {}
 
 
 def cached_consumer(settings: KafkaSettings, client_id: str) -> confluent_kafka.Consumer:
     """A group-less consumer for :func:`read_ranges`, kept for the life of the process."""
-    key = (settings.bootstrap, client_id)
+    key = (settings.bootstrap, settings.principal(), client_id)
     if key not in _CONSUMERS:
         _CONSUMERS[key] = confluent_kafka.Consumer(
             client_config(settings, client_id)

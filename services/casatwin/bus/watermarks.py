@@ -12,10 +12,9 @@ from collections.abc import Iterable
 
 import confluent_kafka
 
-from casatwin.bus.consumer import list_topics
+from casatwin.bus.consumer import list_topics, unreadable_topic
 from casatwin.bus.producer import client_config
 from casatwin.config import KafkaSettings
-from casatwin.errors import UserError
 
 TopicPartitionKey = tuple[str, int]
 
@@ -39,7 +38,7 @@ class EndOffsets:
             "enable.partition.eof": False,
             **overrides,
         }
-        self._bootstrap = settings.bootstrap
+        self._settings = settings
         self._timeout_s = timeout_s
         self._consumer: confluent_kafka.Consumer | None = None
 
@@ -62,10 +61,7 @@ class EndOffsets:
             if info is None or info.error is not None:
                 if missing_ok:
                     continue
-                raise UserError(
-                    f"topic {topic} does not exist on the broker at {self._bootstrap}",
-                    hint="`casatwin topics create` creates the CasaTwin topics.",
-                )
+                raise unreadable_topic(self._settings, topic, self.consumer, self._timeout_s)
             out += [(topic, p) for p in sorted(info.partitions)]
         return out
 

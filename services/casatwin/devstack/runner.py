@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+from casatwin.bus.access import ensure_access
 from casatwin.bus.admin import ensure_topics
 from casatwin.config import Settings
 from casatwin.devstack.stack import Stack
@@ -58,6 +59,7 @@ def prepare(settings: Settings) -> None:
 
     generate_secrets(settings)
     ensure_topics(settings.kafka)
+    ensure_access(settings.kafka)  # one principal per service, only what it needs
     prepare_registry(settings)  # schema migrations and the driver registry
 
 

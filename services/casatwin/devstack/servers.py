@@ -22,9 +22,13 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
+
+if TYPE_CHECKING:
+    from casatwin.config import KafkaSettings
 
 log = get_logger("stack")
 
@@ -190,16 +194,39 @@ class KafkaBroker(Server):
     port_setting = "CASATWIN_KAFKA_BOOTSTRAP"
     stop_timeout_s = 60.0  # a controlled shutdown closes every log segment first
 
-    def __init__(self, host: str, port: int, state_dir: Path, jars_dir: Path, heap_mb: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        state_dir: Path,
+        jars_dir: Path,
+        heap_mb: int,
+        credentials_dir: Path | None = None,
+    ) -> None:
         super().__init__(host, port, state_dir)
         self.jars_dir = jars_dir
         self.heap_mb = heap_mb
         self.data_dir = self.state_dir / "data"
         self.config_path = self.state_dir / "server.properties"
+        # Its own and the services' passwords (the tests' brokers keep theirs beside them).
+        self.credentials_dir = credentials_dir or self.state_dir / "credentials"
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def client_fields(self) -> dict[str, object]:
+        """What a client's KafkaSettings needs to reach this broker: ``settings.replace(
+        kafka=broker.client_fields)`` (as the settings' user, ``admin`` by default)."""
+        return {"bootstrap": self.bootstrap, "credentials_dir": str(self.credentials_dir)}
+
+    @property
+    def admin_settings(self) -> KafkaSettings:
+        """How to reach this broker as ``admin``; ``.replace``-able with another user."""
+        from casatwin.config import KafkaSettings
+
+        return KafkaSettings(**self.client_fields)  # type: ignore[arg-type]
 
     def _java(self, main: str, *args: str, heap_mb: int = 256) -> list[str]:
         from casatwin.devstack import jars
@@ -214,16 +241,38 @@ class KafkaBroker(Server):
         ]  # fmt: skip
 
     def prepare(self) -> None:
+        from casatwin.bus.credentials import ADMIN, CONTROLLER, MECHANISM, password
+        from casatwin.devstack.vault import generate_kafka_passwords
+
+        generate_kafka_passwords(self.credentials_dir)
+        passwords = self.admin_settings
+        admin, controller = password(passwords, ADMIN), password(passwords, CONTROLLER)
         controller_port = _property(self.config_path, "controller.port") or free_port()
+        # It holds the broker's own passwords: readable by this user only.
+        self.config_path.touch(mode=0o600)
+        self.config_path.chmod(0o600)
         self.config_path.write_text(
-            kafka_properties(self.host, self.port, int(controller_port), self.data_dir)
+            kafka_properties(
+                self.host, self.port, int(controller_port), self.data_dir, admin, controller
+            )
         )
-        if (self.data_dir / "meta.properties").exists():
+        formatted = self.data_dir / "meta.properties"
+        if formatted.exists() and not (self.state_dir / SCRAM_FORMATTED).exists():
+            # Formatted before the bus had users: no admin to log in as. Its messages were
+            # `make run`'s own; start again rather than run without authentication.
+            log.warning(
+                "Kafka storage predates authentication; formatting it anew, its messages dropped",
+                log_dir=str(self.data_dir),
+            )
+            shutil.rmtree(self.data_dir)
+        if formatted.exists():
             return
         cluster_id = kafka_uuid()
         command = self._java(
             "kafka.tools.StorageTool", "format", "--config", str(self.config_path),
             "--cluster-id", cluster_id, "--ignore-formatted",
+            # The first user, in the cluster's bootstrap metadata: `admin` creates the rest.
+            "--add-scram", f"{MECHANISM}=[name={ADMIN},password={admin}]",
         )  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -231,6 +280,7 @@ class KafkaBroker(Server):
                 "Kafka's storage tool could not format the broker's log directory",
                 hint=(result.stderr or result.stdout).strip()[-800:],
             )
+        (self.state_dir / SCRAM_FORMATTED).touch()
         log.info("Kafka storage formatted", log_dir=str(self.data_dir), cluster_id=cluster_id)
 
     def command(self) -> list[str]:
@@ -239,10 +289,9 @@ class KafkaBroker(Server):
     def ready(self) -> bool:
         """It answers, and every partition it holds (after a restart) has a leader."""
         from casatwin.bus.admin import admin_client, leaders_serve
-        from casatwin.config import KafkaSettings
 
         # librdkafka's own lines go to the log at DEBUG (client_config), not to stderr.
-        admin = admin_client(KafkaSettings(bootstrap=self.bootstrap))
+        admin = admin_client(self.admin_settings)
         try:
             metadata = admin.list_topics(timeout=2)
         except Exception:
@@ -253,17 +302,48 @@ class KafkaBroker(Server):
 KAFKA_LOG_CONFIG = Path(__file__).with_name("kafka-log4j2.properties")
 
 
-def kafka_properties(host: str, port: int, controller_port: int, log_dir: Path) -> str:
-    """``server.properties`` of the one-node broker (KRaft, broker and controller)."""
+SCRAM_FORMATTED = "storage-has-users"  # marker: formatted with the admin's SCRAM credential
+
+
+def kafka_properties(
+    host: str, port: int, controller_port: int, log_dir: Path, admin: str, controller: str
+) -> str:
+    """``server.properties`` of the one-node broker (KRaft, broker and controller).
+
+    Authenticated as the appliance's brokers are (roles/kafka): clients with SCRAM on the
+    ``BROKER`` listener, the controller with PLAIN (KRaft controllers cannot check SCRAM,
+    whose credentials live in the metadata they serve), ACLs by StandardAuthorizer.
+    """
+    from casatwin.bus.credentials import (
+        ADMIN,
+        CONTROLLER,
+        MECHANISM,
+        PLAIN_LOGIN,
+        SCRAM_LOGIN,
+        jaas,
+    )
+
+    plain = jaas(PLAIN_LOGIN, CONTROLLER, controller, **{f"user_{CONTROLLER}": controller})
     properties = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "listeners": f"BROKER://{host}:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"BROKER://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "BROKER",
+        "listener.security.protocol.map": "BROKER:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": MECHANISM,
+        "sasl.mechanism.inter.broker.protocol": MECHANISM,
+        "listener.name.broker.sasl.enabled.mechanisms": MECHANISM,
+        f"listener.name.broker.{MECHANISM.lower()}.sasl.jaas.config": jaas(
+            SCRAM_LOGIN, ADMIN, admin
+        ),
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": plain,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{ADMIN};User:{CONTROLLER}",
         "log.dirs": str(log_dir),
         # One node: every internal topic has one replica.
         "offsets.topic.replication.factor": "1",

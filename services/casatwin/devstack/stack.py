@@ -66,6 +66,7 @@ class Stack:
                 state / "kafka",
                 jars_dir=settings.general.jars_dir,
                 heap_mb=settings.kafka.heap_mb,
+                credentials_dir=settings.kafka.credentials_path(),
             ),
             mongo=MongoWireServer(url.hostname, url.port or 27017, state / "mongo"),
             mariadb=MariaDBServer(

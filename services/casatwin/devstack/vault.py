@@ -32,3 +32,15 @@ def generate_secrets(settings: Settings) -> None:
     for what, path in secret_files(settings).items():
         if generate_secret(path):
             log.info("secret generated", secret=what, file=str(path))
+    generate_kafka_passwords(settings.kafka.credentials_path())
+
+
+def generate_kafka_passwords(credentials_dir: Path) -> None:
+    """A password file for every Kafka user (the broker's own and each service's)."""
+    from casatwin.bus.access import USERS
+    from casatwin.config import KafkaSettings
+
+    files = KafkaSettings(credentials_dir=str(credentials_dir))
+    made = [user for user in USERS if generate_secret(files.password_file(user))]
+    if made:
+        log.info("Kafka passwords generated", users=",".join(made), directory=str(credentials_dir))

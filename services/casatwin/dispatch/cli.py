@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_service(args: argparse.Namespace, settings: Settings) -> int:
+    settings = settings.for_service("dispatcher")  # its own Kafka principal
     import signal
     import threading
 

@@ -50,7 +50,7 @@ from pymongo.database import Database
 
 from casatwin import metrics
 from casatwin.bus import messages, topics
-from casatwin.bus.admin import ensure_topics, wait_for_broker
+from casatwin.bus.admin import require_topics, wait_for_broker
 from casatwin.bus.consumer import group_consumer, reader
 from casatwin.bus.consumer import messages as next_batch
 from casatwin.bus.dlq import DeadLetterWriter
@@ -155,12 +155,15 @@ class Dispatcher:
         self.conn = db.connect(self.settings.mariadb)
         self.timeline = readmodel.connect(self.settings.mongo, READ_MODEL_TIMEOUT_MS)
         try:
-            readmodel.ensure_indexes(self.timeline)
+            readmodel.ensure_indexes(self.timeline, [readmodel.DISPATCH_EVENTS])
         except pymongo.errors.ConnectionFailure as exc:
-            # Not fatal: its writes wait for it (the dashboard makes the indexes too).
+            # Not fatal: its writes wait for it (and make the index at the first start after).
             log.warning("read model not reachable yet", reason=str(exc)[:200])
         wait_for_broker(self.settings.kafka)
-        ensure_topics(self.settings.kafka)
+        require_topics(
+            self.settings.kafka,
+            [self.infractions_topic, self.dispatch_topic, self.congestion_topic],
+        )
         self.producer = Producer(self.settings.kafka, self.client_id)
         self.dlq = DeadLetterWriter(self.producer, "dispatcher")
         self.consumer = group_consumer(

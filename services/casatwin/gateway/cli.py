@@ -76,6 +76,7 @@ def load_pack(settings: Settings) -> CityPack:
 
 
 def run_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    settings = settings.for_service("gateway")  # its own Kafka principal
     from casatwin import metrics
     from casatwin.gateway.service import Gateway, run
     from casatwin.logs import get_logger

@@ -40,7 +40,7 @@ import orjson
 
 from casatwin.bus import topics
 from casatwin.bus.ranges import OffsetMap, backlog, count, read_values, to_map
-from casatwin.config import Settings
+from casatwin.config import KafkaSettings, Settings
 from casatwin.logs import get_logger
 from casatwin.processor.kafka_offsets import from_progress
 
@@ -370,13 +370,14 @@ def recorded_values(settings: Settings, start: OffsetMap, end: OffsetMap) -> lis
     return [value for value in values if value is not None]
 
 
-def replay(bootstrap: str, values: list[bytes], shift_ms: int, rate: int, seconds: int) -> None:
+def replay(
+    kafka: KafkaSettings, values: list[bytes], shift_ms: int, rate: int, seconds: int
+) -> None:
     """Child process: send re-timed copies of ``values`` at ``rate`` msg/s for ``seconds``
     (each lap moves the timestamps on, so event time keeps advancing)."""
     from casatwin.bus.producer import Producer
-    from casatwin.config import KafkaSettings
 
-    producer = Producer(KafkaSettings(bootstrap=bootstrap), "bench-replay")
+    producer = Producer(kafka, "bench-replay")
     # Each message split around its timestamp, so that a re-timed copy is one formatting.
     parts = []
     for value in values:
@@ -483,7 +484,7 @@ def drain_and_sustain(
     replay_from = ends(settings, topics.TELEMETRY)
     child = multiprocessing.get_context("spawn").Process(
         target=replay,
-        args=(settings.kafka.bootstrap, values,
+        args=(settings.kafka, values,
               (WARMUP_RECORD_SECONDS + RECORD_SECONDS) * 1000 + 60_000,
               REPLAY_RATE, REPLAY_SECONDS),
     )  # fmt: skip

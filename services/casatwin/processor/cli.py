@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    settings = settings.for_service("processor")  # its own Kafka principal
     import signal
     import threading
 

@@ -188,11 +188,11 @@ class CongestionSink:
     def start(self) -> None:
         from casatwin.bus.producer import Producer
         from casatwin.processor.network import for_city
-        from casatwin.readmodel.store import connect, ensure_indexes
+        from casatwin.readmodel.store import CONGESTION, connect, ensure_indexes
 
         self._network = for_city(self.settings.city)
         self._db = connect(self.settings.mongo)
-        ensure_indexes(self._db)
+        ensure_indexes(self._db, [CONGESTION])
         client = f"{self.settings.processor.client_id}-congestion"
         self._producer = Producer(self.settings.kafka, client)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -69,6 +70,9 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
     }
+    if p.spark_auth_file:
+        # The secret comes with the properties file (submit_args); the switch may be said here.
+        config["spark.authenticate"] = "true"
     if master.startswith("local"):
         # Everything in this process: stay on loopback, whatever the hostname resolves to.
         config["spark.driver.host"] = config["spark.driver.bindAddress"] = "127.0.0.1"
@@ -104,10 +108,47 @@ def kafka_connector_jars(settings: Settings) -> list[Path]:
     return jars
 
 
+def submit_args(settings: Settings, current: str | None) -> str:
+    """PYSPARK_SUBMIT_ARGS for the JVM PySpark launches: ``current`` (the environment's, or
+    PySpark's default ``pyspark-shell``), with ``--properties-file`` naming the file of
+    Spark's shared secret when there is one.
+
+    Not ``builder.config``: PySpark hands every one of those to spark-submit as ``--conf
+    key=value``, on a command line any user of the node can read (``ps``). spark-submit
+    reads a properties file inside the JVM. A standalone driver must have
+    ``spark.authenticate.secret`` in its configuration (Spark 4 reads secret files only on
+    Kubernetes), so the file is a properties file rather than the bare secret.
+    """
+    args = current or "pyspark-shell"
+    auth_file = settings.processor.spark_auth_file
+    if not auth_file:
+        return args
+    path = Path(auth_file)
+    if not os.access(path, os.R_OK) or not path.is_file():
+        raise UserError(
+            f"cannot read Spark's shared secret in {path} (CASATWIN_PROCESSOR_SPARK_AUTH_FILE)",
+            hint="on the appliance the casatwin role writes it from the vault "
+            "(vault_spark_auth_secret), readable by casatwin-processor only",
+        )
+    tokens = shlex.split(args)
+    if "--properties-file" in tokens:
+        named = tokens[tokens.index("--properties-file") + 1 :][:1]
+        if named == [str(path)]:
+            return args  # a session of this process before: already there
+        raise UserError(
+            "PYSPARK_SUBMIT_ARGS already names a --properties-file, and "
+            "CASATWIN_PROCESSOR_SPARK_AUTH_FILE another: spark-submit reads only one",
+            hint="keep the secret's file in CASATWIN_PROCESSOR_SPARK_AUTH_FILE alone",
+        )
+    return shlex.join(["--properties-file", str(path)]) + " " + args
+
+
 def build_session(settings: Settings, master: str | None = None) -> SparkSession:
     """The processor's session (or the existing one of this process, reconfigured)."""
     master = master or settings.processor.master
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # Read by PySpark when it launches the JVM (the first session of the process).
+    os.environ["PYSPARK_SUBMIT_ARGS"] = submit_args(settings, os.environ.get("PYSPARK_SUBMIT_ARGS"))
     if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder

@@ -147,12 +147,12 @@ class InfractionSink:
         )
 
     def start(self) -> None:
-        from casatwin.readmodel.store import connect, ensure_indexes
+        from casatwin.readmodel.store import INFRACTIONS, connect, ensure_indexes
 
         self.decider.start()
         self.publisher.start()
         self._db = connect(self.settings.mongo)
-        ensure_indexes(self._db)
+        ensure_indexes(self._db, [INFRACTIONS])
 
     def _dead_letter(self, item: dict[str, Any], reason: str, stage: str) -> None:
         from casatwin.bus.dlq import DeadLetterWriter

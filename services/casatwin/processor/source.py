@@ -25,6 +25,10 @@ the executors. The options, and why:
   for the long poll its consumer had left in flight: 500 ms per micro-batch, measured.
 * ``groupIdPrefix`` — ``<client_id>-<query>``: the executors' consumers are assigned their
   partitions and never join a group; the prefix only names them on the broker.
+* ``kafka.security.protocol``, ``kafka.sasl.*`` — the process's Kafka principal
+  (:func:`~casatwin.bus.credentials.java_auth`): on the appliance the processor's, which
+  may read telemetry and the intersections and nothing else. Spark redacts the JAAS value
+  (it contains "password") in its plans and UI.
 * no ``minPartitions``: one Spark partition per Kafka partition is already more read tasks
   than a small batch needs; the decoding stage coalesces them (``processor.read_tasks``).
 
@@ -43,6 +47,7 @@ from typing import Any
 import confluent_kafka
 import pyarrow as pa
 
+from casatwin.bus.credentials import java_auth
 from casatwin.bus.producer import client_config
 from casatwin.bus.ranges import OffsetMap, from_map
 from casatwin.config import Settings
@@ -96,6 +101,8 @@ def kafka_options(settings: Settings, topics: list[str], query: str) -> dict[str
         "failOnDataLoss": "false",
         "kafka.fetch.max.wait.ms": str(settings.kafka.fetch_wait_max_ms),
         "groupIdPrefix": f"{p.client_id}-{query}",
+        # The Java client's own words for the process's Kafka principal (bus.credentials).
+        **{f"kafka.{key}": value for key, value in java_auth(settings.kafka).items()},
     }
     if p.max_records_per_batch > 0:
         options["maxOffsetsPerTrigger"] = str(p.max_records_per_batch)

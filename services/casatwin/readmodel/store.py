@@ -34,13 +34,23 @@ def connect(settings: MongoSettings, timeout_ms: int = 5000) -> Database:
     return client[settings.database]
 
 
-def ensure_indexes(db: Database) -> None:
-    db[INFRACTIONS].create_index([("event_ts", DESCENDING)])
-    db[INFRACTIONS].create_index([("vehicle.plate", ASCENDING), ("event_ts", DESCENDING)])
-    db[INFRACTIONS].create_index([("type", ASCENDING), ("event_ts", DESCENDING)])
-    db[CONGESTION].create_index([("key", ASCENDING), ("window_start", DESCENDING)])
-    db[CONGESTION].create_index([("window_end", DESCENDING)])
-    db[DISPATCH_EVENTS].create_index([("infraction_id", ASCENDING), ("ts", ASCENDING)])
+INDEXES: dict[str, list[list[tuple[str, int]]]] = {
+    INFRACTIONS: [
+        [("event_ts", DESCENDING)],
+        [("vehicle.plate", ASCENDING), ("event_ts", DESCENDING)],
+        [("type", ASCENDING), ("event_ts", DESCENDING)],
+    ],
+    CONGESTION: [[("key", ASCENDING), ("window_start", DESCENDING)], [("window_end", DESCENDING)]],
+    DISPATCH_EVENTS: [[("infraction_id", ASCENDING), ("ts", ASCENDING)]],
+}
+
+
+def ensure_indexes(db: Database, collections: Iterable[str] = tuple(INDEXES)) -> None:
+    """The indexes of these collections. Each writer makes its own collections' (with
+    MongoDB's authorization, its user may create indexes on those alone)."""
+    for collection in collections:
+        for keys in INDEXES[collection]:
+            db[collection].create_index(keys)
 
 
 def _upsert(db: Database, collection: str, docs: Iterable[tuple[str, dict[str, Any]]]) -> int:

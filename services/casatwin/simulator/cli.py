@@ -67,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    settings = settings.for_service("simulator")  # its own Kafka principal
     if args.bench:
         return _bench(args, settings)
     import signal

@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge
 
 from casatwin import metrics
 from casatwin.bus import messages, topics
-from casatwin.bus.admin import ensure_topics, wait_for_broker
+from casatwin.bus.admin import require_topics, wait_for_broker
 from casatwin.bus.producer import Producer
 from casatwin.config import Settings
 from casatwin.logs import get_logger
@@ -91,10 +91,10 @@ class SimulatorService:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Check the broker (UserError if unreachable), create missing topics, open the
+        """Check the broker and the topics (UserError if unreachable or missing), open the
         producer and the metrics endpoint."""
         wait_for_broker(self.settings.kafka, timeout_s=BROKER_CHECK_S)
-        ensure_topics(self.settings.kafka)
+        require_topics(self.settings.kafka, [self.telemetry_topic, self.sensor_topic])
         self.producer = Producer(self.settings.kafka, self.client_id)
         metrics.serve(self.settings.simulator.metrics_port, "simulator")
         fleet = self.sim.fleet
