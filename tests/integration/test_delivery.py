@@ -44,7 +44,7 @@ def settings(base_settings, cuttable_broker, mongo, mariadb, tmp_path):
     database = scratch_database(mariadb, "casatwin_delivery")
     return base_settings.replace(
         # Messages the broker does not acknowledge within 2 s fail (30 s in production).
-        kafka={"bootstrap": cuttable_broker.bootstrap, "message_timeout_ms": 2000},
+        kafka={**cuttable_broker.client_fields, "message_timeout_ms": 2000},
         mongo={"url": mongo.url, "database": f"casatwin_{uuid.uuid4().hex[:8]}"},
         mariadb={"host": mariadb.host, "port": mariadb.port, "database": database.database},
         city=grid_city(tmp_path),
