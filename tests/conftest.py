@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from casatwin.bus.access import ensure_access
-from casatwin.bus.admin import ensure_topics
+from casatwin.bus.access import provision
 from casatwin.config import MariaDBSettings, Settings
 from casatwin.devstack.servers import KafkaBroker, MariaDBServer, MongoWireServer, free_port
 from casatwin.devstack.vault import generate_secrets
@@ -43,8 +42,7 @@ def kafka_broker(state_dir: Path) -> KafkaBroker:
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     server = kafka_broker(tmp_path_factory.mktemp("kafka"))
     server.start()
-    ensure_topics(server.admin_settings)
-    ensure_access(server.admin_settings)
+    provision(server.admin_settings)
     yield server
     server.stop()
 

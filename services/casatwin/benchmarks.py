@@ -55,9 +55,10 @@ def private_stack(
     settings: Settings, prefix: str = "casatwin-bench-"
 ) -> Iterator[tuple[Settings, Any]]:
     """A broker, a read-model server and MariaDB on free ports in a temporary directory,
-    the topics created; yields the settings that point at them and the running
-    :class:`~casatwin.devstack.stack.Stack` (benchmarks, demos)."""
-    from casatwin.bus.admin import ensure_topics
+    the bus provisioned (topics, the services' users and ACLs); yields the settings that
+    point at them and the running :class:`~casatwin.devstack.stack.Stack` (benchmarks,
+    demos)."""
+    from casatwin.bus.access import provision
     from casatwin.devstack.servers import free_port
     from casatwin.devstack.stack import Stack
     from casatwin.devstack.vault import generate_secrets
@@ -73,7 +74,7 @@ def private_stack(
         stack.start()
         try:
             generate_secrets(private)
-            ensure_topics(private.kafka)
+            provision(private.kafka)  # the services it starts log in as themselves
             yield private, stack
         finally:
             stack.stop()

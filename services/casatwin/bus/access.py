@@ -31,7 +31,7 @@ from confluent_kafka.admin import (
 )
 
 from casatwin.bus import topics
-from casatwin.bus.admin import admin_client
+from casatwin.bus.admin import admin_client, ensure_topics
 from casatwin.bus.credentials import ADMIN, CONTROLLER, password
 from casatwin.config import KafkaSettings
 from casatwin.errors import UserError
@@ -194,6 +194,13 @@ def ensure_access(settings: KafkaSettings, timeout_s: float = 15.0) -> None:
         created=len(missing),
         removed=len(stray),
     )
+
+
+def provision(settings: KafkaSettings) -> None:
+    """The bus as the services expect it: the topics, then each principal's user and ACLs
+    (as ``admin``): what `make run`, the benchmarks and the tests' brokers start with."""
+    ensure_topics(dataclasses.replace(settings, user=ADMIN))
+    ensure_access(settings)
 
 
 def _filter_of(binding: AclBinding) -> AclBindingFilter:

@@ -12,8 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from casatwin.bus.access import ensure_access
-from casatwin.bus.admin import ensure_topics
+from casatwin.bus.access import provision
 from casatwin.config import Settings
 from casatwin.devstack.stack import Stack
 from casatwin.errors import UserError
@@ -58,8 +57,7 @@ def prepare(settings: Settings) -> None:
     from casatwin.registry.setup import prepare as prepare_registry
 
     generate_secrets(settings)
-    ensure_topics(settings.kafka)
-    ensure_access(settings.kafka)  # one principal per service, only what it needs
+    provision(settings.kafka)  # the topics; one principal per service, only what it needs
     prepare_registry(settings)  # schema migrations and the driver registry
 
 
