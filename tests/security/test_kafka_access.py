@@ -32,6 +32,7 @@ from casatwin.bus.watermarks import EndOffsets
 from casatwin.config import KafkaSettings
 from casatwin.errors import UserError
 from casatwin.processor.publication import BatchPublisher
+from tests.processor_support import wait_for
 
 pytestmark = pytest.mark.security
 
@@ -176,7 +177,11 @@ def test_the_processor_finishes_a_half_published_batch_as_its_own_principal(brok
     reads back what reached casatwin.infractions and sends only the rest: its principal
     must read the topic it writes."""
     processor = as_user(broker, "processor")
-    since = to_map(EndOffsets(broker.admin_settings, "test-ends").ends([topics.INFRACTIONS]))
+    ends = EndOffsets(broker.admin_settings, "test-ends")
+    try:
+        since = to_map(ends.ends([topics.INFRACTIONS]))
+    finally:
+        ends.close()
     (tmp_path / f"{8:012d}.intent").write_bytes(orjson.dumps(since))
     first = {"infraction_id": "SPD-TX-SEC-1", "vehicle_id": "TX-SEC-1", "published_ts": 42}
     assert produce(processor, topics.INFRACTIONS, orjson.dumps(first)) is None
@@ -240,7 +245,8 @@ def test_ensure_access_removes_an_acl_the_table_does_not_list(broker):
     for future in admin.create_acls([stray]).values():
         future.result(15)
     simulator = as_user(broker, "simulator")
-    assert wait_for(lambda: read_one(simulator, topics.INFRACTIONS) == "read")
+    # ACL changes reach the authorizer through the metadata log: a moment later.
+    assert wait_for(lambda: read_one(simulator, topics.INFRACTIONS) == "read", 20)
 
     ensure_access(broker.admin_settings)
 
@@ -248,7 +254,8 @@ def test_ensure_access_removes_an_acl_the_table_does_not_list(broker):
         lambda: (
             read_one(simulator, topics.INFRACTIONS)
             == confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED
-        )
+        ),
+        20,
     )
 
 
@@ -256,13 +263,3 @@ def test_every_user_has_a_password_file_of_its_own(broker):
     for user in USERS:
         path = broker.admin_settings.password_file(user)
         assert path.stat().st_mode & 0o777 == 0o600, path
-
-
-def wait_for(condition, timeout_s: float = 20.0) -> bool:
-    """ACL changes reach the broker's authorizer through the metadata log: a moment later."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
