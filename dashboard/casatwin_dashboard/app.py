@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-import pymysql
 import yaml
 from aiohttp import WSMsgType, web
 from pymongo.errors import PyMongoError
@@ -30,6 +29,7 @@ from casatwin.config import Settings
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
 from casatwin.readmodel import store
+from casatwin.registry import db
 from casatwin_dashboard import history
 from casatwin_dashboard.citymap import city_json, load_pack, police_units
 from casatwin_dashboard.history import ApiError
@@ -172,7 +172,7 @@ async def errors(
             },
             503,
         )
-    except pymysql.MySQLError as exc:
+    except db.Error as exc:
         log.warning("MariaDB unavailable", path=request.path, reason=str(exc)[:200])
         return json_response(
             {"error": "MariaDB cannot be reached", "hint": "CASATWIN_MARIADB_* say where it is"},

@@ -33,10 +33,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import pymysql
+import MySQLdb.cursors
 
 from casatwin.config import MariaDBSettings
 from casatwin.errors import UserError
+from casatwin.registry import db
 from casatwin.registry.charged import ChargedIdentity, charged_identity
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
@@ -215,23 +216,9 @@ class OperatorStore:
     def __init__(self, settings: MariaDBSettings) -> None:
         self.settings = settings
 
-    def _connect(self) -> pymysql.connections.Connection:
-        s = self.settings
-        try:
-            return pymysql.connect(
-                host=s.host,
-                port=s.port,
-                user=s.user,
-                password=s.password,
-                database=s.database,
-                connect_timeout=5,
-                autocommit=False,
-            )
-        except pymysql.MySQLError as exc:
-            raise UserError(
-                f"cannot reach MariaDB at {s.host}:{s.port} ({exc.args[-1]})",
-                hint="is it running? `make run` starts one; CASATWIN_MARIADB_* say where it is.",
-            ) from None
+    def _connect(self) -> db.Connection:
+        # The services' own connection: the same TLS, errors and hints.
+        return db.open_connection(self.settings)
 
     def set_operator(self, name: str, password_hash: str, *, replace: bool) -> bool:
         """Create the operator (or change its password when ``replace``); False if it exists."""
@@ -297,7 +284,7 @@ class OperatorStore:
 
     def views(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest identity views, newest first (for an auditor, and the tests)."""
-        with self._connect() as conn, conn.cursor(pymysql.cursors.DictCursor) as cur:
+        with self._connect() as conn, conn.cursor(MySQLdb.cursors.DictCursor) as cur:
             cur.execute(
                 "SELECT viewed_at, operator, infraction_id, driver_ref, client_address, request "
                 "FROM identity_views ORDER BY id DESC LIMIT %s",

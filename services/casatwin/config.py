@@ -132,6 +132,12 @@ class MariaDBSettings:
         "", "MariaDB password (empty for the `make run` instance).", secret=True
     )
     database: str = setting("casatwin", "MariaDB database.")
+    tls_ca_file: str = setting(
+        "",
+        "CA certificate (PEM) that signed MariaDB's: every connection is then TLS, and MariaDB's "
+        "certificate must be that CA's and name CASATWIN_MARIADB_HOST. Empty: no TLS (the "
+        "`make run` instance, on loopback). The appliance names its own CA.",
+    )
     connect_timeout_s: float = setting(5.0, "How long to wait for MariaDB to answer a connection.")
     buffer_pool_mb: int = setting(
         2048,

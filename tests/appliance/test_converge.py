@@ -339,6 +339,44 @@ DASHBOARD_REFUSED = {
 }
 
 
+# How the services reach MariaDB (casatwin.registry.db with CASATWIN_MARIADB_TLS_CA_FILE):
+# TLS, the certificate checked against the appliance's CA and the node's name. Python source,
+# in single quotes: the scripts below go through the shell in double quotes.
+MARIADB_CA = "/usr/local/share/ca-certificates/casatwin-ca.crt"
+MARIADB_TLS = f"dict(ssl={{'ca': '{MARIADB_CA}'}}, ssl_mode='VERIFY_IDENTITY')"
+
+
+def test_mariadb_speaks_only_tls_with_a_certificate_of_the_appliances_ca(converged):
+    """From the edge node: the migrator over TLS with the CA is in (TLS 1.2+); the same
+    password without TLS is refused (MariaDB answers 1045 to any client without TLS); the
+    services are told the CA; MariaDB's key is mysql's alone."""
+    password = _vault_passwords(converged)["migrator"]
+    edge = converged.machine("lenovo")
+    script = (
+        "import sys, MySQLdb\n"
+        "for label, tls in (('tls', " + MARIADB_TLS + "), ('plain', {})):\n"
+        "    try:\n"
+        "        c = MySQLdb.connect(host='optiplex', user='casatwin_migrator', "
+        "password=sys.stdin.readline().strip(), connect_timeout=10, **tls)\n"
+        "        cur = c.cursor(); cur.execute(\"SHOW SESSION STATUS LIKE 'Ssl_version'\")\n"
+        "        print(label, 'in', cur.fetchone()[1] or 'without TLS')\n"
+        "    except MySQLdb.MySQLError as exc:\n"
+        "        print(label, 'refused', exc.args[0])\n"
+    )
+    out = edge.sh(
+        f"printf '%s\\n%s\\n' {shlex.quote(password)} {shlex.quote(password)} | "
+        f"/opt/casatwin/venv/bin/python -c {shlex.quote(script)}"
+    )
+    assert re.search(r"^tls in TLSv1\.[23]$", out, re.M), out
+    assert "plain refused 1045" in out, out
+    env = edge.sh("cat /etc/casatwin/casatwin.env")
+    assert f"CASATWIN_MARIADB_TLS_CA_FILE={MARIADB_CA}" in env, env
+    broker = converged.machine("optiplex")
+    assert broker.sh("stat -c '%U %a' /etc/mysql/tls/mariadb.key").strip() == "mysql 600"
+    options = broker.sh("cat /etc/mysql/mariadb.conf.d/60-casatwin.cnf")
+    assert "require_secure_transport = ON" in options, options
+
+
 def test_each_service_account_has_only_its_privileges(converged):
     """MariaDB on the broker node, reached from the edge node (the dashboard's: its account
     is bound to that node's address) with the vault's passwords.
@@ -346,10 +384,10 @@ def test_each_service_account_has_only_its_privileges(converged):
     read back) and nothing else; the migrator owns the schema. (Every account's grants, table
     by table: tests/security/test_mariadb_grants.py.)"""
     script = r"""
-import os, pymysql
-kw = dict(host="optiplex", database="casatwin", connect_timeout=10)
+import os, MySQLdb
+kw = dict(host="optiplex", database="casatwin", connect_timeout=10, **TLS)
 pw = dict(line.strip().split("=", 1) for line in open("/run/pw") if "=" in line)
-reader = pymysql.connect(user="casatwin_dashboard", password=pw["dashboard"], **kw)
+reader = MySQLdb.connect(user="casatwin_dashboard", password=pw["dashboard"], **kw)
 cur = reader.cursor()
 cur.execute("SELECT COUNT(*) FROM dashboard_operators")
 print("dashboard reads")
@@ -363,10 +401,10 @@ for what, sql in REFUSED.items():
     try:
         cur.execute(sql)
         print("dashboard could", what)
-    except pymysql.MySQLError as exc:
+    except MySQLdb.MySQLError as exc:
         print("refused", what, exc.args[0])
 reader.rollback()
-owner = pymysql.connect(user="casatwin_migrator", password=pw["migrator"], **kw)
+owner = MySQLdb.connect(user="casatwin_migrator", password=pw["migrator"], **kw)
 owner.cursor().execute("CREATE TABLE IF NOT EXISTS appliance_probe (id INT)")
 owner.cursor().execute("DROP TABLE appliance_probe")
 print("migrator ok")
@@ -379,7 +417,7 @@ print("migrator ok")
         + "\n".join(f"{k}={v}" for k, v in passwords.items())
         + "\nEOF\nchmod 600 /run/pw"
     )
-    script = f"REFUSED = {DASHBOARD_REFUSED!r}\n" + script
+    script = f"REFUSED = {DASHBOARD_REFUSED!r}\nTLS = {MARIADB_TLS}\n" + script
     out = edge.sh(f"/opt/casatwin/venv/bin/python - <<'EOF'\n{script}\nEOF")
     assert "dashboard reads" in out and "dashboard audits" in out, out
     for what in DASHBOARD_REFUSED:
@@ -436,13 +474,13 @@ def test_each_mariadb_account_is_bound_to_its_services_nodes_only(converged):
 
 
 # Connects as a service's account from the node it runs on; prints "ok" or the error code.
-MARIADB_LOGIN = r"""
-import sys, pymysql
+MARIADB_LOGIN = rf"""
+import sys, MySQLdb
 try:
-    pymysql.connect(host="optiplex", user=sys.argv[1], password=sys.stdin.read().strip(),
-                    database="casatwin", connect_timeout=10).close()
+    MySQLdb.connect(host="optiplex", user=sys.argv[1], password=sys.stdin.read().strip(),
+                    database="casatwin", connect_timeout=10, **{MARIADB_TLS}).close()
     print("ok")
-except pymysql.MySQLError as exc:
+except MySQLdb.MySQLError as exc:
     print("refused", exc.args[0])
 """
 
@@ -845,8 +883,9 @@ def _ledger(converged) -> dict[str, tuple[str, str]]:
     """infraction_id -> (vehicle, type) of every infraction in the MariaDB ledger."""
     passwords = _vault_passwords(converged)
     script = (
-        "import pymysql; c = pymysql.connect(host='optiplex', database='casatwin', "
-        f"user='casatwin_migrator', password={passwords['migrator']!r}); cur = c.cursor(); "
+        "import MySQLdb; c = MySQLdb.connect(host='optiplex', database='casatwin', "
+        f"user='casatwin_migrator', password={passwords['migrator']!r}, **{MARIADB_TLS}); "
+        "cur = c.cursor(); "
         "cur.execute('SELECT infraction_id, vehicle_id, type FROM infractions'); "
         "print('\\n'.join(' '.join(map(str, row)) for row in cur.fetchall()))"
     )
@@ -974,8 +1013,9 @@ def test_operator_added_by_the_playbook_sees_an_identity_and_the_view_is_audited
 
     passwords = _vault_passwords(converged)
     script = (
-        "import pymysql; c = pymysql.connect(host='optiplex', database='casatwin', "
-        f"user='casatwin_migrator', password={passwords['migrator']!r}); cur = c.cursor(); "
+        "import MySQLdb; c = MySQLdb.connect(host='optiplex', database='casatwin', "
+        f"user='casatwin_migrator', password={passwords['migrator']!r}, **{MARIADB_TLS}); "
+        "cur = c.cursor(); "
         "cur.execute('SELECT COUNT(*) FROM identity_views WHERE operator = %s AND "
         f"infraction_id = %s', ({name!r}, {infraction!r})); print('views', cur.fetchone()[0])"
     )

@@ -582,7 +582,7 @@ def test_the_dashboard_logs_in_audits_and_shows_an_identity_as_its_own_account(a
     assert dashboard.identity("no-such-infraction") is None
 
     # The audit: written by the dashboard, read by an auditor (the migrator), not by it.
-    with pytest.raises(pymysql.MySQLError) as caught:
+    with pytest.raises(MySQLdb.Error) as caught:
         dashboard.views()
     assert caught.value.args[0] == ER_TABLEACCESS_DENIED
     views = owner.views()

@@ -39,6 +39,7 @@ ER_LOCK_DEADLOCK = 1213
 ER_BAD_DB = 1049
 ER_ACCESS_DENIED = (1044, 1045)
 CR_UNREACHABLE = (2002, 2003, 2005, 2006, 2013)
+CR_TLS_FAILED = 2026
 RETRYABLE = frozenset({ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK})
 
 _CONVERSIONS = converters.conversions.copy()
@@ -69,6 +70,7 @@ def open_connection(
             connect_timeout=max(1, round(settings.connect_timeout_s)),
             local_infile=local_infile,
             conv=_CONVERSIONS,
+            **_tls_options(settings),
         )
     except MySQLdb.OperationalError as exc:
         raise _connect_error(exc, settings, database) from None
@@ -89,6 +91,13 @@ def connect(settings: MariaDBSettings, *, check_schema: bool = True) -> Connecti
     return conn
 
 
+def _tls_options(settings: MariaDBSettings) -> dict[str, Any]:
+    """TLS with the server's certificate checked against the CA and the host's name."""
+    if not settings.tls_ca_file:
+        return {}
+    return {"ssl": {"ca": settings.tls_ca_file}, "ssl_mode": "VERIFY_IDENTITY"}
+
+
 def _connect_error(
     exc: BaseException, settings: MariaDBSettings, database: str | None
 ) -> UserError:
@@ -100,10 +109,17 @@ def _connect_error(
             hint="start it (`make run` starts one), or set CASATWIN_MARIADB_HOST and "
             "CASATWIN_MARIADB_PORT",
         )
+    if code == CR_TLS_FAILED:
+        return UserError(
+            f"no TLS connection to MariaDB at {where}: {exc.args[-1]}",
+            hint="CASATWIN_MARIADB_TLS_CA_FILE must name the CA that signed MariaDB's "
+            "certificate, and CASATWIN_MARIADB_HOST a name that certificate holds",
+        )
     if code in ER_ACCESS_DENIED:
         return UserError(
             f"MariaDB at {where} refused user {settings.user!r}: {exc.args[-1]}",
-            hint="check CASATWIN_MARIADB_USER and CASATWIN_MARIADB_PASSWORD",
+            hint="check CASATWIN_MARIADB_USER and CASATWIN_MARIADB_PASSWORD (and, where "
+            "MariaDB requires TLS, CASATWIN_MARIADB_TLS_CA_FILE: it refuses a client without)",
         )
     if code == ER_BAD_DB:
         return UserError(
