@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import MySQLdb
-import pymysql
 import pytest
 import yaml
 
@@ -893,15 +892,15 @@ def test_an_account_bound_to_another_nodes_address_refuses_its_password_from_her
         f"CREATE USER '{user}'@'192.0.2.12' IDENTIFIED BY '{password}'"
     )
     try:
-        with pytest.raises(pymysql.MySQLError) as refused:
-            pymysql.connect(
+        with pytest.raises(MySQLdb.Error) as refused:
+            MySQLdb.connect(
                 host=mariadb.host, port=mariadb.port, user=user, password=password,
                 connect_timeout=5,
             )  # fmt: skip
         assert refused.value.args[0] == ER_ACCESS_DENIED, refused.value
         # Bound to this client's address, the same password is let in.
         mariadb.sql(f"CREATE USER '{user}'@'{HOST}' IDENTIFIED BY '{password}'")
-        pymysql.connect(
+        MySQLdb.connect(
             host=mariadb.host, port=mariadb.port, user=user, password=password, connect_timeout=5
         ).close()
     finally:
