@@ -43,6 +43,7 @@ import orjson
 
 from casatwin.config import Settings
 from casatwin.logs import get_logger
+from casatwin.processor.detectors import vehicle_of
 
 log = get_logger("bench")
 
@@ -122,7 +123,7 @@ def milestones(
 ) -> dict[str, float] | None:
     """The seven milestones of one infraction, or None when one is missing (a timer
     decided it, or its fix arrived before the watcher started)."""
-    t1 = fix_seen.get((item["vehicle_id"], item["evidence_ts"]))
+    t1 = fix_seen.get((vehicle_of(item["infraction_id"]), item["evidence_ts"]))
     t3 = item["detected_ts"]
     batch = [start for start, end in batches if start <= t3 <= end + 1]
     if t1 is None or not batch or "published_ts" not in item:

@@ -93,6 +93,12 @@ def infraction_id(kind: str, vehicle_id: str, anchor_ts: int) -> str:
     return f"{ID_PREFIX[kind]}-{vehicle_id}-{anchor_ts}"
 
 
+def vehicle_of(infraction_id: str) -> str:
+    """The vehicle an :func:`infraction_id` names: for tools that see only the public view,
+    which leaves the vehicle's id out (the latency benchmark's screen)."""
+    return infraction_id.split("-", 1)[1].rsplit("-", 1)[0]
+
+
 @dataclass
 class VehicleState:
     """What a vehicle's detectors remember between fixes (kept in Spark's state store)."""

@@ -1,0 +1,42 @@
+"""The latency budget traces an infraction from what the screen shows: the public view."""
+
+from __future__ import annotations
+
+from casatwin.demo.latency import milestones
+from casatwin.processor.detectors import infraction_id, vehicle_of
+from casatwin_dashboard.privacy import public_infraction
+
+
+def test_the_vehicle_of_an_infraction_id():
+    assert vehicle_of(infraction_id("speeding", "TX-00042", 1795322664000)) == "TX-00042"
+    assert vehicle_of(infraction_id("red_light", "POL-3", 1)) == "POL-3"
+
+
+def test_milestones_of_an_infraction_as_an_anonymous_screen_receives_it():
+    """The screen is anonymous: no vehicle id in what it receives (issue 15), and the
+    evidence fix is still found by the vehicle its infraction id names."""
+    evidence_ts = 1_795_322_664_000
+    infraction = {
+        "infraction_id": infraction_id("speeding", "TX-00042", evidence_ts),
+        "vehicle_id": "TX-00042",
+        "vehicle": {"kind": "taxi", "plate": "12345-A-6"},
+        "type": "speeding",
+        "evidence_ts": evidence_ts,
+        "detected_ts": evidence_ts + 400,
+        "published_ts": evidence_ts + 450,
+    }
+    shown = public_infraction(infraction)
+    assert "vehicle_id" not in shown
+    fix_seen = {("TX-00042", evidence_ts): evidence_ts + 20.0}
+    batches = [(evidence_ts + 100.0, evidence_ts + 420.0)]
+    found = milestones(shown, evidence_ts + 460, evidence_ts + 470, fix_seen, batches)
+    assert found == {
+        "t0": evidence_ts,
+        "t1": evidence_ts + 20.0,
+        "t2": evidence_ts + 100.0,
+        "t3": evidence_ts + 400,
+        "t4": evidence_ts + 450,
+        "t5": evidence_ts + 460,
+        "t6": evidence_ts + 470,
+    }
+    assert milestones(shown, 0, 0, {}, batches) is None  # its fix was not seen
