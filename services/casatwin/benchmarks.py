@@ -21,7 +21,24 @@ from typing import Any
 
 import orjson
 
+from casatwin import usage
 from casatwin.config import Settings
+
+# What the runner process itself is while each benchmark runs (casatwin.usage): the
+# benchmarks run their subject in-process where production runs it as its own service.
+RUNNER_AS: dict[str, str] = {
+    "registry-load": "registry loader",
+    "registry-lookup": "registry lookups",
+    "simulator": "simulator",
+    "dashboard-fanout": "load generator",
+    "processor-latency": "processor/python-driver",
+    "processor-throughput": "processor/python-driver",
+    "processor-latency-settings": "processor/python-driver",
+    "dispatch": "dispatcher",
+    "latency-budget": "processor/python-driver",
+}
+# Where the runner's multiprocessing children are not its own work (default: they are).
+HELPERS_AS: dict[str, str] = {"processor-throughput": "load generator"}
 
 # name → "module:function"; each issue adds its benchmarks here.
 BENCHMARKS: dict[str, str] = {
@@ -90,19 +107,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"unknown benchmark {unknown[0]!r}", hint=f"choose among {', '.join(BENCHMARKS)}"
         )
     results = {}
+    budgets = usage.garage_budgets()
     with private_stack(settings) as (bench_settings, _stack):
         for name in names:
             module, function = BENCHMARKS[name].split(":")
             started = time.monotonic()
-            result: dict[str, Any] = getattr(importlib.import_module(module), function)(
-                bench_settings
-            )
+            with usage.UsageMonitor(
+                runner_as=RUNNER_AS[name], helpers_as=HELPERS_AS.get(name), budgets=budgets
+            ) as monitor:
+                result: dict[str, Any] = getattr(importlib.import_module(module), function)(
+                    bench_settings
+                )
             result = {
                 "benchmark": name,
                 **result,
                 "wall_s": round(time.monotonic() - started, 1),
+                "usage": monitor.report(),
             }
             results[name] = result
+            print(f"{name}: CPU and memory per service", file=sys.stderr)
+            print("\n".join(usage.format_usage(monitor.usage())), file=sys.stderr)
             sys.stdout.write(orjson.dumps(result).decode() + "\n")
             sys.stdout.flush()
     out = settings.general.data_dir / "bench" / "latest.json"
