@@ -16,42 +16,41 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from casatwin import usage
 from casatwin.config import Settings
 
-# What the runner process itself is while each benchmark runs (casatwin.usage): the
-# benchmarks run their subject in-process where production runs it as its own service.
-RUNNER_AS: dict[str, str] = {
-    "registry-load": "registry loader",
-    "registry-lookup": "registry lookups",
-    "simulator": "simulator",
-    "dashboard-fanout": "load generator",
-    "processor-latency": "processor/python-driver",
-    "processor-throughput": "processor/python-driver",
-    "processor-latency-settings": "processor/python-driver",
-    "dispatch": "dispatcher",
-    "latency-budget": "processor/python-driver",
-}
-# Where the runner's multiprocessing children are not its own work (default: they are).
-HELPERS_AS: dict[str, str] = {"processor-throughput": "load generator"}
 
-# name → "module:function"; each issue adds its benchmarks here.
-BENCHMARKS: dict[str, str] = {
+@dataclass(frozen=True)
+class Benchmark:
+    """Where a benchmark's function is ("module:function"), and what the runner process is
+    while it runs (casatwin.usage): the benchmarks run their subject in-process where
+    production runs it as its own service."""
+
+    target: str
+    runner_as: str
+    helpers_as: str | None = None  # its multiprocessing children, when not its own work
+
+
+DRIVER = "processor/python-driver"
+# Each issue adds its benchmarks here, in the order they run.
+BENCHMARKS: dict[str, Benchmark] = {
     # The load comes first: the lookup benchmark runs on the 10M drivers it leaves.
-    "registry-load": "casatwin.registry.bench:bench_load",
-    "registry-lookup": "casatwin.registry.bench:bench_lookup",
-    "simulator": "casatwin.simulator.bench:benchmark",
-    "dashboard-fanout": "casatwin_dashboard.bench:fanout",
-    "processor-latency": "casatwin.processor.bench:latency",
-    "processor-throughput": "casatwin.processor.bench:throughput",
-    "processor-latency-settings": "casatwin.processor.bench:latency_settings",
-    "dispatch": "casatwin.dispatch.bench:bench_dispatch",
-    "latency-budget": "casatwin.demo.latency:budget",
+    "registry-load": Benchmark("casatwin.registry.bench:bench_load", "registry loader"),
+    "registry-lookup": Benchmark("casatwin.registry.bench:bench_lookup", "registry lookups"),
+    "simulator": Benchmark("casatwin.simulator.bench:benchmark", "simulator"),
+    "dashboard-fanout": Benchmark("casatwin_dashboard.bench:fanout", "load generator"),
+    "processor-latency": Benchmark("casatwin.processor.bench:latency", DRIVER),
+    "processor-throughput": Benchmark(
+        "casatwin.processor.bench:throughput", DRIVER, helpers_as="load generator"
+    ),
+    "processor-latency-settings": Benchmark("casatwin.processor.bench:latency_settings", DRIVER),
+    "dispatch": Benchmark("casatwin.dispatch.bench:bench_dispatch", "dispatcher"),
+    "latency-budget": Benchmark("casatwin.demo.latency:budget", DRIVER),
 }
 
 
@@ -106,14 +105,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError(
             f"unknown benchmark {unknown[0]!r}", hint=f"choose among {', '.join(BENCHMARKS)}"
         )
+    from casatwin import usage  # psutil: not needed for `casatwin --help`
+
     results = {}
     budgets = usage.garage_budgets()
     with private_stack(settings) as (bench_settings, _stack):
         for name in names:
-            module, function = BENCHMARKS[name].split(":")
+            benchmark = BENCHMARKS[name]
+            module, function = benchmark.target.split(":")
             started = time.monotonic()
             with usage.UsageMonitor(
-                runner_as=RUNNER_AS[name], helpers_as=HELPERS_AS.get(name), budgets=budgets
+                runner_as=benchmark.runner_as, helpers_as=benchmark.helpers_as, budgets=budgets
             ) as monitor:
                 result: dict[str, Any] = getattr(importlib.import_module(module), function)(
                     bench_settings

@@ -22,18 +22,15 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psutil
 
+from casatwin import appliance
 from casatwin.logs import get_logger
 
 log = get_logger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
-GARAGE_INVENTORY = REPO / "inventory" / "garage"
-MEMORY_PLAN_FILTER = REPO / "roles" / "memory_plan" / "filter_plugins" / "memory_plan.py"
 # The garage's desktops: 8 GB, as Linux reports them (README, "The memory plan").
 GARAGE_MEMTOTAL_MB = 7842
 
@@ -165,26 +162,15 @@ def _rows(service: str) -> tuple[str, ...]:
     return (whole,) if whole == service else (whole, service)
 
 
-def garage_budgets(
-    inventory: Path = GARAGE_INVENTORY, plan_filter: Path = MEMORY_PLAN_FILTER
-) -> dict[str, int]:
+def garage_budgets() -> dict[str, int]:
     """Each component's budget in the memory plan of the garage node it is placed on (every
     service on), as ``ansible-playbook -i inventory/garage site.yml --tags memory_plan``
     prints it. Empty when the checkout's roles or Ansible are not at hand."""
-    import importlib.util
-
     try:
-        from ansible.inventory.manager import InventoryManager
-        from ansible.parsing.dataloader import DataLoader
-    except ImportError:
+        plan = appliance.role_plugin("memory_plan", "filter_plugins/memory_plan.py")
+        groups = appliance.inventory_groups(appliance.GARAGE_INVENTORY)
+    except (ImportError, OSError):
         return {}
-    if not (inventory.is_dir() and plan_filter.is_file()):
-        return {}
-    spec = importlib.util.spec_from_file_location("casatwin_memory_plan", plan_filter)
-    assert spec is not None and spec.loader is not None
-    plan = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plan)
-    groups = InventoryManager(loader=DataLoader(), sources=[str(inventory)]).get_groups_dict()
     everything_on = {service: True for service in plan.SERVICE_GROUPS.values()}
     budgets: dict[str, int] = {}
     for host in groups.get("all", []):
@@ -218,6 +204,8 @@ class UsageMonitor:
         self.root = psutil.Process(root) if root is not None else psutil.Process()
         self._samples: list[list[ProcessSample]] = []
         self._known: set[int] = set()
+        # (pid, start time) → service: a command line is read once per process, not per sample
+        self._services: dict[tuple[int, float], str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = 0.0
@@ -275,6 +263,17 @@ class UsageMonitor:
         except psutil.Error:
             return
 
+    def _service_of(self, proc: psutil.Process) -> str:
+        key = (proc.pid, proc.create_time())
+        if key not in self._services:
+            self._services[key] = classify(
+                proc.cmdline(),
+                is_runner=proc.pid == self.root.pid,
+                runner_as=self.runner_as,
+                helpers_as=self.helpers_as,
+            )
+        return self._services[key]
+
     def _sample(self) -> None:
         found: list[ProcessSample] = []
         for proc in self._processes():
@@ -284,12 +283,7 @@ class UsageMonitor:
                     found.append(
                         ProcessSample(
                             pid=proc.pid,
-                            service=classify(
-                                proc.cmdline(),
-                                is_runner=proc.pid == self.root.pid,
-                                runner_as=self.runner_as,
-                                helpers_as=self.helpers_as,
-                            ),
+                            service=self._service_of(proc),
                             cpu_s=times.user + times.system,
                             pss_bytes=proc.memory_full_info().pss,
                             started_before=proc.pid in self._known,

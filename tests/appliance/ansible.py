@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
 import secrets
@@ -13,11 +12,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
+from casatwin.appliance import REPO
 from casatwin.bus import access
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 RECAP = re.compile(
     r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
@@ -53,14 +51,6 @@ class Run:
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.output.splitlines()[-lines:])
-
-
-def role_plugin(role: str, path: str) -> ModuleType:
-    """A Python plugin of a role (a filter or a lookup), imported as a plain module."""
-    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / "roles" / role / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def pyspark_version() -> str:

@@ -17,7 +17,8 @@ import urllib.request
 import pytest
 import yaml
 
-from tests.appliance.ansible import REPO, pyspark_version, role_plugin
+from casatwin.appliance import REPO, role_plugin
+from tests.appliance.ansible import pyspark_version
 from tests.appliance.machines import wait_until
 
 pytestmark = [pytest.mark.appliance, pytest.mark.slow]

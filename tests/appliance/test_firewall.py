@@ -14,7 +14,7 @@ import yaml
 from jinja2 import ChainableUndefined
 from jinja2.nativetypes import NativeEnvironment
 
-from tests.appliance.ansible import REPO, role_plugin
+from casatwin.appliance import REPO, inventory_groups, role_plugin
 
 pytestmark = pytest.mark.appliance
 
@@ -48,12 +48,7 @@ def table(context: dict | None = None) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def groups() -> dict[str, list[str]]:
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
-
-    inventories = ("inventory/garage", "tests/appliance/garage-test-inventory.yml")
-    sources = [str(REPO / path) for path in inventories]
-    return InventoryManager(loader=DataLoader(), sources=sources).get_groups_dict()
+    return inventory_groups("inventory/garage", "tests/appliance/garage-test-inventory.yml")
 
 
 def rules(groups, host: str) -> dict[str, dict]:

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from tests.appliance.ansible import REPO, role_plugin
+from casatwin.appliance import REPO, role_plugin
 
 pytestmark = pytest.mark.appliance
 

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from tests.appliance.ansible import REPO, role_plugin
+from casatwin.appliance import REPO, inventory_groups, role_plugin
 
 pytestmark = pytest.mark.appliance
 
@@ -88,13 +88,7 @@ ADDRESSES = {
 
 def _garage_groups() -> dict[str, list[str]]:
     """The groups of the converge test's inventory (the garage, Kafka on three nodes)."""
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
-
-    sources = [
-        str(REPO / p) for p in ("inventory/garage", "tests/appliance/garage-test-inventory.yml")
-    ]
-    return InventoryManager(loader=DataLoader(), sources=sources).get_groups_dict()
+    return inventory_groups("inventory/garage", "tests/appliance/garage-test-inventory.yml")
 
 
 def _garage_hosts(here: str = "optiplex") -> dict[str, set[str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.appliance.ansible import role_plugin
+from casatwin.appliance import role_plugin
 
 pytestmark = pytest.mark.appliance
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from casatwin.appliance import role_plugin
 from tests.appliance import ansible
 from tests.appliance.ansible import BIN, REPO, pyspark_version
 
@@ -637,7 +638,7 @@ def test_mongodb_users_are_the_services_that_use_the_read_model():
     assert sorted(privileges) == sorted(casatwin["_casatwin_mongodb_users"])
     assert set(ansible.MONGODB_USERS) == {defaults["mongodb_admin_user"], *privileges}
     assert all(actions == ["find"] for actions in privileges["dashboard"].values())
-    access = ansible.role_plugin("mongodb", "filter_plugins/mongodb_access.py")
+    access = role_plugin("mongodb", "filter_plugins/mongodb_access.py")
     plan = access.mongodb_access(privileges, "casatwin", "admin", {"dashboard": "p"}, "27017")
     dashboard = next(r for r in plan["roles"] if r["role"] == "casatwin_dashboard")
     assert {p["resource"]["collection"] for p in dashboard["privileges"]} == {
