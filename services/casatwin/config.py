@@ -398,6 +398,12 @@ class ProcessorSettings:
         "means less work per micro-batch. A checkpoint keeps the number it was started with.",
     )
     state_store: str = setting("rocksdb", "State store provider: `rocksdb` or `hdfs` (in memory).")
+    scheduler: str = setting(
+        "fair",
+        "How the queries share the cores: `fair` (Spark's fair scheduler: the infractions "
+        "query's tasks go before the congestion windows' when both wait; pools in "
+        "processor/scheduler-pools.xml) or `fifo` (jobs in the order they come).",
+    )
     starting_offsets: str = setting(
         "latest",
         "Where a query with no checkpoint starts: `earliest`, `latest` or a JSON offset map.",

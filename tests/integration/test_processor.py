@@ -209,6 +209,8 @@ def test_spark_batches_and_the_publish_hop_are_measured(scenario):
     event → published."""
     from prometheus_client import REGISTRY
 
+    from casatwin.processor.stages import STAGES
+
     def sample(name, **labels):
         return REGISTRY.get_sample_value(name, labels) or 0
 
@@ -216,3 +218,11 @@ def test_spark_batches_and_the_publish_hop_are_measured(scenario):
     assert sample("casatwin_processor_batch_seconds_count", query="infractions") > 0
     published = len(scenario["published"])
     assert sample("casatwin_hop_seconds_count", hop="event_to_published") >= published
+    # Which stage limits the query: the shares of its batches' time, from the progress
+    # and the sink's own timing, add up to the whole.
+    share = {
+        stage: sample("casatwin_processor_stage_share", query="infractions", stage=stage)
+        for stage in STAGES
+    }
+    assert abs(sum(share.values()) - 1) < 1e-6, share
+    assert share["tasks"] > 0 and share["planning"] > 0, share

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from casatwin.demo.latency import milestones
+from casatwin.demo.latency import against_floor, budget_table, milestones, render
 from casatwin.processor.detectors import infraction_id, vehicle_of
 from casatwin_dashboard.privacy import public_infraction
 
@@ -40,3 +40,21 @@ def test_milestones_of_an_infraction_as_an_anonymous_screen_receives_it():
         "t6": evidence_ts + 470,
     }
     assert milestones(shown, 0, 0, {}, batches) is None  # its fix was not seen
+
+
+def test_the_budget_gives_the_processors_part_and_the_whole_over_the_floor():
+    rows = [
+        {"t0": 0, "t1": 10, "t2": 50, "t3": 300, "t4": 310, "t5": 320, "t6": 330}
+        for _ in range(20)
+    ]
+    floor = {
+        "stateful": {"latency_ms": {"p50": 150.0, "p95": 200.0, "p99": 250.0}},
+        "stateless": {"latency_ms": {"p50": 60.0, "p95": 100.0, "p99": 120.0}},
+    }
+    result = {**budget_table(rows, [10.0] * 20), **against_floor(rows, floor)}
+    assert result["processor_ms"]["p95"] == 300.0  # t1 → t4
+    assert result["processor_p95_vs_floor"] == 1.5
+    assert result["end_to_end_p95_vs_floor"] == 1.65
+    table = render(result)
+    assert "| floor, stateful micro-batch | 150.0 | 200.0 | 250.0 |" in table
+    assert "processor / floor 1.5" in table

@@ -25,8 +25,10 @@ host's wall clock. t1 is seen by a consumer (it includes one fetch), so a batch 
 a few ms before the watcher sees the fix it reads: the broker → Spark hop can be slightly
 negative, and the sum of the hops is still exactly the end-to-end figure.
 
-Reference in the same run: the watcher's own consume delay (t1 − t0 for every fix), the
-floor any hop through the broker pays.
+References in the same run: the watcher's own consume delay (t1 − t0 for every fix), the
+floor any hop through the broker pays; and the processor's floor on the same Spark session
+(:mod:`casatwin.processor.floor`: a micro-batch of its shape with no work in it, broker →
+sink), with the ratio of the processor's part (t1 → t4) and of the whole to it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import sys
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -156,6 +159,23 @@ def budget_table(rows: list[dict[str, float]], reference: list[float]) -> dict[s
     }
 
 
+def against_floor(rows: list[dict[str, float]], floor: dict[str, Any]) -> dict[str, Any]:
+    """The processor's part (broker → sinks done, t1 → t4) and the whole at p95, over the
+    stateful floor's p95."""
+    from casatwin.processor.bench import percentiles
+    from casatwin.processor.floor import ratio
+
+    floor_p95 = floor["stateful"]["latency_ms"]["p95"]
+    processor = percentiles([r["t4"] - r["t1"] for r in rows])
+    return {
+        "floor_ms": {shape: found["latency_ms"] for shape, found in floor.items()},
+        "processor_ms": processor,
+        "processor_p95_vs_floor": ratio(processor["p95"], floor_p95),
+        "end_to_end_p95_vs_floor": ratio(percentiles([r["t6"] - r["t0"] for r in rows])["p95"],
+                                         floor_p95),
+    }  # fmt: skip
+
+
 def render(result: dict[str, Any]) -> str:
     """The table, as the README shows it."""
     lines = [
@@ -169,19 +189,24 @@ def render(result: dict[str, Any]) -> str:
     lines.append(f"| target | | ≤ {TARGET_P95_MS} | ≤ {TARGET_P99_MS} |")
     r = result["reference_consume_delay_ms"]
     lines.append(f"| reference: a consumer's delay | {r['p50']} | {r['p95']} | {r['p99']} |")
+    if "processor_ms" in result:
+        p = result["processor_ms"]
+        lines.append(f"| the processor's part (broker → sinks done) | {p['p50']} | {p['p95']} "
+                     f"| {p['p99']} |")  # fmt: skip
+        for shape, f in result["floor_ms"].items():
+            lines.append(f"| floor, {shape} micro-batch | {f['p50']} | {f['p95']} | {f['p99']} |")
+        lines.append(
+            f"| ratio at p95: processor / floor {result['processor_p95_vs_floor']}, "
+            f"end to end / floor {result['end_to_end_p95_vs_floor']} | | | |"
+        )
     return "\n".join(lines)
 
 
 def budget(settings: Settings, seconds: int = SECONDS) -> dict[str, Any]:
     """Benchmark ``latency-budget``: ``seconds`` of 500 taxis in real time."""
-    from casatwin.processor.bench import (
-        Watcher,
-        own_checkpoints,
-        prepare_registry,
-        run_simulator,
-        running_processor,
-    )
-    from casatwin_dashboard.bench import running_dashboard
+    from casatwin.processor.bench import FLOOR_SECONDS, own_checkpoints, prepare_registry
+    from casatwin.processor.floor import floor
+    from casatwin.processor.session import build_session
 
     prepare_registry(settings)
     settings = own_checkpoints(settings, "latency-budget").replace(
@@ -189,7 +214,39 @@ def budget(settings: Settings, seconds: int = SECONDS) -> dict[str, Any]:
         processor={"starting_offsets": "latest"},
     )
     dashboard_log = settings.general.data_dir / "dashboard.log"
-    with running_dashboard(settings, dashboard_log) as port, running_processor(settings) as app:
+    spark = build_session(settings)
+    try:
+        rows, reference, on_screen = _trace(settings, seconds, spark, dashboard_log)
+        load = round(os.getloadavg()[0], 2)
+        # The floor on the same session, once the twin is down (it would share the cores).
+        found = floor(spark, settings, FLOOR_SECONDS)
+    finally:
+        spark.stop()
+    result = {
+        "taxis": TAXIS,
+        "seconds": seconds,
+        "infractions_on_screen": on_screen,
+        "infractions_traced": len(rows),
+        **budget_table(rows, reference),
+        **against_floor(rows, found),
+        "machine_load_1m": load,
+    }
+    print(render(result), file=sys.stderr)
+    return result
+
+
+def _trace(
+    settings: Settings, seconds: int, spark: Any, dashboard_log: Path
+) -> tuple[list[dict[str, float]], list[float], int]:
+    """The twin run for ``seconds``: the milestones of each infraction traced from fix to
+    screen, the watcher's delay for each fix (the reference), the infractions on screen."""
+    from casatwin.processor.bench import Watcher, run_simulator, running_processor
+    from casatwin_dashboard.bench import running_dashboard
+
+    with (
+        running_dashboard(settings, dashboard_log) as port,
+        running_processor(settings, spark) as app,
+    ):
         url = f"ws://127.0.0.1:{port}/ws"
         query = app.running[0].query
         deadline = time.monotonic() + 300
@@ -224,13 +281,4 @@ def budget(settings: Settings, seconds: int = SECONDS) -> dict[str, Any]:
     ]
     # The reference: the watcher's own delay for every fix it saw after the warm-up.
     reference = [seen - ts for (_, ts), seen in watcher.fix_seen.items() if seen >= since]
-    result = {
-        "taxis": TAXIS,
-        "seconds": seconds,
-        "infractions_on_screen": len(screen.received),
-        "infractions_traced": len(rows),
-        **budget_table(rows, reference),
-        "machine_load_1m": round(os.getloadavg()[0], 2),
-    }
-    print(render(result), file=sys.stderr)
-    return result
+    return rows, reference, len(screen.received)

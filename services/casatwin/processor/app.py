@@ -25,6 +25,7 @@ from prometheus_client import Gauge
 from casatwin.config import Settings
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
+from casatwin.processor import stages
 from casatwin.processor.progress import new_batches, observe_batches
 from casatwin.processor.source import LagReporter, describe
 from casatwin.processor.telemetry_source import decoded_rows
@@ -37,6 +38,12 @@ OBSERVE_EVERY_S = 2.0  # how often each query's new batches are read for the met
 LAG = Gauge("casatwin_processor_lag_records", "Telemetry records not yet processed", ["query"])
 INPUT_RATE = Gauge(
     "casatwin_processor_input_rows_per_second", "Rows processed per second", ["query"]
+)
+STAGE_SHARE = Gauge(
+    "casatwin_processor_stage_share",
+    "Share of the micro-batches' time per stage since the last progress line "
+    "(planning, logs, tasks, state commit, sink; processor/stages.py): the largest limits",
+    ["query", "stage"],
 )
 
 
@@ -55,6 +62,10 @@ class QuerySpec(Protocol):
 
     def progress_fields(self, progress: list[dict[str, Any]]) -> dict[str, Any]:
         """Extra figures for the periodic progress line, from the batches it covers."""
+        ...
+
+    def sink_ms(self, batch_id: int) -> float:
+        """The sink's own time for the batch ``batch_id`` (ms; 0 when unknown)."""
         ...
 
 
@@ -106,6 +117,9 @@ class InfractionsQuery:
         if self.sink is not None:
             self.sink.stop()
             self.sink = None
+
+    def sink_ms(self, batch_id: int) -> float:
+        return self.sink.times.get(batch_id) if self.sink else 0.0
 
     def progress_fields(self, progress: list[dict[str, Any]]) -> dict[str, Any]:
         from casatwin.processor.sink import INFRACTIONS
@@ -182,6 +196,9 @@ class ProcessorApp:
         """Start one query; if it cannot start (MariaDB not up yet, say), say why and let
         :meth:`run_until` try again shortly."""
         checkpoint = self.checkpoints / running.spec.name
+        # A query's jobs run in the scheduler pool of its name (fair scheduler): its
+        # execution thread takes the local properties of the thread that starts it.
+        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", running.spec.name)
         try:
             running.query = running.spec.start(self.spark, checkpoint)
             running.sources_logged = False
@@ -266,6 +283,9 @@ class ProcessorApp:
         INPUT_RATE.labels(running.spec.name).set(rate)
         if running.failures and rows:
             running.failures = 0
+        found = stages.shares((p, running.spec.sink_ms(p["batchId"])) for p in new)
+        for stage, share in found.items():
+            STAGE_SHARE.labels(running.spec.name, stage).set(share)
         log.info(
             "processing",
             query=running.spec.name,
@@ -276,6 +296,7 @@ class ProcessorApp:
             batch_ms=round(seconds * 1000 / len(new)),
             lag=lag,
             late_dropped=late,
+            limited_by=stages.limiting(found),
             **running.spec.progress_fields(new),
         )
 

@@ -3,12 +3,14 @@
 ``processor-latency``  500 taxis of the simulator in real time (with more violators than
     usual, for samples); for every infraction, the time from its evidence fix reaching
     ``casatwin.telemetry`` to the infraction reaching ``casatwin.infractions``, both seen
-    by one consumer of the two topics (so its own fetch delay cancels out). p50/p95/p99,
-    target p95 ≤ 150 ms. Reference: the same consumer's delay for the fixes themselves in
-    the same run (producer's timestamp to arrival: what the broker alone costs).
+    by one consumer of the two topics (so its own fetch delay cancels out). p50/p95/p99.
+    References in the same run: the same consumer's delay for the fixes themselves
+    (producer's timestamp to arrival: what the broker alone costs), and the floor on the
+    same session (:mod:`casatwin.processor.floor`) with the ratio of the p95 to it (target:
+    within 1.5x the stateful floor).
 ``processor-latency-settings``  the same, shorter, for a few settings in turn (trigger,
-    state buckets, state store, shuffle partitions, checkpoint on tmpfs), to show what moves
-    the latency.
+    state buckets, state store, shuffle partitions, checkpoint on tmpfs, the fair
+    scheduler), to show what moves the latency; each p95 over the floor of the defaults.
 ``processor-throughput``  a recorded simulation (3,000 taxis, as fast as possible) is
     drained from the broker by both queries, after a warm-up recording; then re-timed copies
     are replayed at a fixed rate (target 50,000 msg/s) while each query's lag is sampled.
@@ -42,6 +44,7 @@ from casatwin.bus import topics
 from casatwin.bus.ranges import OffsetMap, backlog, count, read_values, to_map
 from casatwin.config import KafkaSettings, Settings
 from casatwin.logs import get_logger
+from casatwin.processor.floor import floor, ratio
 from casatwin.processor.kafka_offsets import from_progress
 
 log = get_logger("bench")
@@ -211,7 +214,6 @@ def measure_latency(settings: Settings, seconds: int, spark: Any = None) -> dict
         "infractions_measured": len(latencies),
         "by_type": by_type,
         "latency_ms": percentiles(latencies),
-        "target_p95_ms": 150,
         "reference_fix_delay_ms": percentiles(watcher.fix_delay_ms),
         "batch_ms_median": statistics.median(p["durationMs"]["triggerExecution"] for p in batches)
         if batches
@@ -228,65 +230,29 @@ def latency(settings: Settings) -> dict[str, Any]:
     spark = build_session(settings)
     try:
         result = measure_latency(settings, LATENCY_SECONDS, spark)
-        result["reference_stateful_floor"] = stateful_floor(spark, settings, FLOOR_SECONDS)
+        result["floor"] = floor(spark, settings, FLOOR_SECONDS)
     finally:
         spark.stop()
+    floor_p95 = result["floor"]["stateful"]["latency_ms"]["p95"]
+    result["p95_vs_floor"] = ratio(result["latency_ms"]["p95"], floor_p95)
+    result["target_vs_floor"] = 1.5  # the processor's p95 within 1.5x the stateful floor
     result["settings"] = _described(settings)
     result["machine_load_1m"] = os.getloadavg()[0]
     return result
 
 
-def _no_detection(key: Any, frames: Iterator[Any], state: Any) -> Iterator[Any]:
-    """A stateful step that does nothing but read its rows and keep a small state."""
-    for _ in frames:
-        pass
-    state.update((b"x" * 100,))
-    yield from ()
-
-
-def stateful_floor(spark: Any, settings: Settings, seconds: int) -> dict[str, Any]:
-    """What one micro-batch of the same shape costs with no work in it, on the same session
-    and settings: Spark's rate source (500 rows/s) → ``applyInPandasWithState`` over the
-    same number of buckets, doing nothing → ``foreachBatch`` collecting the rows. The
-    processor's latency cannot go below about one and a half of these."""
-    from pyspark.sql import functions as F  # noqa: N812 - Spark's convention
-    from pyspark.sql.streaming.state import GroupStateTimeout
-
-    with tempfile.TemporaryDirectory(prefix="casatwin-floor-") as checkpoint:
-        rows = (
-            spark.readStream.format("rate").option("rowsPerSecond", LATENCY_TAXIS).load()
-            .withColumn("bucket", F.col("value") % settings.processor.state_buckets)
-            .withWatermark("timestamp", "30 seconds")
-            .groupBy("bucket")
-            .applyInPandasWithState(_no_detection, "n long", "s binary", "append",
-                                    GroupStateTimeout.EventTimeTimeout)
-        )  # fmt: skip
-        query = (
-            rows.writeStream.foreachBatch(lambda frame, _: frame.collect())
-            .option("checkpointLocation", checkpoint)
-            .trigger(processingTime="0 seconds")
-            .start()
-        )
-        time.sleep(seconds)
-        progress = [p for p in query.recentProgress if p["numInputRows"]]
-        query.stop()
-    batches = [p["durationMs"]["triggerExecution"] for p in progress[len(progress) // 3 :]]
-    return {
-        "batch_ms_median": statistics.median(batches) if batches else None,
-        "batches": len(batches),
-        "what": "rate source → applyInPandasWithState doing nothing → foreachBatch collect",
-    }
-
-
 SWEEP: list[tuple[str, dict[str, Any]]] = [
-    ("defaults", {}),
+    ("defaults (fair scheduler: infractions first)", {}),
     ("trigger 250 ms", {"trigger_ms": 250}),
     ("trigger 1000 ms", {"trigger_ms": 1000}),
     ("8 state buckets, 2 shuffle partitions", {"state_buckets": 8, "shuffle_partitions": 2}),
     ("2 state buckets", {"state_buckets": 2}),
     ("in-memory state store (hdfs)", {"state_store": "hdfs"}),
     ("checkpoints on tmpfs (/dev/shm)", {"checkpoint_dir": "tmpfs"}),
+    # Session-wide settings last: each of these variants gets a Spark session of its own.
+    ("FIFO scheduler (no pools)", {"scheduler": "fifo"}),
 ]
+SESSION_WIDE = {"scheduler"}  # read when a SparkContext starts, not per query
 
 
 def latency_settings(settings: Settings) -> dict[str, Any]:
@@ -295,6 +261,7 @@ def latency_settings(settings: Settings) -> dict[str, Any]:
 
     prepare_registry(settings)
     spark = build_session(settings)
+    floor_p95 = floor(spark, settings, FLOOR_SECONDS)["stateful"]["latency_ms"]["p95"]
     rows = {}
     try:
         for name, change in SWEEP:
@@ -302,6 +269,9 @@ def latency_settings(settings: Settings) -> dict[str, Any]:
                 tmpfs = {"checkpoint_dir": shm} if change.get("checkpoint_dir") == "tmpfs" else {}
                 variant = own_checkpoints(settings, f"latency-{name.replace(' ', '-')}")
                 variant = variant.replace(processor={**change, **tmpfs})
+                if SESSION_WIDE & set(change):
+                    spark.stop()
+                    spark = build_session(variant)
                 p = variant.processor
                 spark.conf.set("spark.sql.shuffle.partitions", str(p.shuffle_partitions))
                 spark.conf.set(
@@ -314,12 +284,13 @@ def latency_settings(settings: Settings) -> dict[str, Any]:
                 "p99_ms": result["latency_ms"]["p99"],
                 "batch_ms_median": result["batch_ms_median"],
                 "samples": result["infractions_measured"],
+                "p95_vs_floor": ratio(result["latency_ms"]["p95"], floor_p95),
                 "load_1m": round(os.getloadavg()[0], 1),
             }
             log.info("latency variant measured", variant=name, **rows[name])
     finally:
         spark.stop()
-    return {"variants": rows, "seconds_each": SWEEP_SECONDS}
+    return {"variants": rows, "seconds_each": SWEEP_SECONDS, "floor_p95_ms": floor_p95}
 
 
 def _described(settings: Settings) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from casatwin.bus import topics
 from casatwin.config import Settings
 from casatwin.logs import get_logger
 from casatwin.processor import levels
+from casatwin.processor.stages import SinkTimes
 
 log = get_logger("processor")
 
@@ -184,6 +185,7 @@ class CongestionSink:
             CONGESTION, "window_end", settings.congestion.retention_days, PRUNE_EVERY_S
         )
         self.published = 0
+        self.times = SinkTimes()  # the driver's work per batch, for the limiting stage
 
     def start(self) -> None:
         from casatwin.bus.producer import Producer
@@ -207,9 +209,10 @@ class CongestionSink:
     def __call__(self, frame: Any, batch_id: int) -> None:
         from casatwin.processor.sink import collect_rows
 
-        rows = collect_rows(frame)
-        if rows:
-            self.write([window_message(r, self.settings, self._network) for r in rows])
+        rows = collect_rows(frame)  # runs the batch's tasks
+        with self.times.timing(batch_id):
+            if rows:
+                self.write([window_message(r, self.settings, self._network) for r in rows])
 
     def write(self, windows: list[dict[str, Any]]) -> None:
         """Flag anomalies, publish (all acknowledged, or the batch fails and is re-run), index."""
@@ -312,6 +315,9 @@ class CongestionQuery:
         )
         LATE_ROWS.inc(late)
         return late
+
+    def sink_ms(self, batch_id: int) -> float:
+        return self.sink.times.get(batch_id) if self.sink else 0.0
 
     def progress_fields(self, progress: list[dict[str, Any]]) -> dict[str, Any]:
         self.late_rows()

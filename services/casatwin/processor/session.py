@@ -18,6 +18,8 @@ from casatwin.config import Settings
 from casatwin.errors import UserError
 
 LOG_CONFIG = resources.files("casatwin.processor") / "log4j2.properties"
+SCHEDULER_POOLS = resources.files("casatwin.processor") / "scheduler-pools.xml"
+SCHEDULERS = ("fifo", "fair")
 
 STATE_STORES = {
     "rocksdb": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
@@ -32,6 +34,11 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
         raise UserError(
             f"CASATWIN_PROCESSOR_STATE_STORE={p.state_store!r} is not a state store",
             hint=f"choose {' or '.join(STATE_STORES)}",
+        )
+    if p.scheduler not in SCHEDULERS:
+        raise UserError(
+            f"CASATWIN_PROCESSOR_SCHEDULER={p.scheduler!r} is not a scheduler",
+            hint=f"choose {' or '.join(SCHEDULERS)}",
         )
     log_config = f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"
     config = {
@@ -70,6 +77,10 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
     }
+    if p.scheduler == "fair":
+        # Each query's jobs run in the pool of its name (ProcessorApp sets it as it starts).
+        config["spark.scheduler.mode"] = "FAIR"
+        config["spark.scheduler.allocation.file"] = f"file:{SCHEDULER_POOLS}"
     if p.spark_auth_file:
         # The secret comes with the properties file (submit_args); the switch may be said here.
         config["spark.authenticate"] = "true"

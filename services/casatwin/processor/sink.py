@@ -32,6 +32,7 @@ from casatwin.logs import get_logger
 from casatwin.observability.families import observe_event_latency
 from casatwin.processor.network import RoadNetwork
 from casatwin.processor.publication import BatchPublisher
+from casatwin.processor.stages import SinkTimes
 
 log = get_logger("processor")
 
@@ -132,6 +133,7 @@ class InfractionSink:
         self.settings = settings
         self.decider = decider
         self.network = network
+        self.times = SinkTimes()  # the driver's work per batch, for the limiting stage
         self.publisher = BatchPublisher(
             settings.kafka,
             topics.INFRACTIONS,
@@ -180,7 +182,9 @@ class InfractionSink:
             self._db = None
 
     def __call__(self, frame: Any, batch_id: int) -> None:
-        self.write(batch_id, collect_rows(frame))
+        detections = collect_rows(frame)  # runs the batch's tasks
+        with self.times.timing(batch_id):
+            self.write(batch_id, detections)
 
     def write(self, batch_id: int, detections: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Decide, record, publish and index one batch; the messages as published."""
