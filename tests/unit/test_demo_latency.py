@@ -44,8 +44,7 @@ def test_milestones_of_an_infraction_as_an_anonymous_screen_receives_it():
 
 def test_the_budget_gives_the_processors_part_and_the_whole_over_the_floor():
     rows = [
-        {"t0": 0, "t1": 10, "t2": 50, "t3": 300, "t4": 310, "t5": 320, "t6": 330}
-        for _ in range(20)
+        {"t0": 0, "t1": 10, "t2": 50, "t3": 300, "t4": 310, "t5": 320, "t6": 330} for _ in range(20)
     ]
     floor = {
         "stateful": {"latency_ms": {"p50": 150.0, "p95": 200.0, "p99": 250.0}},
