@@ -398,6 +398,13 @@ class ProcessorSettings:
         "means less work per micro-batch. A checkpoint keeps the number it was started with.",
     )
     state_store: str = setting("rocksdb", "State store provider: `rocksdb` or `hdfs` (in memory).")
+    timer_batches: bool = setting(
+        True,
+        "Run a batch with no new data whenever the watermark moves, so that timers (a parked "
+        "car's dwell, an episode's end) and closed windows fire at once (Spark's default). "
+        "Off: no fix waits behind such a batch (p95 −235 ms measured), but they fire only "
+        "with the next telemetry: never, if the whole fleet falls silent.",
+    )
     scheduler: str = setting(
         "fair",
         "How the queries share the cores: `fair` (Spark's fair scheduler: the infractions "

@@ -71,6 +71,9 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
             "FileSystemBasedCheckpointFileManager"
         ),
         "spark.sql.streaming.minBatchesToRetain": "100",
+        # On: timers and closed windows fire without waiting for more data (a fix may then
+        # wait behind such an empty batch; processor.timer_batches, docs/processor.md).
+        "spark.sql.streaming.noDataMicroBatches.enabled": str(p.timer_batches).lower(),
         # Poll for new data every 10 ms when idle (the Kafka source answers in a few ms).
         "spark.sql.streaming.pollingDelay": "10ms",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
