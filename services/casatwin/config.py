@@ -399,11 +399,18 @@ class ProcessorSettings:
     )
     state_store: str = setting("rocksdb", "State store provider: `rocksdb` or `hdfs` (in memory).")
     timer_batches: bool = setting(
-        True,
-        "Run a batch with no new data whenever the watermark moves, so that timers (a parked "
-        "car's dwell, an episode's end) and closed windows fire at once (Spark's default). "
-        "Off: no fix waits behind such a batch (p95 −235 ms measured), but they fire only "
-        "with the next telemetry: never, if the whole fleet falls silent.",
+        False,
+        "Let Spark run a batch with no new data whenever the watermark moves, so that the "
+        "infractions query's timers (a parked car's dwell, an episode's end) fire at once "
+        "(Spark's default). Off: a fix never waits behind such a batch (p95 −235 ms "
+        "measured); the timers fire with the next telemetry, and when it is silent for "
+        "`timers_silence_s` the processor asks for a batch itself (casatwin.processor.timers).",
+    )
+    timers_silence_s: float = setting(
+        2.0,
+        "With `timer_batches` off: how long the infractions query may see no telemetry, "
+        "after a batch that moved the watermark, before the processor asks it for a batch "
+        "that fires its due timers (above the fleet's report interval, 1 s).",
     )
     scheduler: str = setting(
         "fair",

@@ -16,8 +16,8 @@ import pytest
 
 from casatwin.bus import topics
 from casatwin.bus.ranges import cached_consumer, get, plan_ranges, read_ranges
-from casatwin.processor.app import records_read
 from casatwin.processor.kafka_offsets import from_progress
+from casatwin.processor.telemetry_source import telemetry_records
 from tests.processor_support import (
     RunningApp,
     casablanca_e2e,
@@ -84,7 +84,7 @@ def test_scripted_infractions_survive_a_processor_restart(spark, mariadb, broker
         published = read_topic(settings, topics.INFRACTIONS, since)
         # The stop fell inside the stream: the second run had the rest of it to read.
         second = second_run.app.running[0].query
-        assert second is not None and sum(records_read(p) for p in second.recentProgress) > 0
+        assert second is not None and sum(telemetry_records(p) for p in second.recentProgress) > 0
 
     scripted = [m for m in published if m["vehicle_id"] in SCRIPTED]
     assert sorted((m["vehicle_id"], m["type"]) for m in scripted) == sorted(SCRIPTED.items()), [

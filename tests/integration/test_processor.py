@@ -105,6 +105,7 @@ def scenario(ledger_db, tmp_path_factory, broker, mongo, spark):
     publish(settings, fixes[:half])
     publish(settings, [raw for raw, _ in BAD], key="bad-key")
     expected = 5  # the speeder, two reds, the parker (on its timer), the unknown car
+    asked_before = nudges()
     with RunningApp(settings, spark):
         publish(settings, fixes[half:])
         wait_for(
@@ -113,6 +114,9 @@ def scenario(ledger_db, tmp_path_factory, broker, mongo, spark):
             ),
             timeout_s=240,
         )
+        # Then the telemetry is silent: the query's last batch moved the watermark, and
+        # the application asks for the batch that fires the timers it passed.
+        wait_for(lambda: nudges() > asked_before, timeout_s=60)
     return {
         "settings": settings,
         "roles": {"speeder": speeder, "runner": runner, "parker": parker, "lawful": lawful},
@@ -120,6 +124,13 @@ def scenario(ledger_db, tmp_path_factory, broker, mongo, spark):
         "dead": read_topic(settings, topics.DLQ, since[topics.DLQ]),
         "red_at": red_at,
     }
+
+
+def nudges() -> float:
+    from prometheus_client import REGISTRY
+
+    asked = {"query": "infractions"}
+    return REGISTRY.get_sample_value("casatwin_processor_timer_nudges_total", asked) or 0
 
 
 def by_vehicle(messages):

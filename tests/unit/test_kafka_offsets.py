@@ -43,6 +43,11 @@ def test_a_source_starts_from_its_own_topics_with_every_partition_named():
     assert orjson.loads(got) == {T: {"0": 5, "1": -2, "2": -1}}  # 1 unnamed: earliest
     got = ko.starting_offsets(spec, [S], partitions_of({T: 3, S: 2}))
     assert orjson.loads(got) == {S: {"0": 7, "1": -2}}
+    # A topic of the source the map does not name (the timers' requests): from its start.
+    got = ko.starting_offsets(
+        orjson.dumps({T: {"0": 5}}).decode(), [T, S], partitions_of({T: 1, S: 2})
+    )
+    assert orjson.loads(got) == {T: {"0": 5}, S: {"0": -2, "1": -2}}
     never = partitions_of({})  # no broker call for these
     assert ko.starting_offsets(spec, ["other"], never) == "earliest"
     assert ko.starting_offsets("latest", [T], never) == "latest"

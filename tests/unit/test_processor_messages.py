@@ -2,9 +2,10 @@
 
 from casatwin.bus import topics
 from casatwin.bus.messages import check
-from casatwin.processor.app import records_read, source_lag
+from casatwin.processor.app import source_lag
 from casatwin.processor.decisions import simultaneous
 from casatwin.processor.sink import Decided, infraction_message
+from casatwin.processor.telemetry_source import telemetry_records
 
 DETECTION = {
     "infraction_id": "RED-TX-00002-1800000044200",
@@ -78,9 +79,11 @@ def test_progress_figures_from_spark_progress():
             {"startOffset": None, "endOffset": {"s": {"0": 1}}, "numInputRows": 1},
         ]
     }
-    assert records_read(progress) == 10
+    assert telemetry_records(progress) == 10
+    asked = {**progress, "observedMetrics": {"asked": {"records": 2}}}
+    assert telemetry_records(asked) == 8  # the timers' requests are not telemetry
     assert source_lag(progress) == 8
-    assert records_read({"sources": []}) == 0
+    assert telemetry_records({"sources": []}) == 0
 
 
 def test_a_checkpoint_keeps_the_state_buckets_it_was_started_with(tmp_path):

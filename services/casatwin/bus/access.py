@@ -69,10 +69,11 @@ PRINCIPALS: tuple[Principal, ...] = (
     ),
     Principal(
         "processor",
-        reads=(topics.TELEMETRY, topics.SENSORS_INTERSECTION, topics.INFRACTIONS),
-        writes=(topics.INFRACTIONS, topics.CONGESTION, topics.DLQ),
+        reads=(topics.TELEMETRY, topics.SENSORS_INTERSECTION, topics.INFRACTIONS, topics.TIMERS),
+        writes=(topics.INFRACTIONS, topics.CONGESTION, topics.DLQ, topics.TIMERS),
         why="the only writer of infractions and congestion windows; after a crash it rereads "
-        "the infractions it was publishing, to send each once",
+        "the infractions it was publishing, to send each once; asks itself for a batch when "
+        "timers are due and the telemetry is silent",
     ),
     Principal(
         "dispatcher",

@@ -40,8 +40,13 @@ def require_topics(settings: KafkaSettings, names: Iterable[str], timeout_s: flo
             raise unreadable_topic(settings, name, admin, timeout_s)
 
 
-def ensure_topics(settings: KafkaSettings, timeout_s: float = 15.0) -> list[str]:
-    """Create every CasaTwin topic that does not exist yet; returns the ones created."""
+def ensure_topics(
+    settings: KafkaSettings,
+    timeout_s: float = 15.0,
+    specs: Iterable[topic_specs.TopicSpec] = topic_specs.TOPICS,
+) -> list[str]:
+    """Create every topic of ``specs`` (default: CasaTwin's) that does not exist yet;
+    returns the ones created."""
     admin = admin_client(settings)
     existing = set(list_topics(admin, timeout_s).topics)
     wanted = [
@@ -49,9 +54,9 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 15.0) -> list[str]
             spec.name,
             num_partitions=topic_specs.partitions_for(spec, settings.partitions),
             replication_factor=-1,  # the broker's default: 1 on one node, 3 on a cluster
-            config={"retention.ms": str(spec.retention_ms)},
+            config={"retention.ms": str(spec.retention_ms), **spec.config},
         )
-        for spec in topic_specs.TOPICS
+        for spec in specs
         if spec.name not in existing
     ]
     if not wanted:

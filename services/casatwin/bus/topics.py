@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 TELEMETRY = "casatwin.telemetry"
 SENSORS_INTERSECTION = "casatwin.sensors.intersection"
@@ -11,6 +11,7 @@ INFRACTIONS = "casatwin.infractions"
 DISPATCH = "casatwin.dispatch"
 CONGESTION = "casatwin.congestion"
 DLQ = "casatwin.dlq"
+TIMERS = "casatwin.processor.timers"
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class TopicSpec:
     high_rate: bool  # high-rate topics get `kafka.partitions` partitions, the others fewer
     retention_ms: int
     purpose: str
+    config: dict[str, str] = field(default_factory=dict)  # more of the topic's settings
 
 
 HOUR_MS = 3_600_000
@@ -32,6 +34,12 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(DISPATCH, False, 7 * DAY_MS, "police unit assignments and their progress"),
     TopicSpec(CONGESTION, False, DAY_MS, "rolling-window congestion per segment/intersection"),
     TopicSpec(DLQ, False, 7 * DAY_MS, "messages that could not be processed, with the reason"),
+    TopicSpec(
+        TIMERS,
+        False,
+        HOUR_MS,
+        "the processor's requests for a batch when timers are due and the telemetry is silent",
+    ),
 )
 
 LOW_RATE_PARTITIONS = 3

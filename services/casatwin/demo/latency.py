@@ -240,7 +240,12 @@ def _trace(
 ) -> tuple[list[dict[str, float]], list[float], int]:
     """The twin run for ``seconds``: the milestones of each infraction traced from fix to
     screen, the watcher's delay for each fix (the reference), the infractions on screen."""
-    from casatwin.processor.bench import Watcher, run_simulator, running_processor
+    from casatwin.processor.bench import (
+        Watcher,
+        first_batch_done,
+        run_simulator,
+        running_processor,
+    )
     from casatwin_dashboard.bench import running_dashboard
 
     with (
@@ -249,9 +254,7 @@ def _trace(
     ):
         url = f"ws://127.0.0.1:{port}/ws"
         query = app.running[0].query
-        deadline = time.monotonic() + 300
-        while not query.recentProgress and time.monotonic() < deadline:
-            time.sleep(0.5)  # Spark's start-up is not latency
+        first_batch_done(query)
         screen = ScreenClient(url)
         screen.start()
         watcher = Watcher(settings)

@@ -28,12 +28,14 @@ from casatwin.logs import get_logger
 from casatwin.processor import stages
 from casatwin.processor.progress import new_batches, observe_batches
 from casatwin.processor.source import LagReporter, describe
-from casatwin.processor.telemetry_source import decoded_rows
+from casatwin.processor.telemetry_source import decoded_rows, telemetry_records
+from casatwin.processor.timers import TimerNudges
 
 log = get_logger("processor")
 
 RETRY_START_S = 10.0
 OBSERVE_EVERY_S = 2.0  # how often each query's new batches are read for the metrics
+TIMERS_EVERY_S = 0.5  # how often a query without empty batches is checked for due timers
 
 LAG = Gauge("casatwin_processor_lag_records", "Telemetry records not yet processed", ["query"])
 INPUT_RATE = Gauge(
@@ -51,6 +53,7 @@ class QuerySpec(Protocol):
     """One streaming query of the application."""
 
     name: str
+    timers_asked: bool  # no empty batches: the app asks for one when its timers are due
 
     def start(self, spark: Any, checkpoint: Path) -> Any:
         """Build the query's plan and start it; returns the ``StreamingQuery``."""
@@ -89,10 +92,12 @@ class InfractionsQuery:
         self.settings = settings
         self.decider = decider
         self.sink: Any = None
+        self.timers_asked = not settings.processor.timer_batches
 
     def start(self, spark: Any, checkpoint: Path) -> Any:
         from casatwin.processor import pipeline
         from casatwin.processor.network import for_city
+        from casatwin.processor.session import query_conf, timer_conf
         from casatwin.processor.sink import InfractionSink
         from casatwin.processor.stateful import checkpoint_buckets
 
@@ -104,14 +109,15 @@ class InfractionsQuery:
         buckets = checkpoint_buckets(checkpoint, self.settings.processor.state_buckets)
         settings = self.settings.replace(processor={"state_buckets": buckets})
         fixes = pipeline.telemetry_fixes(spark, settings, self.name)
-        return (
-            pipeline.detections(fixes, settings)
-            .writeStream.queryName(self.name)
-            .foreachBatch(self.sink)
-            .option("checkpointLocation", str(checkpoint / "spark"))
-            .trigger(**trigger(self.settings))
-            .start()
-        )
+        with query_conf(spark, timer_conf(settings)):
+            return (
+                pipeline.detections(fixes, settings)
+                .writeStream.queryName(self.name)
+                .foreachBatch(self.sink)
+                .option("checkpointLocation", str(checkpoint / "spark"))
+                .trigger(**trigger(self.settings))
+                .start()
+            )
 
     def stop(self) -> None:
         if self.sink is not None:
@@ -124,7 +130,7 @@ class InfractionsQuery:
     def progress_fields(self, progress: list[dict[str, Any]]) -> dict[str, Any]:
         from casatwin.processor.sink import INFRACTIONS
 
-        read = sum(records_read(p) for p in progress)
+        read = sum(telemetry_records(p) for p in progress)
         fixes = sum(rows_out(p) for p in progress)
         samples = (s for metric in INFRACTIONS.collect() for s in metric.samples)
         return {
@@ -176,6 +182,7 @@ class ProcessorApp:
         ]
         self.spark = spark
         self._own_spark = spark is None
+        self.timers = TimerNudges(settings)
 
     def start(self) -> None:
         from casatwin.processor.session import build_session
@@ -220,9 +227,15 @@ class ProcessorApp:
         every = report_every_s or self.settings.processor.progress_every_s
         next_report = time.monotonic() + every
         next_observe = time.monotonic() + OBSERVE_EVERY_S
+        next_timers = time.monotonic() + TIMERS_EVERY_S
         while not stop.wait(0.2):
             for running in self.running:
                 self._supervise(running)
+            if time.monotonic() >= next_timers:
+                next_timers = time.monotonic() + TIMERS_EVERY_S
+                for running in self.running:
+                    if running.query is not None and running.spec.timers_asked:
+                        self.timers.check(running.spec.name, running.query.lastProgress)
             if time.monotonic() >= next_observe:
                 next_observe = time.monotonic() + OBSERVE_EVERY_S
                 for running in self.running:
@@ -270,7 +283,7 @@ class ProcessorApp:
         if running.query is None or not new:
             return
         rows = sum(rows_out(p) for p in new)
-        records = sum(records_read(p) for p in new)
+        records = sum(telemetry_records(p) for p in new)
         late = sum(
             op.get("numRowsDroppedByWatermark", 0)
             for p in new
@@ -316,6 +329,7 @@ class ProcessorApp:
             running.spec.stop()
             running.lag.close()
             log.info("query stopped", query=running.spec.name)
+        self.timers.close()
         if self._own_spark and self.spark is not None:
             self.spark.stop()
             self.spark = None
@@ -323,12 +337,6 @@ class ProcessorApp:
     def reset(self) -> None:
         """Forget every query's checkpoint (offsets, state, sink journal)."""
         shutil.rmtree(self.checkpoints, ignore_errors=True)
-
-
-def records_read(progress: dict[str, Any]) -> int:
-    """Kafka records a batch read: its sources' input rows (Spark's Kafka source gives one
-    row per record; the first batch of a query, which has no start offset, included)."""
-    return sum(int(source.get("numInputRows") or 0) for source in progress.get("sources", []))
 
 
 def rows_out(progress: dict[str, Any]) -> int:

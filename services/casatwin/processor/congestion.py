@@ -269,6 +269,9 @@ class CongestionQuery:
     """The congestion windows: a query of the processor application with its own trigger."""
 
     name = "congestion"
+    # Spark's empty batches close the windows: at most one per trigger (15 s), and only
+    # when no telemetry came in it, so no fix waits behind one.
+    timers_asked = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -19,6 +19,7 @@ Each latency figure of the processor is given with its ratio to the stateful flo
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,12 +27,18 @@ from typing import Any
 
 import orjson
 
+from casatwin.bus.topics import TopicSpec
 from casatwin.config import Settings
 from casatwin.logs import get_logger
 
 log = get_logger("bench")
 
 PROBE_TOPIC = "casatwin-bench.floor"
+# The telemetry's partitions (the same read tasks); the broker's append time as timestamps.
+PROBE = TopicSpec(
+    PROBE_TOPIC, True, 600_000, "the latency floor's probe",
+    config={"message.timestamp.type": "LogAppendTime"},
+)  # fmt: skip
 PROBE_RATE = 500  # records per second: the latency benchmarks' 500 taxis, one fix a second
 WARMUP_S = 10  # the first batches pay for the JIT and the Python workers' start
 
@@ -42,7 +49,9 @@ def floor(
     """Both floors in turn, ``seconds`` each after ``warmup_s``, on ``spark`` with
     ``settings`` (its ``kafka`` must be allowed to create and read :data:`PROBE_TOPIC`: the
     bench's admin)."""
-    _ensure_probe_topic(settings)
+    from casatwin.bus.admin import ensure_topics
+
+    ensure_topics(settings.kafka, specs=[PROBE])
     found = {}
     for shape in ("stateful", "stateless"):
         found[shape] = _measure(spark, settings, shape, seconds, warmup_s)
@@ -58,7 +67,8 @@ def ratio(figure_ms: float, floor_ms: float | None) -> float | None:
 def _measure(
     spark: Any, settings: Settings, shape: str, seconds: float, warmup_s: float
 ) -> dict[str, Any]:
-    from casatwin.processor.bench import percentiles
+    from casatwin.processor.bench import first_batch_done, percentiles
+    from casatwin.processor.session import query_conf, timer_conf
     from casatwin.processor.source import kafka_records
 
     latencies: list[float] = []
@@ -74,16 +84,15 @@ def _measure(
     records = kafka_records(spark, variant, [PROBE_TOPIC], f"floor-{shape}")
     rows = _stateful(records, settings) if shape == "stateful" else records
     with tempfile.TemporaryDirectory(prefix=f"casatwin-floor-{shape}-") as checkpoint:
-        query = (
-            rows.writeStream.foreachBatch(sink)
-            .option("checkpointLocation", checkpoint)
-            .trigger(processingTime=f"{settings.processor.trigger_ms} milliseconds")
-            .start()
-        )
+        with query_conf(spark, timer_conf(settings)):  # as the infractions query
+            query = (
+                rows.writeStream.foreachBatch(sink)
+                .option("checkpointLocation", checkpoint)
+                .trigger(processingTime=f"{settings.processor.trigger_ms} milliseconds")
+                .start()
+            )
         try:
-            deadline = time.monotonic() + 300
-            while not query.recentProgress and time.monotonic() < deadline:
-                time.sleep(0.2)  # the first (empty) batch: Spark's start-up is not latency
+            first_batch_done(query)
             since_ms = time.time() * 1000 + warmup_s * 1000
             _probe(settings, seconds + warmup_s)
             time.sleep(2)  # the last records' batch
@@ -94,7 +103,7 @@ def _measure(
     return {
         "latency_ms": percentiles(latencies),
         "records": len(latencies),
-        "batch_ms_median": sorted(batches)[len(batches) // 2] if batches else None,
+        "batch_ms_median": statistics.median(batches) if batches else None,
         "what": _WHAT[shape],
     }
 
@@ -143,32 +152,6 @@ def _keep_nothing(key: Any, frames: Iterator[Any], state: Any) -> Iterator[Any]:
     state.update((b"x" * 100,))
     if stamps:
         yield pd.DataFrame({"timestamp_ms": pd.concat(stamps, ignore_index=True)})
-
-
-def _ensure_probe_topic(settings: Settings) -> None:
-    """The probe topic with the telemetry's partitions (the same read tasks) and the
-    broker's append time as each record's timestamp."""
-    import confluent_kafka
-    from confluent_kafka.admin import NewTopic
-
-    from casatwin.bus import topics
-    from casatwin.bus.admin import admin_client, wait_for_leaders
-
-    admin = admin_client(settings.kafka)
-    partitions = topics.partitions_for(topics.spec(topics.TELEMETRY), settings.kafka.partitions)
-    wanted = NewTopic(
-        PROBE_TOPIC,
-        num_partitions=partitions,
-        replication_factor=-1,
-        config={"message.timestamp.type": "LogAppendTime", "retention.ms": "600000"},
-    )
-    for future in admin.create_topics([wanted], request_timeout=15).values():
-        try:
-            future.result(15)
-        except confluent_kafka.KafkaException as exc:
-            if exc.args[0].code() != confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    wait_for_leaders(admin, [PROBE_TOPIC], 15)
 
 
 def _probe(settings: Settings, seconds: float) -> None:

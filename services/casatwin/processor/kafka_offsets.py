@@ -61,18 +61,18 @@ def starting_offsets(
 
     The connector wants a map to name every partition of the topics it reads, and only
     those: the map is cut down to ``topics`` and completed with the earliest offset of each
-    partition it does not name (``partitions(topics)`` lists them, from the broker). A map
-    that names none of ``topics`` starts them at the earliest offset.
+    partition it does not name, of a topic it names or not (``partitions(topics)`` lists
+    them, from the broker). A map that names none of ``topics`` starts them at the earliest
+    offset.
     """
     parsed = parse_starting_offsets(spec)
     if isinstance(parsed, str):
         return parsed
-    named = [t for t in topics if t in parsed]
-    if not named:
+    if not any(t in parsed for t in topics):
         return EARLIEST
     out: OffsetMap = {}
-    for topic, partition in partitions(named):
-        offset = parsed[topic].get(str(partition), EARLIEST_OFFSET)
+    for topic, partition in partitions(topics):
+        offset = parsed.get(topic, {}).get(str(partition), EARLIEST_OFFSET)
         out.setdefault(topic, {})[str(partition)] = offset
     return orjson.dumps(out).decode() if out else EARLIEST
 

@@ -71,9 +71,6 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
             "FileSystemBasedCheckpointFileManager"
         ),
         "spark.sql.streaming.minBatchesToRetain": "100",
-        # On: timers and closed windows fire without waiting for more data (a fix may then
-        # wait behind such an empty batch; processor.timer_batches, docs/processor.md).
-        "spark.sql.streaming.noDataMicroBatches.enabled": str(p.timer_batches).lower(),
         # Poll for new data every 10 ms when idle (the Kafka source answers in a few ms).
         "spark.sql.streaming.pollingDelay": "10ms",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -91,6 +88,42 @@ def spark_config(settings: Settings, master: str) -> dict[str, str]:
         # Everything in this process: stay on loopback, whatever the hostname resolves to.
         config["spark.driver.host"] = config["spark.driver.bindAddress"] = "127.0.0.1"
     return config
+
+
+# What spark_config sets that a running session takes for the queries started after.
+RUNTIME = ("spark.sql.shuffle.partitions", "spark.sql.streaming.stateStore.providerClass")
+
+
+def reconfigure(spark: SparkSession, settings: Settings) -> None:
+    """Give ``spark`` the :data:`RUNTIME` part of ``settings`` (for queries started next)."""
+    config = spark_config(settings, spark.sparkContext.master)
+    for key in RUNTIME:
+        spark.conf.set(key, config[key])
+
+
+def timer_conf(settings: Settings) -> dict[str, str]:
+    """What a query with the detectors' timers starts with: Spark's empty batches only
+    with ``processor.timer_batches`` (see :mod:`~casatwin.processor.timers`). A query reads
+    it as it starts, so the congestion windows keep Spark's default."""
+    enabled = str(settings.processor.timer_batches).lower()
+    return {"spark.sql.streaming.noDataMicroBatches.enabled": enabled}
+
+
+@contextlib.contextmanager
+def query_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
+    """``conf`` on the session while a query starts (the query keeps what it started
+    with), then the session's own values back."""
+    previous = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 CONNECTOR = "spark-sql-kafka-0-10_2.13"

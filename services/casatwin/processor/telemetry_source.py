@@ -14,9 +14,14 @@ that each bad record is set aside once. With ``pane_ms``, the rows are not fixes
 partial aggregates per segment, vehicle and pane (:func:`~casatwin.processor.telemetry.panes`),
 which is what the congestion windows need.
 
+The query also reads ``casatwin.processor.timers``, where the application asks for a batch
+when timers are due and the telemetry is silent (:mod:`~casatwin.processor.timers`); those
+records start the batch and go no further than the connector.
+
 The rows coming out of the stage are counted in the progress of each batch
-(``observedMetrics["decoded"]["rows"]``, :func:`decoded_rows`): the Kafka records read minus
-the fixes is what was set aside.
+(``observedMetrics["decoded"]``, :func:`decoded_rows`), and so are the timers' records
+(:func:`telemetry_records`): the telemetry records read minus the fixes is what was set
+aside.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from casatwin.processor.source import kafka_records
 from casatwin.processor.telemetry import FIX_SCHEMA, PANE_SCHEMA, STAGE, locate, panes, parse
 
 DECODED = "decoded"  # the name of the observed metrics of the stage
+ASKED = "asked"  # the records of casatwin.processor.timers a batch read
 
 
 class TelemetryDecoder:
@@ -92,7 +98,9 @@ def telemetry_rows(
     decoder = TelemetryDecoder(settings.kafka, settings.city, client_id, dead_letters, pane_ms)
     tasks = settings.processor.read_tasks or spark.sparkContext.defaultParallelism
     return (
-        kafka_records(spark, settings, [topics.TELEMETRY], query)
+        kafka_records(spark, settings, [topics.TELEMETRY, topics.TIMERS], query)
+        .observe(ASKED, F.count_if(F.col("topic") == topics.TIMERS).alias("records"))
+        .where(F.col("topic") == topics.TELEMETRY)
         .coalesce(tasks)
         .mapInArrow(decoder, from_arrow_schema(decoder.schema()))
         .observe(DECODED, F.count(F.lit(1)).alias("rows"))
@@ -105,6 +113,14 @@ def decoded_rows(progress: dict[str, Any]) -> int | None:
     if DECODED not in metrics:
         return None
     return int(metrics[DECODED]["rows"])
+
+
+def telemetry_records(progress: dict[str, Any]) -> int:
+    """The telemetry records a batch read: its sources' input rows (one per Kafka record;
+    the first batch of a query, which has no start offset, included) less the timers'."""
+    read = sum(int(source.get("numInputRows") or 0) for source in progress.get("sources", []))
+    metrics = progress.get("observedMetrics") or {}  # of Rows: no .get on them
+    return read - (int(metrics[ASKED]["records"]) if ASKED in metrics else 0)
 
 
 _PRODUCERS: dict[tuple[str, str], Any] = {}
