@@ -118,7 +118,9 @@ def test_the_plan_reads_with_spark_s_kafka_source(spark, settings, tmp_path):
     with fix_stream(spark, settings, tmp_path / "checkpoint") as stream:
         coordinates = produce(settings, records)
         assert stream.read_everything()
-        assert describe(stream.query.lastProgress) == ["KafkaV2[Subscribe[casatwin.telemetry]]"]
+        # The telemetry, and the processor's requests for a batch (processor/timers.py).
+        subscribed = "casatwin.telemetry, casatwin.processor.timers"
+        assert describe(stream.query.lastProgress) == [f"KafkaV2[Subscribe[{subscribed}]]"]
         plan = io.StringIO()
         with contextlib.redirect_stdout(plan):
             stream.query.explain()

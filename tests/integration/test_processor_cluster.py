@@ -30,7 +30,8 @@ from tests.processor_support import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
-KAFKA_SOURCE = "KafkaV2[Subscribe[casatwin.telemetry]]"  # in the processor's "query reads" line
+# In the processor's "query reads" line: the telemetry, and its requests for a batch.
+KAFKA_SOURCE = "KafkaV2[Subscribe[casatwin.telemetry, casatwin.processor.timers]]"
 
 
 @pytest.fixture

@@ -176,5 +176,5 @@ class LagReporter:
 
 
 def describe(progress: dict[str, Any]) -> list[str]:
-    """The descriptions of a batch's sources (``KafkaV2[Subscribe[casatwin.telemetry]]``)."""
+    """The descriptions of a batch's sources (``KafkaV2[Subscribe[casatwin.telemetry, …]]``)."""
     return [str(source.get("description", "")) for source in progress.get("sources", [])]
