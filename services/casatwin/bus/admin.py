@@ -54,7 +54,7 @@ def ensure_topics(
             spec.name,
             num_partitions=topic_specs.partitions_for(spec, settings.partitions),
             replication_factor=-1,  # the broker's default: 1 on one node, 3 on a cluster
-            config={"retention.ms": str(spec.retention_ms), **spec.config},
+            config={"retention.ms": str(spec.retention_ms), **dict(spec.config)},
         )
         for spec in specs
         if spec.name not in existing

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 TELEMETRY = "casatwin.telemetry"
 SENSORS_INTERSECTION = "casatwin.sensors.intersection"
@@ -20,7 +20,7 @@ class TopicSpec:
     high_rate: bool  # high-rate topics get `kafka.partitions` partitions, the others fewer
     retention_ms: int
     purpose: str
-    config: dict[str, str] = field(default_factory=dict)  # more of the topic's settings
+    config: tuple[tuple[str, str], ...] = ()  # more of the topic's settings (frozen: hashable)
 
 
 HOUR_MS = 3_600_000

@@ -37,7 +37,7 @@ PROBE_TOPIC = "casatwin-bench.floor"
 # The telemetry's partitions (the same read tasks); the broker's append time as timestamps.
 PROBE = TopicSpec(
     PROBE_TOPIC, True, 600_000, "the latency floor's probe",
-    config={"message.timestamp.type": "LogAppendTime"},
+    config=(("message.timestamp.type", "LogAppendTime"),),
 )  # fmt: skip
 PROBE_RATE = 500  # records per second: the latency benchmarks' 500 taxis, one fix a second
 WARMUP_S = 10  # the first batches pay for the JIT and the Python workers' start
