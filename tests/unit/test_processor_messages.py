@@ -1,8 +1,12 @@
 """The processor's pure helpers around the sinks: message shape, simultaneity, progress."""
 
+import pytest
+
 from casatwin.bus import topics
 from casatwin.bus.messages import check
-from casatwin.processor.app import source_lag
+from casatwin.config import Settings
+from casatwin.errors import UserError
+from casatwin.processor.app import default_queries, source_lag
 from casatwin.processor.decisions import simultaneous
 from casatwin.processor.sink import Decided, infraction_message
 from casatwin.processor.telemetry_source import telemetry_records
@@ -96,3 +100,17 @@ def test_a_checkpoint_keeps_the_state_buckets_it_was_started_with(tmp_path):
     (legacy / "spark" / "offsets").mkdir(parents=True)  # started before the count was kept
     assert checkpoint_buckets(legacy, 4) == LEGACY_BUCKETS
     assert (legacy / "state-buckets").read_text().strip() == str(LEGACY_BUCKETS)
+
+
+def test_a_process_runs_the_queries_it_names_in_the_application_s_order():
+    settings = Settings()
+    assert [q.name for q in default_queries(settings)] == ["infractions", "congestion"]
+    assert [q.name for q in default_queries(settings, ("congestion",))] == ["congestion"]
+    both = default_queries(settings, ("congestion", "infractions"))
+    assert [q.name for q in both] == ["infractions", "congestion"]
+
+
+@pytest.mark.parametrize("names", [("congestions",), ()])
+def test_an_unknown_query_is_refused_with_the_names_there_are(names):
+    with pytest.raises(UserError, match="the processor's queries are infractions, congestion"):
+        default_queries(Settings(), names)

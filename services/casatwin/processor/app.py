@@ -6,8 +6,11 @@ one that failed (from its checkpoint, with backoff) and stops them in order. Tod
 
 ``infractions``  telemetry → detectors → decide → ledger, read model, ``casatwin.infractions``
 
-The congestion windows of issue 5 are a second :class:`QuerySpec` added to
-:func:`default_queries`; they reuse :func:`~casatwin.processor.pipeline.telemetry_fixes`.
+``congestion``   telemetry and sensors → sliding windows → read model, ``casatwin.congestion``
+
+A process may run some of them only (``casatwin processor --queries congestion``): the
+latency benchmarks measure the congestion query in a process of its own, at a lower CPU
+priority, beside the infractions query.
 """
 
 from __future__ import annotations
@@ -145,10 +148,21 @@ def _registry_decider(settings: Settings) -> Any:
     return RegistryDecider(settings)
 
 
-def default_queries(settings: Settings) -> list[QuerySpec]:
+QUERY_NAMES = ("infractions", "congestion")
+
+
+def default_queries(settings: Settings, names: tuple[str, ...] = QUERY_NAMES) -> list[QuerySpec]:
+    """The application's queries, or those of ``names`` only (a process of their own)."""
     from casatwin.processor.congestion import CongestionQuery
 
-    return [InfractionsQuery(settings), CongestionQuery(settings)]
+    unknown = sorted(set(names) - set(QUERY_NAMES))
+    if unknown or not names:
+        raise UserError(
+            f"unknown query {', '.join(unknown) or '(none named)'}: "
+            f"the processor's queries are {', '.join(QUERY_NAMES)}"
+        )
+    built = {"infractions": InfractionsQuery, "congestion": CongestionQuery}
+    return [built[name](settings) for name in QUERY_NAMES if name in names]
 
 
 @dataclass
@@ -335,8 +349,10 @@ class ProcessorApp:
             self.spark = None
 
     def reset(self) -> None:
-        """Forget every query's checkpoint (offsets, state, sink journal)."""
-        shutil.rmtree(self.checkpoints, ignore_errors=True)
+        """Forget the checkpoints (offsets, state, sink journal) of this app's queries; those
+        of queries another process runs stay."""
+        for running in self.running:
+            shutil.rmtree(self.checkpoints / running.spec.name, ignore_errors=True)
 
 
 def rows_out(progress: dict[str, Any]) -> int:

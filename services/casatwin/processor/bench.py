@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -98,11 +98,16 @@ def run_simulator(settings: Settings, *args: str, wait: bool = True) -> subproce
 
 
 @contextmanager
-def running_processor(settings: Settings, spark: Any = None) -> Iterator[Any]:
-    """The processor application in this process; yields the running app."""
-    from casatwin.processor.app import ProcessorApp
+def running_processor(
+    settings: Settings, spark: Any = None, queries: tuple[str, ...] | None = None
+) -> Iterator[Any]:
+    """The processor application in this process (its queries, or ``queries`` only); yields
+    the running app."""
+    from casatwin.processor.app import QUERY_NAMES, ProcessorApp, default_queries
 
-    app = ProcessorApp(settings, spark=spark)
+    app = ProcessorApp(
+        settings, spark=spark, queries=default_queries(settings, queries or QUERY_NAMES)
+    )
     stop = threading.Event()
     app.start()
     supervisor = threading.Thread(target=app.run_until, args=(stop, 30.0), daemon=True)
@@ -113,6 +118,35 @@ def running_processor(settings: Settings, spark: Any = None) -> Iterator[Any]:
         stop.set()
         supervisor.join(30)
         app.stop()
+
+
+@contextmanager
+def congestion_apart(settings: Settings, nice: int) -> Iterator[None]:
+    """The congestion query in a process of its own (``casatwin processor --queries
+    congestion``), ``nice`` steps below this one's CPU priority, from its first batch on: the
+    kernel then gives a core to the infractions query's tasks first, which Spark's scheduler
+    pools cannot do for tasks already running."""
+    from casatwin.demo.twin import wait_until
+    from casatwin.processor.app import checkpoint_root
+
+    first_batch = checkpoint_root(settings) / "congestion" / "spark" / "commits" / "0"
+    env = {**os.environ, **settings.as_env(), "CASATWIN_PROCESSOR_METRICS_PORT": "0"}
+    command = [sys.executable, "-m", "casatwin.cli", "processor", "--queries", "congestion"]
+    with tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(
+            ["nice", "-n", str(nice), *command], env=env, stdout=subprocess.DEVNULL, stderr=err
+        )
+        try:
+            wait_until(lambda: first_batch.exists() or process.poll() is not None, 300, 0.5)
+            if not first_batch.exists():
+                err.seek(0)
+                raise RuntimeError(
+                    f"the congestion query's process ran no batch: {err.read().decode()[-2000:]}"
+                )
+            yield
+        finally:
+            process.terminate()
+            process.wait(120)
 
 
 def ends(settings: Settings, topic: str) -> OffsetMap:
@@ -190,12 +224,27 @@ class Watcher:
         return out, by_type
 
 
-def measure_latency(settings: Settings, seconds: int, spark: Any = None) -> dict[str, Any]:
+def measure_latency(
+    settings: Settings, seconds: int, spark: Any = None, congestion_nice: int | None = None
+) -> dict[str, Any]:
+    """The infractions' latency with the processor in this process; with ``congestion_nice``
+    its congestion query runs apart (:func:`congestion_apart`)."""
     settings = settings.replace(
         simulator={"speeder_share": 0.1, "red_light_runner_share": 0.05, "realtime": True},
         processor={"starting_offsets": "latest"},
     )
-    with running_processor(settings, spark) as app:
+    with ExitStack() as apart:
+        if congestion_nice is not None:
+            apart.enter_context(congestion_apart(settings, congestion_nice))
+        return _measure_latency(
+            settings, seconds, spark, ("infractions",) if congestion_nice is not None else None
+        )
+
+
+def _measure_latency(
+    settings: Settings, seconds: int, spark: Any, queries: tuple[str, ...] | None
+) -> dict[str, Any]:
+    with running_processor(settings, spark, queries) as app:
         query = app.running[0].query
         first_batch_done(query)
         watcher = Watcher(settings)
@@ -253,6 +302,8 @@ SWEEP: list[tuple[str, dict[str, Any]]] = [
         {"spark": {"spark.sql.streaming.stateStore.checkpointFormatVersion": "2"}},
     ),
     ("Spark's empty batches for the timers", {"timer_batches": True}),
+    # Not a setting: the congestion query in a process of its own, at nice 10.
+    ("the congestion query in a process of its own, nice 10", {"congestion_nice": 10}),
     # Session-wide settings last: each of these variants gets a Spark session of its own.
     ("FIFO scheduler (no pools)", {"scheduler": "fifo"}),
 ]
@@ -272,14 +323,16 @@ def latency_settings(settings: Settings) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
                 tmpfs = {"checkpoint_dir": shm} if change.get("checkpoint_dir") == "tmpfs" else {}
                 variant = own_checkpoints(settings, f"latency-{name.replace(' ', '-')}")
-                ours = {k: v for k, v in change.items() if k != "spark"}
+                ours = {k: v for k, v in change.items() if k not in ("spark", "congestion_nice")}
                 variant = variant.replace(processor={**ours, **tmpfs})
                 if SESSION_WIDE & set(change):
                     spark.stop()
                     spark = build_session(variant)
                 reconfigure(spark, variant)
                 with query_conf(spark, change.get("spark", {})):
-                    result = measure_latency(variant, SWEEP_SECONDS, spark)
+                    result = measure_latency(
+                        variant, SWEEP_SECONDS, spark, change.get("congestion_nice")
+                    )
             rows[name] = {
                 "p50_ms": result["latency_ms"]["p50"],
                 "p95_ms": result["latency_ms"]["p95"],

@@ -26,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="checkpoints directory (default: CASATWIN_PROCESSOR_CHECKPOINT_DIR)",
     )
     parser.add_argument(
+        "--queries",
+        help="the queries this process runs, comma-separated: infractions, congestion "
+        "(default: both)",
+    )
+    parser.add_argument(
         "--reset",
         action="store_true",
         help="forget the checkpoints first: start over from CASATWIN_PROCESSOR_STARTING_OFFSETS",
@@ -40,12 +45,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from casatwin import metrics
     from casatwin.logs import get_logger
-    from casatwin.processor.app import ProcessorApp
+    from casatwin.processor.app import QUERY_NAMES, ProcessorApp, default_queries
 
     log = get_logger("processor")
     if args.checkpoint_dir:
         settings = settings.replace(processor={"checkpoint_dir": args.checkpoint_dir})
-    app = ProcessorApp(settings, master=args.master)
+    names = QUERY_NAMES if args.queries is None else tuple(args.queries.replace(" ", "").split(","))
+    app = ProcessorApp(settings, master=args.master, queries=default_queries(settings, names))
     if args.reset:
         app.reset()
         log.warning("checkpoints deleted; starting over", directory=str(app.checkpoints))
