@@ -348,6 +348,6 @@ def test_rules_check_names_the_rule_and_the_field(cli, tmp_path: Path):
     assert "rule red_light: field 'class': should be one of 1, 2, 3, got 4" in err
     assert "expected one red_light rule" not in err  # no echo of the same mistake
     status, out, _ = cli("rules", "check", str(bundled_path()))
-    assert status == 0 and "valid rule book 2025.1, 8 rules" in out
+    assert status == 0 and "valid rule book 2026.1, 8 rules" in out
     status, out, _ = cli("rules", "show")
     assert status == 0 and "court.repeat_period_days" in out

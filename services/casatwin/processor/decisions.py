@@ -4,7 +4,9 @@ One batched lookup finds every vehicle of the batch with its current driver and 
 offences the repeat rule needs; the rules engine decides each infraction; the ledger records
 them in one transaction and returns the decision *as stored* — for an infraction recorded
 before (a replayed batch), the original one. A vehicle the registry does not know still
-gets its infraction, decided with no driver (no points can be removed).
+gets its infraction, decided with no driver (no points can be removed). Facts the rule book
+cannot judge, and a driver record the law cannot have (``InvalidHistory``: a probationer
+above 20 points, a valid licence at 0), are set aside for the DLQ with the reason.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ class RegistryDecider:
             facts = OffenceFacts.from_infraction(detection, simultaneous=others)
             try:
                 decision = decide(facts, record.history() if record else None, book)
-            except InvalidFacts as exc:  # facts the rule book cannot judge: set aside
+            except InvalidFacts as exc:  # facts, or a driver record (InvalidHistory: e.g. a
+                # probationer above 20 points), that the rule book cannot judge: set aside
                 rejected[detection["infraction_id"]] = f"cannot decide: {exc}"
                 continue
             # The ledger charges the driver by CIN; the CIN goes no further than MariaDB.

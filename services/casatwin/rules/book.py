@@ -57,6 +57,7 @@ class Rule:
     dispatch: bool = False
     over_kmh: tuple[float, float | None] | None = None  # speeding band [low, high)
     parking_kind: str | None = None
+    court_range_mad: tuple[int, int] | None = None  # its own court range (délits), else the class's
     unverified: dict[str, str] = field(default_factory=dict)  # field → why
 
     def matches_over(self, over_kmh: float) -> bool:
@@ -74,6 +75,14 @@ class RuleBook:
     probation_capital: int
     capital_article: str
     annulment_article: str
+    probation_article: str  # the probationary licence: its capital and length (Art. 23)
+    probation_years: int
+    probation_annulment_article: str  # a probationer who loses every point (Art. 24)
+    retest_after_months: int
+    new_probation_years: int
+    new_probation_capital: int
+    session_article: str  # a probationer who lost more than a fraction of the capital
+    session_lost_fraction: tuple[int, int]  # (2, 3): more than two thirds
     classes: dict[int, FineClass]
     court_article: str
     repeat_class: int
@@ -184,6 +193,21 @@ class _Reader:
         annulment_article = str(points.get("annulment_article", ""))
         if isinstance(capital, int) and isinstance(probation, int) and probation > capital:
             self.problem("points", "field 'probation_capital' should not exceed 'capital'")
+        years = self.value(points, "probation_years", "points", "points", _int_range(1, 10))
+        where = "points.probation_annulment"
+        annul = points.get("probation_annulment") or {}
+        annul_article = self.value(annul, "article", where, where, _text)
+        retest = self.value(annul, "retest_after_months", where, where, _int_range(0, 120))
+        new_years = self.value(annul, "new_probation_years", where, where, _int_range(1, 10))
+        new_capital = self.value(annul, "new_probation_capital", where, where, _int_range(1, 100))
+        if isinstance(new_capital, int) and isinstance(probation, int) and new_capital > probation:
+            self.problem(
+                where, "field 'new_probation_capital' should not exceed 'probation_capital'"
+            )
+        where = "points.probation_session"
+        session = points.get("probation_session") or {}
+        session_article = self.value(session, "article", where, where, _text)
+        fraction = self.value(session, "lost_more_than", where, where, _fraction)
         classes = self.classes(raw.get("classes"))
         court = raw.get("court") or {}
         repeat_class = self.value(court, "repeat_class", "court", "court", _one_of(CLASSES))
@@ -211,6 +235,14 @@ class _Reader:
             probation_capital=probation,
             capital_article=capital_article,
             annulment_article=annulment_article,
+            probation_article=_article_of(points.get("probation_capital")),
+            probation_years=years,
+            probation_annulment_article=annul_article,
+            retest_after_months=retest,
+            new_probation_years=new_years,
+            new_probation_capital=new_capital,
+            session_article=session_article,
+            session_lost_fraction=fraction,
             classes=classes,
             court_article=str(court.get("article", "")),
             repeat_class=repeat_class,
@@ -292,6 +324,9 @@ class _Reader:
         delit = self.value(raw, "delit", where, path, _bool) if "delit" in raw else False
         dispatch = self.value(raw, "dispatch", where, path, _bool) if "dispatch" in raw else False
         over = parking = None
+        court_range = None
+        if "court_range_mad" in raw:
+            court_range = self.value(raw, "court_range_mad", where, path, _range)
         if offence == "speeding":
             over = self.value(raw, "over_kmh", where, path, _band)
         elif "over_kmh" in raw:
@@ -301,7 +336,7 @@ class _Reader:
         elif "parking_kind" in raw:
             self.problem(where, "field 'parking_kind' only applies to illegal_parking")
         known = {"id", "offence", "label", "class", "points", "article", "delit", "dispatch"}
-        for extra in sorted(set(raw) - known - {"over_kmh", "parking_kind"}):
+        for extra in sorted(set(raw) - known - {"over_kmh", "parking_kind", "court_range_mad"}):
             self.problem(where, f"unknown field {extra!r}")
         if None in (offence, label, number, points, article, delit, dispatch):
             return None
@@ -323,6 +358,7 @@ class _Reader:
             dispatch=dispatch,
             over_kmh=over,
             parking_kind=parking,
+            court_range_mad=court_range,
             unverified=unverified,
         )
 
@@ -401,6 +437,17 @@ def _range(v: Any) -> tuple[Any, str]:
     ):
         return (v[0], v[1]), ""
     return None, "should be [low, high] amounts with low <= high"
+
+
+def _fraction(v: Any) -> tuple[Any, str]:
+    if (
+        isinstance(v, list)
+        and len(v) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+        and 0 < v[0] < v[1]
+    ):
+        return (v[0], v[1]), ""
+    return None, "should be [numerator, denominator] with 0 < numerator < denominator"
 
 
 def _band(v: Any) -> tuple[Any, str]:

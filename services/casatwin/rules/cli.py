@@ -34,9 +34,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     decide.add_argument(
         "--parking-kind", choices=("dangerous", "pedestrian_crossing", "other"), help="(parking)"
     )
-    decide.add_argument("--points", type=int, help="driver's balance (omit: unknown driver)")
-    decide.add_argument("--status", default="valid", choices=("valid", "suspended", "annulled"))
-    decide.add_argument("--probation", action="store_true", help="licence under two years old")
+    decide.add_argument(
+        "--points",
+        type=int,
+        help="driver's balance: 0 to 30, or to 20 on probation (omit: unknown driver)",
+    )
+    decide.add_argument(
+        "--status", choices=("valid", "suspended", "annulled"), help="the licence (default: valid)"
+    )
+    probation = decide.add_mutually_exclusive_group()
+    probation.add_argument(
+        "--probation", action="store_true", help="a probationary licence (under two years old)"
+    )
+    probation.add_argument(
+        "--licence-issued",
+        type=_iso_day,
+        metavar="YYYY-MM-DD",
+        help="the licence's issue day: probationary for two years from it (Art. 23)",
+    )
     decide.add_argument(
         "--class1-days-ago", type=float, metavar="DAYS", help="an earlier class-1 offence, DAYS ago"
     )
@@ -44,12 +59,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     decide.set_defaults(handler=run_decide)
 
 
+def _iso_day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+
+
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
     from casatwin.rules.book import load_rule_book
 
     book = load_rule_book(args.book or settings.rules.book or None)
     print(f"{book.title} — rule book {book.version} ({book.source})")
-    print(f"points: {book.capital} ({book.probation_capital} on probation); annulled at 0")
+    num, den = book.session_lost_fraction
+    print(
+        f"points: {book.capital} ({book.capital_article}); annulled at 0 ({book.annulment_article})"
+    )
+    print(
+        f"probation: {book.probation_years} years from issue, {book.probation_capital} points"
+        f" ({book.probation_article}); annulled at 0 ({book.probation_annulment_article}: new"
+        f" exam after {book.retest_after_months} months, then {book.new_probation_years} year(s)"
+        f" at {book.new_probation_capital} points); more than {num}/{den} of the points lost:"
+        f" education session ({book.session_article})"
+    )
     for number, fine in sorted(book.classes.items()):
         low, high = fine.court_range_mad
         print(
@@ -91,26 +123,62 @@ def run_decide(args: argparse.Namespace, settings: Settings) -> int:
         PastOffence,
         decide,
         load_rule_book,
+        probation_end_for,
     )
 
+    hint = "see `casatwin rules decide --help`"
     book = load_rule_book(args.book or settings.rules.book or None)
     now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     facts = OffenceFacts(args.type, now, args.measured, args.limit, args.parking_kind)
+    driver_options = {
+        "--status": args.status is not None,
+        "--probation": args.probation,
+        "--licence-issued": args.licence_issued is not None,
+        "--class1-days-ago": args.class1_days_ago is not None,
+    }
     history = None
-    if args.points is not None:
+    if args.points is None:
+        given = [name for name, present in driver_options.items() if present]
+        if given:
+            verb = "describes" if len(given) == 1 else "describe"
+            raise UserError(
+                f"{' and '.join(given)} {verb} the driver, but no --points were given (without"
+                " them the driver is unknown)",
+                hint="add --points N, the driver's balance",
+            )
+    else:
         offences = ()
         if args.class1_days_ago is not None:
+            if not args.class1_days_ago >= 0:
+                raise UserError(
+                    f"--class1-days-ago should be 0 or more days, got {args.class1_days_ago:g}",
+                    hint=hint,
+                )
             offences = (PastOffence(now - int(args.class1_days_ago * DAY_MS), 1),)
+        if args.licence_issued is not None:
+            issued_ms = _day_ms(args.licence_issued)
+            if issued_ms > now:
+                raise UserError(
+                    f"--licence-issued {args.licence_issued} is after the offence (today)",
+                    hint=hint,
+                )
+            probation_end_ms = _day_ms(probation_end_for(args.licence_issued, book))
+        else:
+            probation_end_ms = now + DAY_MS if args.probation else now - DAY_MS
         history = DriverHistory(
             cin="(command line)",
             points=args.points,
-            status=args.status,
-            probation_end_ms=now + DAY_MS if args.probation else now - DAY_MS,
+            status=args.status or "valid",
+            probation_end_ms=probation_end_ms,
             offences=offences,
         )
     try:
         decision = decide(facts, history, book)
-    except InvalidFacts as exc:
-        raise UserError(str(exc), hint="see `casatwin rules decide --help`") from None
+    except InvalidFacts as exc:  # InvalidHistory too: a driver the law cannot have
+        raise UserError(str(exc), hint=hint) from None
     print(orjson.dumps(decision.to_message(), option=orjson.OPT_INDENT_2).decode())
     return 0
+
+
+def _day_ms(day: dt.date) -> int:
+    return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp() * 1000)

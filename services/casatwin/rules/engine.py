@@ -6,6 +6,14 @@ It follows the law rather than the seed: the *class* and the court cases of Art.
 decide "settle or court"; the *points balance* decides the licence (annulled at 0, Art. 22,
 and then the case is referred to court, which is the seed's "too few points" case).
 
+The licence's capital is the one in force at the offence: 20 points while the licence is
+probationary (two years from issue, Art. 23), 30 after. A probationer who loses every point
+has the licence annulled under Art. 24 (a new exam after 6 months at least, then a one-year
+probation with 10 points); one who has lost more than two thirds of the 20 points must
+follow a road-safety education session (Art. 26). A driver the law cannot have (more points
+than the capital in force, a negative balance, a valid licence at 0 points) is refused with
+:class:`InvalidHistory`, as facts that describe no offence are with :class:`InvalidFacts`.
+
 The ledger calls :meth:`Decision.revised` with the history it reads under the driver's
 row lock, so that two offences of one driver decided from the same snapshot still end with
 the right balance, annulment and repeat status.
@@ -13,6 +21,7 @@ the right balance, annulment and repeat status.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -23,10 +32,13 @@ __all__ = [
     "Decision",
     "DriverHistory",
     "InvalidFacts",
+    "InvalidHistory",
     "OffenceFacts",
     "PastOffence",
     "decide",
+    "licence_at",
     "load_rule_book",
+    "probation_end_for",
 ]
 
 DAY_MS = 86_400_000
@@ -42,8 +54,19 @@ COURT_REASONS_FR = {
 }
 
 
+def _fraction_fr(fraction: tuple[int, int]) -> str:
+    names = {(1, 2): "de la moitié", (1, 3): "du tiers", (2, 3): "des deux tiers"}
+    return names.get(fraction, f"de {fraction[0]}/{fraction[1]}")
+
+
 class InvalidFacts(ValueError):
     """Facts that describe no offence the book can decide; ``str()`` names the field."""
+
+
+class InvalidHistory(InvalidFacts):
+    """A driver the law cannot have (e.g. a probationer with more than 20 points); ``str()``
+    names the field and the article. A kind of :class:`InvalidFacts`: whoever sets aside
+    undecidable facts sets these aside too."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,58 @@ class DriverHistory:
         )
 
 
+class Licence(NamedTuple):
+    """The licence as of the offence: probationary or not, and the capital in force."""
+
+    on_probation: bool
+    capital: int
+    article: str  # the article of that capital
+
+
+def licence_at(history: DriverHistory, event_ts: int, book: RuleBook) -> Licence:
+    """The licence in force at ``event_ts``; :class:`InvalidHistory` if the history is one
+    the law cannot have. Probation ends at ``probation_end_ms`` (excluded)."""
+    points, status = history.points, history.status
+    if not isinstance(points, int) or isinstance(points, bool):
+        raise InvalidHistory(f"driver: field 'points' should be a whole number, got {points!r}")
+    if status not in LICENCE_STATUSES:
+        raise InvalidHistory(
+            f"driver: field 'status' is {status!r}; expected {', '.join(LICENCE_STATUSES)}"
+        )
+    if not isinstance(history.probation_end_ms, int) or isinstance(history.probation_end_ms, bool):
+        raise InvalidHistory("driver: field 'probation_end_ms' should be a time in epoch ms")
+    on_probation = event_ts < history.probation_end_ms
+    if on_probation:
+        licence = Licence(True, book.probation_capital, book.probation_article)
+    else:
+        licence = Licence(False, book.capital, book.capital_article)
+    if points < 0:
+        raise InvalidHistory(f"driver: field 'points' cannot be negative, got {points}")
+    if points > licence.capital:
+        kind = "a probationary licence" if on_probation else "a licence"
+        where = licence.article
+        if not on_probation and "points.capital" in book.unverified:
+            where += ", a value still unverified"
+        raise InvalidHistory(
+            f"driver: field 'points' is {points}, but {kind} holds at most {licence.capital}"
+            f" points ({where})"
+        )
+    if points == 0 and status != "annulled":
+        raise InvalidHistory(
+            f"driver: a licence with 0 points is annulled ({book.annulment_article}); field"
+            f" 'status' is {status!r}"
+        )
+    return licence
+
+
+def probation_end_for(issued: dt.date, book: RuleBook) -> dt.date:
+    """The day a licence issued on ``issued`` stops being probationary (Art. 23: two
+    years): the same day of the month, ``probation_years`` later (29 February → 1 March),
+    as the registry's generator computes it."""
+    first = dt.date(issued.year + book.probation_years, issued.month, 1)
+    return first + dt.timedelta(days=issued.day - 1)
+
+
 @dataclass(frozen=True)
 class Decision:
     """The outcome for one infraction; :meth:`to_message` is the contract's ``decision``."""
@@ -123,6 +198,8 @@ class Decision:
     points_after: int | None
     licence_status_after: str | None
     on_probation: bool | None
+    capital: int | None  # the licence's capital at the offence (20 on probation, 30 after)
+    education_session_required: bool  # a probationer past the session threshold (Art. 26)
     court: bool
     court_reasons: tuple[str, ...]
     court_reason: str  # French, empty when settled
@@ -158,6 +235,8 @@ class Decision:
             "points_after": self.points_after,
             "licence_status_after": self.licence_status_after,
             "on_probation": self.on_probation,
+            "capital": self.capital,
+            "education_session_required": self.education_session_required,
             "dispatch_required": self.dispatch_required,
             "unverified": list(self.unverified),
         }
@@ -170,6 +249,10 @@ def match(facts: OffenceFacts, book: RuleBook) -> Rule:
             value = getattr(facts, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise InvalidFacts(f"speeding: field {name!r} should be a speed in km/h")
+        if facts.limit <= 0:
+            raise InvalidFacts(
+                f"speeding: field 'limit' should be a positive speed in km/h, got {facts.limit:g}"
+            )
         if facts.over_kmh <= 0:
             raise InvalidFacts(
                 f"speeding: measured {facts.measured:g} km/h is not above the limit "
@@ -200,6 +283,7 @@ def match(facts: OffenceFacts, book: RuleBook) -> Rule:
 def decide(facts: OffenceFacts, history: DriverHistory | None, book: RuleBook) -> Decision:
     """Decide one infraction. ``history`` is ``None`` for a vehicle with no known driver."""
     rule = match(facts, book)
+    licence = None if history is None else licence_at(history, facts.event_ts, book)
     fine = book.classes[rule.offence_class]
     unverified = [f"{rule.id}.{name}" for name in rule.unverified]
     reasons: list[str] = []
@@ -237,10 +321,13 @@ def decide(facts: OffenceFacts, history: DriverHistory | None, book: RuleBook) -
             if f"court.invalid_licence.{k}" in book.unverified
         ]
 
-    points_before = points_after = status_after = on_probation = None
+    points_before = points_after = status_after = on_probation = capital = None
     removed = 0
-    if history is not None:
-        on_probation = facts.event_ts < history.probation_end_ms
+    session = False
+    if history is not None and licence is not None:
+        on_probation, capital = licence.on_probation, licence.capital
+        if not on_probation and "points.capital" in book.unverified:
+            unverified.append("points.capital")
         points_before = history.points
         removed = min(rule.points, history.points)
         points_after = history.points - removed
@@ -250,8 +337,14 @@ def decide(facts: OffenceFacts, history: DriverHistory | None, book: RuleBook) -
             if points_before > 0 and book.refer_when_points_exhausted:
                 reasons.append("points_exhausted")
                 details["points_exhausted"] = COURT_REASONS_FR["points_exhausted"].format(
-                    article=book.annulment_article
+                    article=_annulment_article(on_probation, book)
                 )
+        if on_probation and status_after != "annulled":
+            num, den = book.session_lost_fraction
+            before, after = capital - points_before, capital - points_after
+            session = after * den > num * capital >= before * den
+            if session and "points.probation_session.article" in book.unverified:
+                unverified.append("points.probation_session.article")
 
     court = bool(reasons)
     annulled_now = status_after == "annulled" and (history is None or history.status != "annulled")
@@ -269,13 +362,15 @@ def decide(facts: OffenceFacts, history: DriverHistory | None, book: RuleBook) -
         fine_mad=0 if court else fine.fine_mad,
         reduced_24h=0 if court else fine.reduced_24h,
         reduced_15d=0 if court else fine.reduced_15d,
-        court_range_mad=fine.court_range_mad,
+        court_range_mad=rule.court_range_mad or fine.court_range_mad,
         points=rule.points,
         points_removed=removed,
         points_before=points_before,
         points_after=points_after,
         licence_status_after=status_after,
         on_probation=on_probation,
+        capital=capital,
+        education_session_required=session,
         court=court,
         court_reasons=tuple(reasons),
         court_reason=court_reason[:1].upper() + court_reason[1:] if court_reason else "",
@@ -309,7 +404,7 @@ def legal_basis(d: Decision, rule: Rule, history: DriverHistory | None, book: Ru
             f"automatisée, {book.automated_detection_article})."
         )
     else:
-        low, high = fine.court_range_mad
+        low, high = d.court_range_mad
         parts.append(
             f"Pas de transaction : renvoi au tribunal ({book.court_article}) — "
             f"{d.court_reason[:1].lower()}{d.court_reason[1:]}. Amende encourue : "
@@ -330,28 +425,50 @@ def legal_basis(d: Decision, rule: Rule, history: DriverHistory | None, book: Ru
         else:
             parts.append("Conducteur non identifié.")
     else:
-        capital = book.probation_capital if d.on_probation else book.capital
         licence = "permis probatoire" if d.on_probation else "permis"
+        article = book.probation_article if d.on_probation else book.capital_article
         if d.points:
             parts.append(
                 f"Retrait de {d.points} points : solde {d.points_before} → {d.points_after} "
-                f"({licence}, capital de {capital} points, {book.capital_article})."
+                f"({licence}, capital de {d.capital} points, {article})."
             )
         else:
             parts.append(
                 f"Aucun retrait de points : solde {d.points_before} ({licence}, capital de "
-                f"{capital} points)."
+                f"{d.capital} points, {article})."
             )
-        if "points_exhausted" in d.court_reasons:
+        if "points_exhausted" in d.court_reasons and d.on_probation:
+            parts.append(
+                "Le solde atteint 0 pendant la période probatoire : permis annulé de plein "
+                f"droit ({book.probation_annulment_article}) ; nouvel examen après "
+                f"{book.retest_after_months} mois au moins, puis permis probatoire "
+                f"{_years_fr(book.new_probation_years)} à {book.new_probation_capital} points ;"
+                " dossier transmis au tribunal."
+            )
+        elif "points_exhausted" in d.court_reasons:
             parts.append(
                 f"Le solde atteint 0 : permis annulé ({book.annulment_article}), dossier "
                 "transmis au tribunal."
+            )
+        if d.education_session_required:
+            parts.append(
+                f"Plus {_fraction_fr(book.session_lost_fraction)} des {d.capital} points du "
+                "permis probatoire sont perdus : session d'éducation à la sécurité routière "
+                f"obligatoire ({book.session_article})."
             )
     if d.dispatch_required:
         parts.append("Intervention d'une unité de police demandée.")
     if d.unverified:
         parts.append(f"Valeurs à vérifier : {', '.join(d.unverified)}.")
     return " ".join(parts)
+
+
+def _annulment_article(on_probation: bool, book: RuleBook) -> str:
+    return book.probation_annulment_article if on_probation else book.annulment_article
+
+
+def _years_fr(years: int) -> str:
+    return "d'un an" if years == 1 else f"de {years} ans"
 
 
 def _class_fr(number: int) -> str:
