@@ -280,21 +280,23 @@ class CongestionQuery:
         self._counted_batch = -1
 
     def start(self, spark: Any, checkpoint: Path) -> Any:
+        from casatwin.processor.session import query_conf
+
         self.sink = CongestionSink(self.settings)
         self.sink.start()
         # Two inputs, two watermarks: follow the more advanced one, so that a sensor feed
         # that stops (or lags) does not hold every window open. Only this query has two;
-        # Spark records the policy in the query's checkpoint when it first starts.
-        spark.conf.set("spark.sql.streaming.multipleWatermarkPolicy", "max")
-        self.query = (
-            window_rows(spark, self.settings)
-            .writeStream.queryName(self.name)
-            .outputMode("update")
-            .foreachBatch(self.sink)
-            .option("checkpointLocation", str(checkpoint / "spark"))
-            .trigger(processingTime=f"{self.settings.congestion.trigger_ms} milliseconds")
-            .start()
-        )
+        # it keeps the policy it starts with (Spark records it in the checkpoint).
+        with query_conf(spark, {"spark.sql.streaming.multipleWatermarkPolicy": "max"}):
+            self.query = (
+                window_rows(spark, self.settings)
+                .writeStream.queryName(self.name)
+                .outputMode("update")
+                .foreachBatch(self.sink)
+                .option("checkpointLocation", str(checkpoint / "spark"))
+                .trigger(processingTime=f"{self.settings.congestion.trigger_ms} milliseconds")
+                .start()
+            )
         return self.query
 
     def stop(self) -> None:
