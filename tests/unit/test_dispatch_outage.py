@@ -5,8 +5,8 @@ import MySQLdb
 import pymongo.errors
 import pytest
 
+from casatwin.backoff import Backoff
 from casatwin.dispatch import outage
-from casatwin.gateway.backoff import Backoff
 
 INF, DIS = "casatwin.infractions", "casatwin.dispatch"
 

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from casatwin.gateway.backoff import Backoff
+from casatwin.backoff import Backoff
 from casatwin.gateway.breaker import BreakerState, CircuitBreaker, describe
 from casatwin.gateway.dedupe import RecentKeys
 

@@ -239,6 +239,13 @@ class CityPack:
         ptr, seg = self.out_segments
         return seg[ptr[node] : ptr[node + 1]]
 
+    def station_place(self, station: int) -> tuple[int, float]:
+        """Where the units of police station ``station`` (its index) wait: the start of a
+        segment leaving its node, as (segment, offset in metres). The simulator parks them
+        there and the dispatcher assumes them there."""
+        node = self.node_index[self.police_stations[station].node]
+        return int(self.segments_from(node)[0]), 0.0
+
     def segments_into(self, node: int) -> NDArray[np.int64]:
         ptr, seg = self.in_segments
         return seg[ptr[node] : ptr[node + 1]]

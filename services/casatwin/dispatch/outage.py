@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import MySQLdb
 import pymongo.errors
 
-from casatwin.gateway.backoff import Backoff
+from casatwin.backoff import Backoff
 from casatwin.registry import db
 
 MARIADB = "MariaDB"

@@ -78,9 +78,8 @@ def supersedes(window: Freshness, current: Freshness | None) -> bool:
 
 
 def station_place(pack: CityPack, station: int) -> Place:
-    """Where the units of a station wait: the start of a segment leaving its node."""
-    node = pack.node_index[pack.police_stations[station].node]
-    return Place(int(pack.segments_from(node)[0]), 0.0)
+    """Where the units of a station wait (:meth:`CityPack.station_place`), as a place."""
+    return Place(*pack.station_place(station))
 
 
 class Planner:

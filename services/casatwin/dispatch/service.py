@@ -49,6 +49,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pymongo.database import Database
 
 from casatwin import metrics
+from casatwin.backoff import Backoff
 from casatwin.bus import messages, topics
 from casatwin.bus.admin import require_topics, wait_for_broker
 from casatwin.bus.consumer import group_consumer, reader
@@ -61,7 +62,6 @@ from casatwin.dispatch import outage, store
 from casatwin.dispatch.nearest import Choice
 from casatwin.dispatch.planner import Incident, Planner, UnknownPlace, freshness
 from casatwin.errors import UserError
-from casatwin.gateway.backoff import Backoff
 from casatwin.logs import get_logger
 from casatwin.observability.families import observe_event_latency
 from casatwin.readmodel import store as readmodel

@@ -35,13 +35,13 @@ import aiohttp
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
+from casatwin.backoff import Backoff
 from casatwin.bus import consumer, topics
 from casatwin.bus.dlq import DeadLetterWriter
 from casatwin.bus.producer import Producer
 from casatwin.config import KafkaSettings, Settings
 from casatwin.errors import UserError
 from casatwin.gateway import tmdd
-from casatwin.gateway.backoff import Backoff
 from casatwin.gateway.breaker import STATE_GAUGE, BreakerState, CircuitBreaker, Transition, describe
 from casatwin.gateway.dedupe import RecentKeys
 from casatwin.gateway.fetch import FetchError, fetch_document

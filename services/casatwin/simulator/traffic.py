@@ -40,7 +40,6 @@ from casatwin.city.model import CityPack
 from casatwin.city.routing import Router
 from casatwin.city.signals import GREEN, RED, YELLOW
 from casatwin.config import SimulatorSettings
-from casatwin.dispatch import planner as dispatch_planner
 from casatwin.simulator.kinematics import DriverModel
 from casatwin.simulator.network import RoadNetwork
 from casatwin.simulator.routes import HopTable, RouteStore
@@ -306,7 +305,7 @@ class Fleet:
             self.police_station[vehicle] = station
             self.unit_task[vehicle] = UNIT_AVAILABLE
             self.tags[vehicle] = None
-            seg, offset = self.station_place(station)
+            seg, offset = self.net.pack.station_place(station)
             self._park_at(vehicle, seg, offset, np.inf, t_s=0.0, announce=False)
 
     # -- the step ------------------------------------------------------------------------
@@ -768,11 +767,6 @@ class Fleet:
 
     # -- police units --------------------------------------------------------------------
 
-    def station_place(self, station: int) -> tuple[int, float]:
-        """Where the units of a station wait (the dispatcher assumes the same place)."""
-        place = dispatch_planner.station_place(self.net.pack, station)
-        return place.segment, place.offset_m
-
     def units(self) -> list[UnitStatus]:
         return [self.unit_status(self.ids[v]) for v in self.police_station]
 
@@ -813,7 +807,7 @@ class Fleet:
     def return_to_station(self, unit_id: str, tag: str | None = None) -> None:
         """Send a unit back to its station along the quickest path."""
         vehicle = self._unit(unit_id)
-        seg, offset = self.station_place(self.police_station[vehicle])
+        seg, offset = self.net.pack.station_place(self.police_station[vehicle])
         here = int(self.seg[vehicle])
         if here == seg:
             self._drive_unit(vehicle, [here], offset, tag, UNIT_RETURNING)

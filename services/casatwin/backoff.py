@@ -2,7 +2,7 @@
 
 The ceiling doubles with each failure in a row (``base_s``, 2×, 4×, ... up to ``max_s``);
 the delay is drawn uniformly from the upper half of the ceiling ("equal jitter"), so that
-retries never come back-to-back yet several gateways restarted together do not retry in
+retries never come back-to-back yet several services restarted together do not retry in
 lockstep. Pure: the random draw is a parameter.
 """
 
