@@ -7,7 +7,7 @@ import pytest
 
 from casatwin.city import load, synthetic
 from casatwin.dispatch.nearest import Place
-from casatwin.dispatch.planner import Planner, UnknownPlace, severity, station_place
+from casatwin.dispatch.planner import Planner, UnknownPlace, severity
 from casatwin.dispatch.store import Assignment
 
 
@@ -84,7 +84,7 @@ def test_units_wait_at_their_station(planner):
     assert set(planner.home) == {u for s in pack.police_stations for u in s.units}
     for s, station in enumerate(pack.police_stations):
         for unit in station.units:
-            assert planner.home[unit] == station_place(pack, s)
+            assert planner.home[unit] == Place(*pack.station_place(s))
             assert planner.station_of[unit] == station.id
             assert pack.seg_from[planner.home[unit].segment] == pack.node_index[station.node]
 

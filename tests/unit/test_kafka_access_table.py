@@ -24,6 +24,13 @@ def test_only_the_processor_writes_infractions_and_congestion():
     assert writers(topics.CONGESTION) == {"processor"}
 
 
+def test_every_service_that_sets_bad_input_aside_may_write_the_dlq():
+    # The gateway's bad readings, the processor's undecodable fixes and undecidable
+    # infractions, the dispatcher's unplaceable infractions: refused by the broker, a dead
+    # letter would be lost with its reason.
+    assert writers(topics.DLQ) == {"gateway", "processor", "dispatcher"}
+
+
 def test_the_simulator_cannot_read_infractions_and_the_dashboard_writes_nothing():
     assert topics.INFRACTIONS not in principal("simulator").reads
     assert principal("dashboard").writes == ()

@@ -78,8 +78,8 @@ PRINCIPALS: tuple[Principal, ...] = (
     Principal(
         "dispatcher",
         reads=(topics.INFRACTIONS, topics.DISPATCH, topics.CONGESTION),
-        writes=(topics.DISPATCH,),
-        why="assigns units to infractions and follows them",
+        writes=(topics.DISPATCH, topics.DLQ),
+        why="assigns units to infractions and follows them; sets aside what it cannot place",
     ),
     Principal(
         "dashboard",

@@ -77,11 +77,6 @@ def supersedes(window: Freshness, current: Freshness | None) -> bool:
     return current is None or window >= current
 
 
-def station_place(pack: CityPack, station: int) -> Place:
-    """Where the units of a station wait (:meth:`CityPack.station_place`), as a place."""
-    return Place(*pack.station_place(station))
-
-
 class Planner:
     """Routing state of one dispatcher: the pack, the current weights, the unit homes."""
 
@@ -93,9 +88,8 @@ class Planner:
         self._speed_window: dict[int, Freshness] = {}  # the window each known speed is from
         self._dirty = False
         self.station_of = {u: s.id for s in pack.police_stations for u in s.units}
-        self.place_units(
-            {u: station_place(pack, i) for i, s in enumerate(pack.police_stations) for u in s.units}
-        )
+        homes = [Place(*pack.station_place(i)) for i in range(len(pack.police_stations))]
+        self.place_units({u: homes[i] for i, s in enumerate(pack.police_stations) for u in s.units})
 
     def place_units(self, home: dict[str, Place]) -> None:
         """Where each unit is taken to be when free (its position computed once)."""

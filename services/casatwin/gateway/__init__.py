@@ -6,7 +6,8 @@ publishes it, surviving a flaky API (circuit breaker, backoff with jitter, bound
 hostile documents (hardened parser, DLQ) and retries (no reading published twice).
 
 Pure pieces: :mod:`tmdd` (the document), :mod:`normalise` (report → reading),
-:mod:`breaker`, :mod:`backoff`, :mod:`dedupe`, :mod:`traffic` and :mod:`faults` (the fake's
-detector values and fault modes). I/O edges: :mod:`fetch`, :mod:`service` (the gateway's
-lifecycle) and :mod:`fakeapi` (the fake's HTTP server). See docs/gateway.md.
+:mod:`breaker` (with :mod:`casatwin.backoff`, shared with the dispatcher), :mod:`dedupe`,
+:mod:`traffic` and :mod:`faults` (the fake's detector values and fault modes). I/O edges:
+:mod:`fetch`, :mod:`service` (the gateway's lifecycle) and :mod:`fakeapi` (the fake's HTTP
+server). See docs/gateway.md.
 """
