@@ -33,10 +33,11 @@ from casatwin.processor.source import RECORD_SCHEMA
 REGISTRY_AS_OF = dt.date(2025, 6, 1)
 
 
-def grid_city(directory: Path) -> dict[str, Any]:
-    """The synthetic grid as a pack file the processor's workers can load: city settings."""
+def grid_city(directory: Path, **grid_args: Any) -> dict[str, Any]:
+    """The synthetic grid (``grid_args`` for :func:`grid`) as a pack file the processor's
+    workers can load: city settings."""
     path = directory / "grid.json"
-    write(grid(), path)
+    write(grid(**grid_args), path)
     return {"pack": str(path)}
 
 

@@ -19,7 +19,7 @@ from casatwin.bus import topics
 from casatwin.bus.dlq import payload
 from casatwin.city.signals import RED
 from casatwin.devstack.vault import generate_secrets
-from casatwin.processor.network import RoadNetwork
+from casatwin.processor.network import RoadNetwork, for_city
 from casatwin.readmodel.store import INFRACTIONS, connect
 from tests.drive import T0, Drive, path_along
 from tests.processor_support import (
@@ -60,7 +60,6 @@ def ledger_db(mariadb):
 def scenario(ledger_db, tmp_path_factory, broker, mongo, spark):
     """Run the scenario once; the tests below look at what it produced."""
     from casatwin.config import Settings
-    from casatwin.processor.network import for_city
 
     tmp = tmp_path_factory.mktemp("processor")
     settings = Settings().replace(
@@ -165,6 +164,12 @@ def test_exactly_the_expected_infractions_with_their_decisions(scenario):
     )  # fmt: skip
     assert (parking["decision"]["class"], parking["decision"]["fine_mad"]) == (3, 300)
     assert parking["event_ts"] == T0 and parking["evidence_ts"] == T0 + 120_000
+    # And the road the car stands on (either direction: it has no heading), where a unit
+    # would be sent.
+    net = for_city(scenario["settings"].city)
+    block = path_along(net, "Row 0")[1]
+    here = {net.segment_ids[block], net.segment_ids[int(net.pack.reverse_segment[block])]}
+    assert parking["segment_id"] in here
 
     (unknown,) = found["PV-UNKNOWN-1"]
     assert unknown["driver"] == {} and unknown["vehicle"]["vehicle_id"] == "PV-UNKNOWN-1"

@@ -195,6 +195,33 @@ def test_parking_in_a_no_parking_zone_for_the_dwell_time(net, detectors):
     assert found[0].parking_kind == "other"
 
 
+def test_a_parking_infraction_names_the_road_the_car_stands_on(net, detectors):
+    found, _, fixes = run(detectors, net, zone_drive(net, "TX-14", 130))
+    (parking,) = found
+    # Parked at 100 m into Row 0's second block: that segment, or the other direction's
+    # (a stationary fix has no heading to tell them apart); where a unit is sent.
+    block = path_along(net, "Row 0")[1]
+    here = {net.segment_ids[block], net.segment_ids[int(net.pack.reverse_segment[block])]}
+    assert parking.segment_id in here
+    assert parking.segment_id == net.segment_ids[fixes[0].segment]
+
+
+def test_a_stop_whose_first_fix_is_off_the_road_takes_the_segment_of_a_later_one(net, detectors):
+    fixes = matched(net, zone_drive(net, "TX-15", 130).fixes())
+    fixes[0] = fixes[0]._replace(segment=-1)  # not matched (GPS off the road)
+    state = VehicleState()
+    (parking,) = detectors.on_fixes("TX-15", "taxi_petit", state, fixes)
+    assert parking.event_ts == T0  # the stop still began with that fix
+    assert parking.segment_id == net.segment_ids[fixes[1].segment]
+
+
+def test_a_stop_remembered_before_segments_were_kept_still_fires_without_one(net, detectors):
+    _, state, _ = run(detectors, net, zone_drive(net, "TX-16", 30))
+    del state.parked["segment"]  # a state stored by the previous version of the detectors
+    (parking,) = detectors.on_time("TX-16", state, T0 + 125_000)
+    assert (parking.zone_id, parking.segment_id) == ("z-row0", None)
+
+
 def test_parking_fires_on_the_timer_when_the_vehicle_stops_reporting(net, detectors):
     found, state, _ = run(detectors, net, zone_drive(net, "TX-11", 30))
     assert found == []

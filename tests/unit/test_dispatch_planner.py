@@ -1,14 +1,20 @@
 """The planner: infractions put on the map, queued incidents put back on it, severity, unit
 homes, congestion in the routing."""
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 
+from casatwin.bus import topics
+from casatwin.bus.messages import check
 from casatwin.city import load, synthetic
 from casatwin.dispatch.nearest import Place
 from casatwin.dispatch.planner import Planner, UnknownPlace, severity
 from casatwin.dispatch.store import Assignment
+from casatwin.processor.detectors import Detectors, VehicleState
+from casatwin.processor.network import RoadNetwork
+from casatwin.processor.sink import Decided, infraction_message
+from tests.drive import Drive, matched, path_along
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +49,36 @@ def test_an_intersection_infraction_is_placed_at_the_junction(planner):
     assert place.offset_m == pytest.approx(pack.seg_length_m[place.segment])
 
 
+def test_a_parked_car_the_processor_reports_is_placed_where_it_stands(planner):
+    """Illegal parking names a zone, and the road the car stands on: the unit goes there."""
+    net = RoadNetwork(planner.pack)  # Row 0, where the no-parking zone is, is one-way here
+    block = path_along(net, "Row 0")[1]
+    parked = Drive(net, "TX-1", [block], start_along_m=100.0, speeds_kmh=[0.0], duration_s=125)
+    (parking,) = Detectors(net).on_fixes(
+        "TX-1", "taxi_petit", VehicleState(), matched(net, parked.fixes())
+    )
+    decision = {"class": 1, "fine_mad": 700, "court": False, "rule": "parking.dangerous"}
+    message = infraction_message(
+        asdict(parking) | {"detected_ts": parking.evidence_ts},
+        Decided({"vehicle_id": "TX-1"}, {}, decision, dispatch_required=True),
+        None,
+    )
+    check(topics.INFRACTIONS, message)
+    assert (message["zone_id"], message["segment_id"]) == ("z-row0", net.segment_ids[block])
+    incident = planner.incident(message)
+    assert incident.place.segment == block
+    assert incident.place.offset_m == pytest.approx(100.0, abs=0.5)
+    assert incident.severity == 1
+
+
 @pytest.mark.parametrize(
     ("infraction", "reason"),
     [
         ({"segment_id": "s-nowhere"}, "segment 's-nowhere' is not in city pack"),
         ({"intersection_id": "i-nowhere"}, "intersection 'i-nowhere' is not in city pack"),
         ({}, "names neither a segment nor an intersection"),
+        # A parking infraction published before the processor named the segment.
+        ({"zone_id": "z-row0"}, "names neither a segment nor an intersection"),
     ],
 )
 def test_an_infraction_off_the_map_is_refused_with_the_reason(planner, infraction, reason):

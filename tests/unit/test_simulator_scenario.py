@@ -207,6 +207,33 @@ def test_the_parker_stands_still_inside_its_zone(played, grid):
     assert record["zone_id"] == zone.id and record["measured"] == 150.0
 
 
+def test_the_processor_finds_the_parker_on_the_road_it_stands_on(played, grid):
+    """The parked taxi's telemetry, map-matched and detected as the processor does: the
+    infraction names the road it stands on (where the dispatcher sends a unit)."""
+    from casatwin.processor.detectors import Detectors, VehicleState
+    from casatwin.processor.network import RoadNetwork
+    from tests.drive import matched
+
+    sim, ticks = played
+    v = sim.fleet.index["TX-13000"]
+    sent = []
+    for tick in ticks:
+        for k in np.flatnonzero(tick.fix.vehicles == v):
+            f = tick.fix
+            sent.append(
+                {"ts": f.ts_ms, "lat": float(f.lat[k]), "lon": float(f.lon[k]),
+                 "speed_kmh": float(f.speed_kmh[k]), "heading_deg": float(f.heading_deg[k]),
+                 "segment": int(f.segment[k])}
+            )  # fmt: skip
+    net = RoadNetwork(grid)
+    found = Detectors(net).on_fixes("TX-13000", "taxi_petit", VehicleState(), matched(net, sent))
+    (parking,) = [d for d in found if d.type == "illegal_parking"]
+    (parked_on,) = {m["segment"] for m in sent if m["ts"] == parking.event_ts}
+    both_ways = {parked_on, int(grid.reverse_segment[parked_on])} - {-1}
+    assert parking.segment_id in {grid.segment_ids[s] for s in both_ways}
+    assert parking.zone_id == grid.no_parking_zones[0].id
+
+
 def test_law_abiding_traffic_commits_no_infraction(played):
     sim, ticks = played
     scripted = {sim.fleet.index[v] for v in ("TX-00101", "TX-00102", "TX-13000")}

@@ -89,8 +89,13 @@ class Infraction(TypedDict):
     published_ts: NotRequired[int]
     lat: float
     lon: float
+    # Where: the road (speeding; a red light's approach; the road an illegal parker stands
+    # on, absent from parking infractions published before it was added); a red light's
+    # junction; an illegal parker's no-parking zone and its kind.
     segment_id: NotRequired[str]
     intersection_id: NotRequired[str]
+    zone_id: NotRequired[str]
+    parking_kind: NotRequired[str]
     measured: float
     limit: float
     vehicle: dict[str, Any]

@@ -23,12 +23,13 @@ def grid(
     signalised: bool = True,
     oneway_rows: tuple[int, ...] = (),
     motorway: bool = False,
+    parking_kind: str = "other",
 ) -> dict[str, Any]:
     """A ``rows`` × ``cols`` grid; row r runs west→east, column c south→north.
 
     Rows listed in ``oneway_rows`` are one-way eastbound. Interior junctions are signalised.
-    One no-parking zone surrounds the middle of row 0's second block; one police station
-    sits at each of two opposite corners, two units each.
+    One no-parking zone (of ``parking_kind``) surrounds the middle of row 0's second block;
+    one police station sits at each of two opposite corners, two units each.
 
     ``motorway`` adds a two-way motorway (100 km/h, 3 lanes) one block north of the last
     row, joined to the grid at both ends, with a highway detector station in the middle of
@@ -102,7 +103,7 @@ def grid(
             {
                 "id": "z-row0",
                 "name": "Row 0 block 2",
-                "parking_kind": "other",
+                "parking_kind": parking_kind,
                 "polygon": [list(p) for p in zone],
             }
         ],

@@ -17,7 +17,8 @@ ms), so the same input always gives the same infractions with the same ids.
 * **Illegal parking** — stationary (speed under ``stationary_kmh``, within
   ``stationary_radius_m`` of where it stopped) inside a no-parking zone for ``dwell_s``;
   a timer fires it at ``since + dwell_s`` even if the vehicle has stopped reporting. One
-  infraction per stop.
+  infraction per stop. It names the zone and the road the car stands on (the segment of
+  the stop's first map-matched fix), where a police unit is sent.
 
 Unmatched fixes (off the road network) neither continue nor break a speeding episode and
 never count as a crossing. Police vehicles are exempt (they drive to incidents).
@@ -327,15 +328,20 @@ class Detectors:
                 "y": fix.y,
                 "lat": fix.lat,
                 "lon": fix.lon,
+                "segment": fix.segment,  # -1: not matched yet
                 "reported": False,
             }
             return []
+        if parked.get("segment", -1) < 0 and fix.segment >= 0:
+            parked["segment"] = fix.segment  # the stop's first fix was off the road
         return []  # still parked: the dwell timer (on_time) decides
 
     def _parking_detection(
         self, vehicle_id: str, parked: dict[str, Any], evidence_ts: int
     ) -> Detection:
         zone = self.net.zones[parked["zone"]]
+        # A stop recorded before the segment was kept has no "segment": no segment id.
+        segment = parked.get("segment", -1)
         return Detection(
             infraction_id=infraction_id(ILLEGAL_PARKING, vehicle_id, parked["since"]),
             type=ILLEGAL_PARKING,
@@ -346,6 +352,7 @@ class Detectors:
             lon=parked["lon"],
             measured=round((evidence_ts - parked["since"]) / 1000, 1),  # the dwell, in s
             limit=self.config.dwell_s,
+            segment_id=self.net.segment_ids[segment] if segment >= 0 else None,
             zone_id=zone.id,
             parking_kind=zone.parking_kind,
         )
