@@ -183,6 +183,12 @@ class SimulatorSettings:
     illegal_parker_share: float = setting(0.01, "Share of taxis that park in no-parking zones.")
     sensor_period_s: float = setting(10.0, "Period of the intersection sensor reports.")
     scenario: str = setting("", "Scenario file to play (empty: free traffic only).")
+    stop_after_scenario: bool = setting(
+        False,
+        "When the scenario's `duration_s` is over: false: the simulator says so and goes on "
+        "with normal traffic (the scenario's taxis drive on, law-abiding) until stopped; "
+        "true: it stops there, and the whole of `make run` with it.",
+    )
     metrics_port: int = setting(9401, "Port of the simulator's /metrics endpoint (0: off).")
 
 

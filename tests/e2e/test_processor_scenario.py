@@ -65,7 +65,7 @@ def test_the_e2e_scenario_gives_exactly_the_scripted_infractions(
     truth_path = tmp_path / "truth.json"
     simulation = subprocess.run(
         [sys.executable, "-m", "casatwin.cli", "simulator", "--afap", "--scenario", str(SCENARIO),
-         "--start-ms", str(START_MS), "--ground-truth", str(truth_path)],
+         "--stop-after-scenario", "--start-ms", str(START_MS), "--ground-truth", str(truth_path)],
         env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert simulation.returncode == 0, simulation.stderr[-3000:]

@@ -1,10 +1,12 @@
 """`casatwin stack up` (make run): servers up in order, Ctrl-C leaves nothing running."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -168,6 +170,94 @@ def test_the_whole_twin_runs_and_ctrl_c_stops_every_service_quietly(tmp_path):
     assert left_running(descendants) == {}, output[-3000:]
     for noise in ("Traceback", "Exception in thread", "StackOverflowError"):
         assert noise not in output, output[output.index(noise) - 2000 :][:4000]
+
+
+SHORT_SCENARIO = """\
+name: short
+city: casablanca
+traffic: {taxis: 20, speeder_share: 0, red_light_runner_share: 0, illegal_parker_share: 0}
+duration_s: 8
+events:
+  - {type: illegal_parking, vehicle: TX-00103, at: 1, zone: Casa Port, duration_s: 600}
+"""
+
+
+def scenario_stack(tmp_path, **extra):
+    """`make run` with a short scenario (8 s in real time), the simulator and the dashboard."""
+    env, _ = stack_env(tmp_path)
+    (tmp_path / "short.yaml").write_text(SHORT_SCENARIO)
+    (tmp_path / "Procfile").write_text(
+        "simulator: casatwin simulator\ndashboard: casatwin dashboard\n"
+    )
+    dashboard_port = free_port()
+    env |= {
+        "CASATWIN_SIMULATOR_SCENARIO": str(tmp_path / "short.yaml"),
+        "CASATWIN_DASHBOARD_PORT": str(dashboard_port),
+        "CASATWIN_REGISTRY_DRIVERS": "13000",
+        "CASATWIN_SIMULATOR_METRICS_PORT": "0",
+        "CASATWIN_DASHBOARD_METRICS_PORT": "0",
+        **extra,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "casatwin.cli", "stack", "up", "--procfile", "Procfile"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    return process, f"http://127.0.0.1:{dashboard_port}/api/health"
+
+
+def live_vehicles(health_url, timeout_s=60.0):
+    """The dashboard's live vehicles once it shows some (its health answer, 200)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(health_url, timeout=10) as response:
+            assert response.status == 200
+            vehicles = json.loads(response.read())["vehicles"]
+        if vehicles or time.monotonic() > deadline:
+            return vehicles
+        time.sleep(0.5)
+
+
+def test_make_run_with_a_scenario_keeps_the_dashboard_up_after_it(tmp_path):
+    """Issue 17: the scenario ends, the twin does not: the simulator says so and goes on
+    with normal traffic, the dashboard still answers; Ctrl-C stops everything."""
+    process, health = scenario_stack(tmp_path)
+    output = ""
+    try:
+        output += wait_for_output(process, "Ctrl-C", timeout_s=180)
+        descendants = children_of(process.pid)
+        output += wait_for_output(process, "scenario over", timeout_s=120)
+        assert "normal traffic goes on until the twin is stopped" in output.splitlines()[-1]
+        # The simulator's next progress line: it is still stepping, past the scenario's end.
+        output += wait_for_output(process, "simulating sim_time=", timeout_s=60)
+        assert live_vehicles(health) > 0  # the dashboard answers, taxis on its map
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        output += process.communicate(timeout=150)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output[-3000:]
+    assert left_running(descendants) == {}, output[-3000:]
+    assert "whole twin stopped" not in output and "Traceback" not in output, output[-3000:]
+
+
+def test_told_to_stop_after_the_scenario_make_run_stops_and_says_why(tmp_path):
+    """The old behaviour, chosen: CASATWIN_SIMULATOR_STOP_AFTER_SCENARIO=true stops the
+    simulator at the scenario's end and the twin with it; the last line says so."""
+    process, _ = scenario_stack(tmp_path, CASATWIN_SIMULATOR_STOP_AFTER_SCENARIO="true")
+    output = ""
+    try:
+        output += wait_for_output(process, "Ctrl-C", timeout_s=180)
+        descendants = children_of(process.pid)
+        output += process.communicate(timeout=240)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output[-3000:]
+    assert "scenario over; the simulator stops, as asked" in output, output[-3000:]
+    last = output.strip().splitlines()[-1]
+    assert "a service ended by itself, so the whole twin stopped service=simulator" in last
+    assert left_running(descendants) == {}, output[-3000:]
 
 
 def test_a_busy_port_is_a_clear_error(tmp_path):

@@ -112,7 +112,7 @@ def test_scenario_through_the_broker(broker_settings, grid, pack_file, tmp_path)
     truth_file = tmp_path / "truth.json"
     env = cli_env(broker_settings, pack_file)
     args = ["simulator", "--afap", "--start-ms", str(START_MS), "--scenario", str(scenario)]
-    result = casatwin([*args, "--ground-truth", str(truth_file)], env)
+    result = casatwin([*args, "--stop-after-scenario", "--ground-truth", str(truth_file)], env)
     assert result.returncode == 0, result.stderr
     assert "simulator stopped" in result.stderr and "failed=0" in result.stderr
     truth = {r["type"]: r for r in orjson.loads(truth_file.read_bytes())}
@@ -185,6 +185,78 @@ def test_scenario_through_the_broker(broker_settings, grid, pack_file, tmp_path)
     mine = [r for r in readings if START_MS < r["ts"] <= end_ms]
     assert len(mine) == 20 * len(grid.intersections)
     assert sum(r["vehicles"] for r in mine) > 0
+
+
+AFTER_START_MS = 1_610_000_000_000  # its own clock too
+AFTER_END_MS = AFTER_START_MS + 20_000
+SHORT = """\
+name: grid-short
+city: grid
+traffic: {taxis: 0}
+duration_s: 20
+events:
+  - {type: illegal_parking, vehicle: TX-00013, at: 5, zone: Row 0 block 2, duration_s: 600}
+"""
+
+
+def first_fix(settings, predicate, timeout_s):
+    """The first telemetry message (from the start of the topic) that ``predicate`` accepts."""
+    reader = consumer.reader(settings.kafka, [topics.TELEMETRY], "test-after", start="earliest")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for m in consumer.messages(reader, timeout_s=0.5):
+                fix = orjson.loads(m.value())
+                if predicate(fix):
+                    return fix
+    finally:
+        reader.close()
+    raise AssertionError(f"no such fix in {timeout_s} s")
+
+
+def line_with(stream, needle):
+    """Lines of ``stream`` until one holds ``needle`` (that one; None if the stream ends)."""
+    for line in stream:
+        if needle in line:
+            return line
+    return None
+
+
+def test_after_its_scenario_the_simulator_goes_on_with_normal_traffic(
+    broker_settings, pack_file, tmp_path
+):
+    """Issue 17: the scenario is over, the run is not. One line says so; the fixes go on, the
+    scripted taxi's too (it was parked for 600 s, it drives off), until the simulator is
+    stopped. The clock is the test's (--afap --start-ms)."""
+    scenario = tmp_path / "short.yaml"
+    scenario.write_text(SHORT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "casatwin.cli", "simulator", "--afap",
+         "--start-ms", str(AFTER_START_MS), "--scenario", str(scenario)],
+        env=cli_env(broker_settings, pack_file), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        said = line_with(process.stderr, "scenario over")
+        assert said is not None, process.communicate(timeout=30)[1][-3000:]
+        assert "normal traffic goes on until the twin is stopped" in said
+        assert "taxis_released=1" in said and "sim_time=2021-01-07T06:13:40Z" in said
+        moving = first_fix(
+            broker_settings,
+            lambda m: (
+                m["vehicle_id"] == "TX-00013"
+                and m["ts"] >= AFTER_END_MS + 30_000
+                and m["speed_kmh"] > 0
+            ),
+            timeout_s=60,
+        )
+        assert moving["ts"] < AFTER_START_MS + 605_000  # before its parking would have ended
+        assert process.poll() is None  # still running, a simulated minute after the end
+    finally:
+        process.terminate()
+        rest = process.communicate(timeout=60)[1]
+    assert process.returncode == 0, rest[-3000:]
+    assert "simulator stopped" in rest and "Traceback" not in rest
 
 
 def test_the_simulator_rides_out_a_broker_outage(base_settings, grid, tmp_path, caplog):

@@ -212,7 +212,7 @@ def run(settings: Settings, stack: Stack, plan: FaultPlan, say: Say = print) -> 
         started_ms = int(time.time() * 1000)
         started = time.monotonic()
         twin.start("simulator", "--realtime", "--scenario", str(plan.scenario),
-                   "--ground-truth", str(truth_path))  # fmt: skip
+                   "--stop-after-scenario", "--ground-truth", str(truth_path))  # fmt: skip
         say(f"simulator playing {plan.scenario.name} in real time")
         wait_processor(twin, 0, say)
 

@@ -2,15 +2,28 @@
 
 Ctrl-C (or SIGTERM) stops the services (honcho sends them SIGTERM, then SIGKILL after
 ``STOP_GRACE_S``) and then the servers, newest first; nothing is left running.
+
+A service that ends by itself stops the twin too (honcho's rule: a twin without one of its
+services would show a screen that lies), and the last line says which one and how: a
+crash (exit code other than 0, or a signal) is an error and ``make run`` exits with it.
+No service ends by itself in the normal course: the simulator goes on after its scenario
+unless ``CASATWIN_SIMULATOR_STOP_AFTER_SCENARIO`` asks it to stop there.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from honcho import manager as honcho_manager
+from honcho.manager import SYSTEM_PRINTER_NAME, Manager
+from honcho.printer import Printer
 
 from casatwin.bus.access import provision
 from casatwin.config import Settings
@@ -21,6 +34,50 @@ from casatwin.logs import get_logger
 log = get_logger("stack")
 
 STOP_GRACE_S = 30
+OPERATOR = ""  # Ending.service when a signal (Ctrl-C, SIGTERM) stopped the twin
+_STOPPED = re.compile(r"^(?P<name>\S+) stopped \(rc=(?P<rc>-?\d+)\)$")
+_SIGNALLED = re.compile(r"^SIG[A-Z]+ received$")
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why the services stopped: the operator's signal, or the first service that ended by
+    itself and its exit code (negative: killed by that signal)."""
+
+    service: str
+    returncode: int
+
+    @property
+    def crashed(self) -> bool:
+        return self.service != OPERATOR and self.returncode != 0
+
+    @property
+    def exit_code(self) -> int:
+        """``make run``'s: 0 unless a service crashed (128 + N for a service killed by N)."""
+        if not self.crashed:
+            return 0
+        return 128 - self.returncode if self.returncode < 0 else self.returncode
+
+    def how(self) -> str:
+        if self.returncode >= 0:
+            return f"exit code {self.returncode}"
+        number = -self.returncode
+        known = number in signal.valid_signals()
+        return f"killed by {signal.Signals(number).name if known else f'signal {number}'}"
+
+    def report(self) -> None:
+        """The last line of ``make run`` when a service, not the operator, stopped it."""
+        if self.service == OPERATOR:
+            return
+        fields = {
+            "service": self.service,
+            "how": self.how(),
+            "its_output": f"above, the lines starting `{self.service} |`",
+        }
+        if self.crashed:
+            log.error("a service crashed, so the whole twin stopped", **fields)
+        else:
+            log.warning("a service ended by itself, so the whole twin stopped", **fields)
 
 
 def parse_procfile(path: Path) -> dict[str, str]:
@@ -113,25 +170,67 @@ def run(settings: Settings, procfile: str, servers_only: bool = False) -> int:
         if not processes:
             _wait_for_stop_signal()
             return 0
-        return _run_services(processes, service_environment(settings))
+        ending = run_services(processes, service_environment(settings))
     finally:
-        log.info("stopping the servers")
-        stack.stop()
+        _stop_servers(stack)
+    ending.report()
+    return ending.exit_code
 
 
-def _run_services(processes: dict[str, str], env: dict[str, str]) -> int:
-    from honcho import manager as honcho_manager
-    from honcho.manager import Manager
-    from honcho.printer import Printer
-
+def run_services(processes: dict[str, str], env: dict[str, str]) -> Ending:
+    """Run ``processes`` (name: shell command) under honcho until Ctrl-C/SIGTERM or until
+    one ends by itself; then all are stopped. Who ended it, and how."""
     # honcho's grace before SIGKILL is 5 s; the processor needs longer to stop its queries and
     # its JVM on a busy machine (systemd's units give it TimeoutStopSec).
     honcho_manager.KILL_WAIT = STOP_GRACE_S
-    manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty()))
+    printer = WatchingPrinter(sys.stdout, colour=sys.stdout.isatty())
+    manager = Manager(printer)
     for name, command in processes.items():
         manager.add_process(name, command, env=env)
-    manager.loop()
-    return 0 if manager.returncode in (0, 130, 143, -2, -15) else int(manager.returncode or 1)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        manager.loop()  # it sets its own SIGINT/SIGTERM handlers
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return printer.first or Ending(OPERATOR, 0)  # honcho prints every stop: always set
+
+
+class WatchingPrinter(Printer):  # type: ignore[misc]
+    """honcho's printer, noting what stopped the services first: the operator's signal
+    ("SIGINT received") or a service that ended ("simulator stopped (rc=0)")."""
+
+    first: Ending | None = None
+
+    def write(self, message: Any) -> None:
+        super().write(message)
+        if self.first is None and message.name == SYSTEM_PRINTER_NAME:
+            self.first = first_ending(str(message.data).strip())
+
+
+def first_ending(system_line: str) -> Ending | None:
+    """The ending a line of honcho's (``system | ...``) announces, if it announces one."""
+    if _SIGNALLED.match(system_line):
+        return Ending(OPERATOR, 0)
+    stopped = _STOPPED.match(system_line)
+    if stopped:
+        return Ending(stopped["name"], int(stopped["rc"]))
+    return None
+
+
+def _stop_servers(stack: Stack) -> None:
+    """Stop the servers; a second Ctrl-C (impatience) must not leave one of them running."""
+
+    def patience(*_: object) -> None:
+        log.warning("already stopping the servers; a moment")
+
+    previous = {sig: signal.signal(sig, patience) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        log.info("stopping the servers")
+        stack.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _wait_for_stop_signal() -> None:

@@ -10,7 +10,9 @@ from casatwin.config import Settings
 DESCRIPTION = """\
 Simulate the city's taxis, police units and intersection sensors, and publish their
 telemetry (casatwin.telemetry) and readings (casatwin.sensors.intersection) to Kafka.
-Runs until Ctrl-C/SIGTERM (or --seconds of simulated time), then flushes and stops.
+Runs until Ctrl-C/SIGTERM (or --seconds of simulated time), then flushes and stops. When
+a scenario's duration_s is over it says so and goes on with normal traffic (its taxis drive
+on, law-abiding), unless told to stop there (--stop-after-scenario).
 Settings: CASATWIN_SIMULATOR_* (see `casatwin config`); the options below override them.
 """
 
@@ -51,6 +53,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--scenario",
         metavar="FILE",
         help="scenario to play (CASATWIN_SIMULATOR_SCENARIO; see docs/scenarios.md)",
+    )
+    end = sim.add_mutually_exclusive_group()
+    end.add_argument(
+        "--stop-after-scenario",
+        dest="stop_after_scenario",
+        action="store_const",
+        const=True,
+        help="stop when the scenario's duration_s is over "
+        "(CASATWIN_SIMULATOR_STOP_AFTER_SCENARIO=true)",
+    )
+    end.add_argument(
+        "--continue-after-scenario",
+        dest="stop_after_scenario",
+        action="store_const",
+        const=False,
+        help="when the scenario is over, go on with normal traffic until stopped "
+        "(default: CASATWIN_SIMULATOR_STOP_AFTER_SCENARIO=false)",
     )
     sim.add_argument(
         "--ground-truth",
@@ -93,14 +112,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     scenario_path = args.scenario or settings.simulator.scenario
     scenario = scenarios.load(scenario_path) if scenario_path else None
     pack = load_city(settings.city)
-    seconds = args.seconds
-    if seconds is None and scenario is not None:
-        seconds = scenario.duration_s
     start_ms = args.start_ms if args.start_ms is not None else int(time.time() * 1000)
     simulation = Simulation(
         pack, settings.simulator, start_ms, scenario, taxis=args.taxis, seed=args.seed
     )
-    service = SimulatorService(settings, simulation, realtime, seconds, args.ground_truth)
+    service = SimulatorService(
+        settings,
+        simulation,
+        realtime,
+        args.seconds,
+        args.ground_truth,
+        stop_after_scenario=_stop_after_scenario(args, settings),
+    )
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -119,6 +142,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             bridge.stop()
         service.drain()
     return 0
+
+
+def _stop_after_scenario(args: argparse.Namespace, settings: Settings) -> bool:
+    """The option if given, else CASATWIN_SIMULATOR_STOP_AFTER_SCENARIO."""
+    if args.stop_after_scenario is not None:
+        return bool(args.stop_after_scenario)
+    return settings.simulator.stop_after_scenario
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:

@@ -519,6 +519,14 @@ def _red_light(event: ScriptedEvent, vehicle: int, names: _Names, net: RoadNetwo
 # -- playing -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ScriptEnd:
+    """What the end of a scenario's script (its ``duration_s``) changed."""
+
+    released: int  # taxis the script still held, now law-abiding traffic
+    not_started: int  # events due after the end, never played
+
+
 @dataclass
 class _Running:
     plan: Plan
@@ -606,6 +614,25 @@ class ScenarioPlayer:
                     run.done = True
             else:
                 run.done = True  # the parked taxi leaves by itself when its time is up
+
+    def finish(self) -> ScriptEnd:
+        """The script is over: the taxis it still holds drive on as law-abiding traffic (a
+        parked one drives off at the next step); events not yet started never start."""
+        held = [run.plan.vehicle for run in self.running if self._holds(run)]
+        not_started = sum(not run.started for run in self.running)
+        for run in self.running:
+            run.done = True
+        for vehicle in held:
+            self.fleet.release(vehicle)
+        return ScriptEnd(len(held), not_started)
+
+    def _holds(self, run: _Running) -> bool:
+        """Whether the script still has a say over the run's taxi."""
+        if not run.started or isinstance(run.plan, SurgePlan):
+            return False  # a surge's taxis drive as free traffic once on the road
+        if isinstance(run.plan, ParkingPlan):
+            return self.fleet.parked(run.plan.vehicle)  # done once parked; parked till due
+        return not run.done
 
     def _surge(self, run: _Running, t_s: float) -> None:
         """Put on the road the surge's taxis whose time has come."""

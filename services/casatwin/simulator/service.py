@@ -2,8 +2,9 @@
 
 Lifecycle: :meth:`SimulatorService.start` checks the broker (one clear error if it cannot
 be reached) and opens the producer; :meth:`run_until` ticks the simulation until the stop
-event is set or the requested simulated time has passed; :meth:`drain` flushes what is
-still queued and writes the ground truth.
+event is set or the requested simulated time has passed (or, if asked, the scenario is
+over; otherwise its end is logged and normal traffic goes on); :meth:`drain` flushes what
+is still queued and writes the ground truth.
 
 In real time a tick's state is due at its simulated time (wall clock), and its fixes are
 sent in a few chunks spread over the step, so the broker sees a steady stream rather than
@@ -35,6 +36,7 @@ from casatwin.bus.admin import require_topics, wait_for_broker
 from casatwin.bus.producer import Producer
 from casatwin.config import Settings
 from casatwin.logs import get_logger
+from casatwin.simulator.scenario import ScriptEnd
 from casatwin.simulator.simulation import Simulation, Tick
 from casatwin.simulator.telemetry import TelemetryEncoder
 from casatwin.simulator.traffic import Fleet, FleetEvent
@@ -73,8 +75,10 @@ class SimulatorService:
         client_id: str = "casatwin-simulator",
         telemetry_topic: str = topics.TELEMETRY,
         sensor_topic: str = topics.SENSORS_INTERSECTION,
+        stop_after_scenario: bool = False,
     ) -> None:
         self.settings = settings
+        self.stop_after_scenario = stop_after_scenario
         self.sim = simulation
         self.realtime = realtime
         self.seconds = seconds
@@ -111,7 +115,8 @@ class SimulatorService:
         )
 
     def run_until(self, stop: threading.Event) -> None:
-        """Tick until ``stop`` is set or the requested simulated seconds have passed."""
+        """Tick until ``stop`` is set, the requested simulated seconds have passed or, with
+        ``stop_after_scenario``, the scenario is over."""
         assert self.producer is not None, "start() first"
         self._progress.reset(self.sim, self.producer)
         while not stop.is_set() and not self._done():
@@ -123,6 +128,8 @@ class SimulatorService:
                 for listener in self._listeners:
                     listener(event)
             self._publish(tick, stop)
+            if tick.scenario_end is not None:
+                self._log_scenario_end(tick.scenario_end)
             self._progress.maybe_log(self.sim, self.producer, self._lag_s(tick))
 
     def drain(self, timeout_s: float = 15.0) -> dict[str, int]:
@@ -215,7 +222,26 @@ class SimulatorService:
         return max(0.0, time.time() - tick.t_ms / 1000) if self.realtime else 0.0
 
     def _done(self) -> bool:
+        if self.stop_after_scenario and self.sim.scenario_over:
+            return True
         return self.seconds is not None and self.sim.elapsed_s >= self.seconds - 1e-9
+
+    def _log_scenario_end(self, end: ScriptEnd) -> None:
+        scenario = self.sim.scenario
+        assert scenario is not None
+        fields: dict[str, Any] = {
+            "scenario": scenario.name,
+            "sim_time": _iso(self.sim.t_ms),
+            "scripted_infractions": len(self.sim.ground_truth()),
+            "taxis_released": end.released,
+        }
+        if end.not_started:
+            fields["events_never_played"] = end.not_started  # their `at` is after the end
+        if self.stop_after_scenario:
+            log.info("scenario over; the simulator stops, as asked", **fields)
+        else:
+            fields["to_stop_here"] = "CASATWIN_SIMULATOR_STOP_AFTER_SCENARIO=true"
+            log.info("scenario over; normal traffic goes on until the twin is stopped", **fields)
 
     def _update_gauges(self) -> None:
         if self.producer is None:

@@ -2,7 +2,10 @@
 
 A :class:`Simulation` owns the fleet, the scenario being played, the telemetry schedule,
 the intersection sensors and the ground truth. :meth:`Simulation.tick` advances one time
-step and returns what happened (fixes, sensor readings, events). Simulated time is an
+step and returns what happened (fixes, sensor readings, events, the end of the scenario's
+script). When the scenario's ``duration_s`` is over its taxis drive on as law-abiding
+traffic and the simulation goes on with normal traffic; stopping there is the caller's
+choice (``CASATWIN_SIMULATOR_STOP_AFTER_SCENARIO``). Simulated time is an
 integer number of milliseconds from ``start_ms``, so the same seed and the same start
 always give the same ticks, whatever the wall clock does.
 """
@@ -32,6 +35,7 @@ class Tick:
     fix: Fix
     readings: list[IntersectionReading] = field(default_factory=list)
     events: list[FleetEvent] = field(default_factory=list)
+    scenario_end: scenarios.ScriptEnd | None = None  # the scenario's script ended here
 
 
 class Simulation:
@@ -78,6 +82,7 @@ class Simulation:
             tracked = self.player.vehicles
         self.truth = GroundTruth(self.fleet, tracked)
         self.step = 0
+        self.scenario_over = False
 
     @property
     def t_ms(self) -> int:
@@ -87,6 +92,13 @@ class Simulation:
     @property
     def elapsed_s(self) -> float:
         return self.step * self.step_ms / 1000
+
+    @property
+    def scenario_end_ms(self) -> int | None:
+        """When the scenario's script is over (its ``duration_s``); None: it has no end."""
+        if self.scenario is None or self.scenario.duration_s is None:
+            return None
+        return self.start_ms + round(self.scenario.duration_s * 1000)
 
     def tick(self) -> Tick:
         t_s = self.t_ms / 1000
@@ -102,7 +114,16 @@ class Simulation:
         readings: list[IntersectionReading] = []
         if self.step % self.sensor_every == 0:
             readings = read_intersections(self.fleet, t_ms, self.sensor_every * self.step_ms / 1000)
-        return Tick(self.step, t_ms, fix, readings, events)
+        return Tick(self.step, t_ms, fix, readings, events, self._end_scenario_if_due())
+
+    def _end_scenario_if_due(self) -> scenarios.ScriptEnd | None:
+        """At the first step that reaches the scenario's end, end its script (after the
+        step: its last step is played and observed as the script had it)."""
+        end_ms = self.scenario_end_ms
+        if self.scenario_over or self.player is None or end_ms is None or self.t_ms < end_ms:
+            return None
+        self.scenario_over = True
+        return self.player.finish()
 
     def ground_truth(self) -> list[dict[str, Any]]:
         """The scripted vehicles' infractions so far (see :mod:`groundtruth`)."""

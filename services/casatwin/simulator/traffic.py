@@ -760,10 +760,16 @@ class Fleet:
         self._park_at(vehicle, segment, offset_m, until_s, t_s)
 
     def release(self, vehicle: int) -> None:
-        """End a script's hold on a vehicle: it drives on as a law-abiding taxi."""
+        """End a script's hold on a vehicle: it drives on as a law-abiding taxi (a parked one
+        drives off at the next step)."""
         self.v0_override[vehicle] = math.nan
         self.overtakes[vehicle] = False
         self.ignores_signals[vehicle] = self.behaviour[vehicle] == RED_LIGHT_RUNNER
+        if self.state[vehicle] == PARKED:
+            self.park_until[vehicle] = -np.inf
+
+    def parked(self, vehicle: int) -> bool:
+        return bool(self.state[vehicle] == PARKED)
 
     # -- police units --------------------------------------------------------------------
 
