@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,15 +38,6 @@ def dispatch_db(mariadb: Any, pack: CityPack) -> MariaDBSettings:
     loader._police(conn.cursor(), loader.police_units_of(pack))
     conn.close()
     return settings
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def read(settings: Settings, topic: str) -> list[dict[str, Any]]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -119,15 +118,6 @@ def publish(settings: Settings, messages: Iterable[dict[str, Any] | bytes], key:
             producer.send_json(topics.TELEMETRY, message, key=message["vehicle_id"])
     assert producer.flush(20) == 0
     assert producer.report.totals()["failed"] == 0
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every_s)
-    return predicate()
 
 
 class RunningApp:

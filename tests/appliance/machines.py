@@ -19,9 +19,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from casatwin.waiting import wait_until
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Everything a run creates on the host is named after its pid, so that what a killed run
@@ -316,17 +317,6 @@ def sweep_abandoned_garages(workroot: Path) -> list[str]:
             run(["ip", "link", "del", name], check=False)
             removed.append(f"bridge {name}")
     return removed
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, every_s: float = 0.5) -> bool:
-    """Poll ``condition`` every ``every_s``: True once it holds, False if it has not within
-    ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(every_s)
-    return True
 
 
 def _free_veth(name: str, timeout_s: float = 30) -> None:

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from casatwin.appliance import REPO, role_plugin
+from casatwin.waiting import wait_until
 from tests.appliance.ansible import pyspark_version
-from tests.appliance.machines import wait_until
 
 pytestmark = [pytest.mark.appliance, pytest.mark.slow]
 

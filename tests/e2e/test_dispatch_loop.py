@@ -49,6 +49,7 @@ from casatwin.simulator import scenario as scenarios
 from casatwin.simulator.dispatching import DispatchBridge
 from casatwin.simulator.service import SimulatorService
 from casatwin.simulator.simulation import Simulation
+from casatwin.waiting import wait_until
 from tests.conftest import REGISTRY_AS_OF, query, scratch_database
 from tests.dispatch_support import (
     Timeline,
@@ -56,7 +57,6 @@ from tests.dispatch_support import (
     pressure_between,
     pressure_totals,
     read,
-    wait_for,
 )
 from tests.processor_support import (
     RunningApp,
@@ -362,13 +362,13 @@ def test_a_red_light_runner_and_a_dangerous_parker_each_get_a_unit_that_comes_fr
         timeline.reach("simulator, dispatcher and bridge started (set-up)")
         # Both consumer groups have joined before the simulation starts.
         threads[0].start()
-        assert wait_for(dispatcher.consumer.assignment, 20)
+        assert wait_until(dispatcher.consumer.assignment, 20)
         timeline.reach("the dispatcher's group joined (set-up)")
-        assert wait_for(bridge.assigned.is_set, 20)
+        assert wait_until(bridge.assigned.is_set, 20)
         timeline.reach("the bridge's group joined (set-up)")
         watch.begin()
         threads[1].start()
-        assert wait_for(watch, CLOSED_WITHIN_S), (
+        assert wait_until(watch, CLOSED_WITHIN_S), (
             f"the dispatches were not all closed within {CLOSED_WITHIN_S:.0f} s:\n{story()}\n"
             f"{query(ledger, row)}\ndead letters: {read_topic(settings, topics.DLQ, dead_since)}"
         )

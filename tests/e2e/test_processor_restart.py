@@ -18,13 +18,13 @@ from casatwin.bus import topics
 from casatwin.bus.ranges import cached_consumer, get, plan_ranges, read_ranges
 from casatwin.processor.kafka_offsets import from_progress
 from casatwin.processor.telemetry_source import telemetry_records
+from casatwin.waiting import wait_until
 from tests.processor_support import (
     RunningApp,
     casablanca_e2e,
     ledger_rows,
     read_topic,
     topic_ends,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.slow]
@@ -70,7 +70,7 @@ def test_scripted_infractions_survive_a_processor_restart(spark, mariadb, broker
             ends = [from_progress(s.get("endOffset")) for s in (progress or {}).get("sources", [])]
             return any((get(end or {}, topics.TELEMETRY, partition) or 0) > first for end in ends)
 
-        assert wait_for(read_into_the_episode, timeout_s=300), "the processor never got there"
+        assert wait_until(read_into_the_episode, timeout_s=300), "the processor never got there"
 
     with RunningApp(settings, spark) as second_run:
 
@@ -80,7 +80,7 @@ def test_scripted_infractions_survive_a_processor_restart(spark, mariadb, broker
                 (m["vehicle_id"], m["type"]) for m in found if m["vehicle_id"] in SCRIPTED
             )
 
-        wait_for(lambda: scripted_published() == sorted(SCRIPTED.items()), timeout_s=300)
+        wait_until(lambda: scripted_published() == sorted(SCRIPTED.items()), timeout_s=300)
         published = read_topic(settings, topics.INFRACTIONS, since)
         # The stop fell inside the stream: the second run had the rest of it to read.
         second = second_run.app.running[0].query

@@ -19,6 +19,7 @@ import pytest
 
 from casatwin.bus import topics
 from casatwin.readmodel.store import INFRACTIONS, connect
+from casatwin.waiting import wait_until
 from tests.processor_support import (
     RunningApp,
     bus_positions,
@@ -28,7 +29,6 @@ from tests.processor_support import (
     ledger_rows,
     people_of,
     read_topic,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.slow]
@@ -84,7 +84,7 @@ def test_the_e2e_scenario_gives_exactly_the_scripted_infractions(
     assert {r["type"] for r in judged} == {"speeding", "red_light", "illegal_parking"}
 
     with RunningApp(settings, spark):
-        wait_for(
+        wait_until(
             lambda: len(read_topic(settings, topics.INFRACTIONS, since)) >= len(judged),
             timeout_s=400,
         )

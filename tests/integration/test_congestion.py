@@ -27,8 +27,9 @@ from casatwin.bus.producer import Producer, client_config
 from casatwin.devstack.vault import generate_secrets
 from casatwin.processor.network import RoadNetwork
 from casatwin.readmodel.store import CONGESTION, connect
+from casatwin.waiting import wait_until
 from tests.drive import T0, path_along, position
-from tests.processor_support import grid_city, publish, read_topic, topic_ends, wait_for
+from tests.processor_support import grid_city, publish, read_topic, topic_ends
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -126,8 +127,8 @@ def test_known_traffic_late_and_dropped(run):
 
     # Open windows are written as they fill: a micro-batch may have read only some of the
     # fixes. Wait for the whole of what was sent (a wrong count times out, then says which).
-    wait_for(lambda: count(db, "intersection", "I-TEST", T0) == 12, 90)
-    wait_for(lambda: count(db, "segment", key, T0) == 3, 30)
+    wait_until(lambda: count(db, "intersection", "I-TEST", T0) == 12, 90)
+    wait_until(lambda: count(db, "segment", key, T0) == 3, 30)
     assert window(db, "intersection", "I-TEST", T0) is not None
     seg_w = window(db, "segment", key, T0)
     assert (seg_w["count"], seg_w["avg_speed_kmh"]) == (3, 13.0)
@@ -147,9 +148,9 @@ def test_known_traffic_late_and_dropped(run):
     # Event time moves to T0 + 8 min (watermark T0 − 2 min): T0's window is still open.
     far = path_along(net, known["segment_road"])[2]
     publish(settings, [fix(net, far, "CT-9", 8 * 60, 50, 40)])
-    assert wait_for(lambda: window(db, "segment", str(net.segment_ids[far]), T0 + 4 * MIN), 30)
+    assert wait_until(lambda: window(db, "segment", str(net.segment_ids[far]), T0 + 4 * MIN), 30)
     publish(settings, [fix(net, seg, "CT-4", 40, 120, 36)])  # 7 min 20 s late: inside
-    assert wait_for(lambda: window(db, "segment", key, T0)["count"] == 4, 30)
+    assert wait_until(lambda: window(db, "segment", key, T0)["count"] == 4, 30)
     seg_w = window(db, "segment", key, T0)
     assert seg_w["avg_speed_kmh"] == round(114 / 7, 2) and seg_w["max_speed_kmh"] == 36.0
     assert seg_w["level"] == "moderate"
@@ -158,15 +159,15 @@ def test_known_traffic_late_and_dropped(run):
     query.late_rows()
     publish(settings, [fix(net, far, "CT-9", 30 * 60, 50, 40)])
     far_key = str(net.segment_ids[far])
-    assert wait_for(lambda: window(db, "segment", far_key, T0 + 30 * MIN), 30)
+    assert wait_until(lambda: window(db, "segment", far_key, T0 + 30 * MIN), 30)
     # In one batch: a fix 29 min late (beyond the watermark) and a marker on time.
     publish(
         settings, [fix(net, seg, "CT-5", 50, 150, 6), fix(net, far, "CT-8", 30 * 60 + 5, 60, 40)]
     )
-    assert wait_for(lambda: window(db, "segment", far_key, T0 + 30 * MIN)["count"] == 2, 30)
+    assert wait_until(lambda: window(db, "segment", far_key, T0 + 30 * MIN)["count"] == 2, 30)
     assert window(db, "segment", key, T0)["count"] == 4  # unchanged
     dropped: list[int] = []
-    assert wait_for(lambda: dropped.append(query.late_rows()) or sum(dropped) > 0, 20)
+    assert wait_until(lambda: dropped.append(query.late_rows()) or sum(dropped) > 0, 20)
     # One dropped row per window the fix would have entered (T0 − 4 min … T0).
     assert sum(dropped) == 5
 
@@ -201,6 +202,6 @@ def test_the_query_reports_its_progress_to_a_group_of_its_own(run):
         finally:
             check.close()
 
-    assert wait_for(lambda: committed(f"{prefix}-congestion") == ends, 30)
+    assert wait_until(lambda: committed(f"{prefix}-congestion") == ends, 30)
     assert all(offset < 0 for offset in committed(f"{prefix}-infractions").values())
     assert all(offset < 0 for offset in committed(prefix).values())

@@ -30,9 +30,10 @@ from casatwin.registry.loader import police_units_of
 from casatwin.simulator.dispatching import DispatchBridge
 from casatwin.simulator.service import SimulatorService
 from casatwin.simulator.simulation import Simulation
+from casatwin.waiting import wait_until
 from casatwin_dashboard.history import find_timeline
 from tests.conftest import query
-from tests.dispatch_support import committed, create_topics, dispatch_db, read, wait_for
+from tests.dispatch_support import committed, create_topics, dispatch_db, read
 
 pytestmark = pytest.mark.integration
 
@@ -178,14 +179,14 @@ def test_two_dispatchers_never_book_a_unit_twice(setup, pack):
     dispatchers = start(2)
     handled = [record_handled(d) for d in dispatchers]
     # Until the group has shared the partitions, one instance would take everything.
-    assert wait_for(lambda: all(infraction_partitions(d) for d in dispatchers), 30), [
+    assert wait_until(lambda: all(infraction_partitions(d) for d in dispatchers), 30), [
         infraction_partitions(d) for d in dispatchers
     ]
     n = 100
     segments = [i * 7 % pack.n_segments for i in range(n)]
     send(infractions_topic, [infraction(pack, i, s) for i, s in enumerate(segments)])
     count = "SELECT COUNT(*) FROM dispatch_assignments"
-    assert wait_for(lambda: rows(settings, count)[0][0] == n, 60), rows(settings, count)
+    assert wait_until(lambda: rows(settings, count)[0][0] == n, 60), rows(settings, count)
     by_status = dict(rows(settings, "SELECT status, COUNT(*) FROM dispatch_assignments"
                                     " GROUP BY status"))  # fmt: skip
     units = len(police_units_of(pack))
@@ -207,7 +208,7 @@ def test_bad_input_goes_to_the_dlq_and_the_dispatcher_goes_on(setup, pack):
     start(1)
     unknown = infraction(pack, 1, 0, segment_id="s-nowhere")
     send(infractions_topic, [b"{not json", unknown, infraction(pack, 2, 3)])
-    assert wait_for(lambda: rows(settings, "SELECT infraction_id FROM dispatch_assignments")
+    assert wait_until(lambda: rows(settings, "SELECT infraction_id FROM dispatch_assignments")
                     == [("INF-0002",)], 30)  # fmt: skip
     letters = [d for d in read(settings, topics.DLQ) if d["topic"] == infractions_topic]
     reasons = sorted(d["error"] for d in letters)
@@ -231,7 +232,7 @@ def test_the_queue_is_served_by_severity_then_age_and_off_duty_units_wait(setup,
         infraction(pack, 4, 13, required=False),  # nothing to send
     ])  # fmt: skip
     queued = "SELECT COUNT(*) FROM dispatch_assignments WHERE status = 'queued'"
-    assert wait_for(lambda: rows(settings, queued)[0][0] == 3, 30)
+    assert wait_until(lambda: rows(settings, queued)[0][0] == 3, 30)
     time.sleep(1)  # a few queue checks: nobody is on duty
     assert rows(settings, queued)[0][0] == 3
     # One unit back on duty at a time: each takes the most severe, then oldest, incident.
@@ -249,7 +250,7 @@ def test_the_queue_is_served_by_severity_then_age_and_off_duty_units_wait(setup,
         "SELECT status, arrived_ms, closed_ms, response_s FROM dispatch_assignments"
         " WHERE dispatch_id = %s"
     )
-    assert wait_for(lambda: rows(settings, times, (dispatch_id,))[0][0] == "closed", 20)
+    assert wait_until(lambda: rows(settings, times, (dispatch_id,))[0][0] == "closed", 20)
     assert rows(settings, times, (dispatch_id,)) == [("closed", now, now + 5000, 75.0)]
     states = {u.unit_id: u.status for u in store.units(conn)}
     assert states[units[0]] == "available" and states[units[3]] == "off_duty"
@@ -263,7 +264,7 @@ def served_one_by_one(settings, conn, units) -> list[str]:
     mine = "SELECT infraction_id FROM dispatch_assignments WHERE unit_id = %s"
     for unit in units:
         store.set_on_duty(conn, [unit], True)
-        assert wait_for(lambda u=unit: rows(settings, mine, (u,)), 20), f"{unit} got nothing"
+        assert wait_until(lambda u=unit: rows(settings, mine, (u,)), 20), f"{unit} got nothing"
         order.append(rows(settings, mine, (unit,))[0][0])
     return order
 
@@ -284,7 +285,7 @@ def test_an_incident_no_unit_can_take_does_not_hold_up_the_queue(setup, pack):
         infraction(pack, 3, 11, klass=2, event_ts=t0 + 2000),
     ])  # fmt: skip
     queued = "SELECT infraction_id FROM dispatch_assignments WHERE status = 'queued'"
-    assert wait_for(lambda: len(rows(settings, queued)) == 3, 30)
+    assert wait_until(lambda: len(rows(settings, queued)) == 3, 30)
     # The others are served past it, still most severe first.
     assert served_one_by_one(settings, conn, units[:2]) == ["INF-0003", "INF-0002"]
     assert rows(settings, queued) == [("INF-0001",)]
@@ -298,7 +299,7 @@ def test_an_arrival_reported_after_the_close_still_counts_once(setup, pack):
     send(infractions_topic, [infraction(pack, 1, 5, event_ts=t0)])
     dispatch_id = store.dispatch_id_of("INF-0001")
     unit_of = "SELECT unit_id FROM dispatch_assignments WHERE dispatch_id = %s"
-    assert wait_for(lambda: rows(settings, unit_of, (dispatch_id,)), 30)
+    assert wait_until(lambda: rows(settings, unit_of, (dispatch_id,)), 30)
     ((unit,),) = rows(settings, unit_of, (dispatch_id,))
     # The close is applied first: the arrival still gives the true time, and the unit,
     # freed by the close, stays free.
@@ -312,7 +313,7 @@ def test_an_arrival_reported_after_the_close_still_counts_once(setup, pack):
         "SELECT status, arrived_ms, closed_ms, response_s, open_unit FROM dispatch_assignments"
         " WHERE dispatch_id = %s"
     )
-    assert wait_for(lambda: rows(settings, times, (dispatch_id,))[0][3] is not None, 20)
+    assert wait_until(lambda: rows(settings, times, (dispatch_id,))[0][3] is not None, 20)
     recorded = [("closed", arrived, closed, 90.0, None)]
     assert rows(settings, times, (dispatch_id,)) == recorded
     # Repeated (or later still) reports change nothing.
@@ -333,7 +334,7 @@ def test_every_dispatch_event_reaches_the_timeline_once_and_in_order(setup, pack
     # An id no other test of the module uses: nx-27017 shares collections across databases.
     t0 = int(time.time() * 1000) - 120_000
     send(infractions_topic, [infraction(pack, 900, 5, event_ts=t0)])
-    assert wait_for(lambda: read(settings, dispatch_topic), 30)
+    assert wait_until(lambda: read(settings, dispatch_topic), 30)
     (assigned,) = read(settings, dispatch_topic)
     report = {k: assigned[k] for k in ("dispatch_id", "infraction_id", "unit_id")}
     now = int(time.time() * 1000)
@@ -355,7 +356,7 @@ def test_every_dispatch_event_reaches_the_timeline_once_and_in_order(setup, pack
             return [e["status"] for e in find_timeline(timeline, "INF-0900")]
 
         # The unit's messages share a partition: once the close is in, so are the repeats.
-        assert wait_for(lambda: "closed" in statuses(), 30), statuses()
+        assert wait_until(lambda: "closed" in statuses(), 30), statuses()
         recorded = find_timeline(timeline, "INF-0900")
     finally:
         timeline.client.close()
@@ -386,7 +387,7 @@ def test_a_mariadb_outage_pauses_the_dispatcher_which_then_loses_nothing(
     # through a batch.
     start(1, queue_check_s=3600)
     send(infractions_topic, [infraction(pack, 901, 5)])
-    assert wait_for(lambda: committed(settings, group, dispatch_topic) == 1, 30)  # assigned
+    assert wait_until(lambda: committed(settings, group, dispatch_topic) == 1, 30)  # assigned
     (assigned,) = read(settings, dispatch_topic)
     assert committed(settings, group, infractions_topic) == 1
 
@@ -399,7 +400,7 @@ def test_a_mariadb_outage_pauses_the_dispatcher_which_then_loses_nothing(
         infraction(pack, 902, 9, **same),
     ])  # fmt: skip
     paused = "MariaDB unreachable; dispatching paused, no message lost, retrying"
-    assert wait_for(lambda: logged(paused), 30)
+    assert wait_until(lambda: logged(paused), 30)
     # More arrives meanwhile: an infraction, the unit's reports.
     now = int(time.time() * 1000)
     report = {k: assigned[k] for k in ("dispatch_id", "infraction_id", "unit_id")}
@@ -408,7 +409,7 @@ def test_a_mariadb_outage_pauses_the_dispatcher_which_then_loses_nothing(
         report | {"status": "en_route", "ts": now},
         report | {"status": "on_scene", "ts": now + 1000, "response_s": 61.0},
     ])  # fmt: skip
-    assert wait_for(lambda: len(logged(paused)) >= 3, 30)
+    assert wait_until(lambda: len(logged(paused)) >= 3, 30)
     # Still running, retrying with backoff; committed: what was handled, and no more.
     line = logged(paused)[-1]
     assert line.levelname == "WARNING"
@@ -422,12 +423,12 @@ def test_a_mariadb_outage_pauses_the_dispatcher_which_then_loses_nothing(
     rows_of = "SELECT infraction_id, status, unit_id IS NOT NULL FROM dispatch_assignments"
     expected = [("INF-0901", "on_scene", 1), ("INF-0902", "assigned", 1),
                 ("INF-0903", "assigned", 1)]  # fmt: skip
-    assert wait_for(lambda: sorted(rows(settings, rows_of)) == expected, 60), rows(
+    assert wait_until(lambda: sorted(rows(settings, rows_of)) == expected, 60), rows(
         settings, rows_of
     )
     assert logged("MariaDB reachable again; dispatching resumed")
     # Each infraction assigned once, every message handled and then committed.
-    assert wait_for(lambda: committed(settings, group, dispatch_topic) == 5, 30)
+    assert wait_until(lambda: committed(settings, group, dispatch_topic) == 5, 30)
     assert committed(settings, group, infractions_topic) == 4
     published = [e for e in read(settings, dispatch_topic) if e["status"] == "assigned"]
     assert sorted(e["infraction_id"] for e in published) == ["INF-0901", "INF-0902", "INF-0903"]
@@ -443,7 +444,7 @@ def test_a_read_model_outage_pauses_the_dispatcher_until_the_timeline_is_written
     group = settings.dispatcher.consumer_group
     start(1)
     send(infractions_topic, [infraction(pack, 905, 5)])
-    assert wait_for(lambda: committed(settings, group, dispatch_topic) == 1, 30)  # assigned
+    assert wait_until(lambda: committed(settings, group, dispatch_topic) == 1, 30)  # assigned
     (assigned,) = read(settings, dispatch_topic)
 
     read_model.stop()
@@ -455,11 +456,11 @@ def test_a_read_model_outage_pauses_the_dispatcher_until_the_timeline_is_written
         report | {"status": "closed", "ts": now + 2000},
     ])  # fmt: skip
     paused = "read model (MongoDB) unreachable; dispatching paused, no message lost, retrying"
-    assert wait_for(lambda: logged(paused), 30)
+    assert wait_until(lambda: logged(paused), 30)
     assert committed(settings, group, dispatch_topic) == 1
 
     read_model.start()
-    assert wait_for(lambda: committed(settings, group, dispatch_topic) == 4, 60)
+    assert wait_until(lambda: committed(settings, group, dispatch_topic) == 4, 60)
     assert logged("read model (MongoDB) reachable again; dispatching resumed")
     timeline = readmodel.connect(settings.mongo)
     try:
@@ -593,19 +594,19 @@ def test_a_replay_publishes_again_only_the_orders_no_unit_answered(setup, pack):
     settings, infractions_topic, dispatch_topic, start, send = setup
     start(1)
     send(infractions_topic, [infraction(pack, 920, 5), infraction(pack, 921, 9)])
-    assert wait_for(lambda: len(assigned_events(settings, dispatch_topic)) == 2, 30)
+    assert wait_until(lambda: len(assigned_events(settings, dispatch_topic)) == 2, 30)
     first = {e["infraction_id"]: e for e in assigned_events(settings, dispatch_topic)}
     # The unit sent to INF-0921 got its order: it is on its way.
     answered = first["INF-0921"]
     report = {k: answered[k] for k in ("dispatch_id", "infraction_id", "unit_id")}
     send(dispatch_topic, [report | {"status": "en_route", "ts": answered["ts"] + 500}])
     status = "SELECT status FROM dispatch_assignments WHERE dispatch_id = %s"
-    assert wait_for(lambda: rows(settings, status, (answered["dispatch_id"],)) == [("en_route",)],
+    assert wait_until(lambda: rows(settings, status, (answered["dispatch_id"],)) == [("en_route",)],
                     20)  # fmt: skip
     # Everything read again, as after a crash before the commit (a group with no offsets).
     replay = f"replay-{uuid.uuid4().hex[:6]}"
     start(1, consumer_group=replay)
-    assert wait_for(lambda: committed(settings, replay, infractions_topic) == 2, 30)
+    assert wait_until(lambda: committed(settings, replay, infractions_topic) == 2, 30)
     again = assigned_events(settings, dispatch_topic)
     assert [e["infraction_id"] for e in again].count("INF-0921") == 1
     repeats = [e for e in again if e["infraction_id"] == "INF-0920"]
@@ -613,7 +614,7 @@ def test_a_replay_publishes_again_only_the_orders_no_unit_answered(setup, pack):
     # The timeline has each step of an incident once, the repeat included.
     timeline = readmodel.connect(settings.mongo)
     try:
-        assert wait_for(lambda: committed(settings, replay, dispatch_topic) == 4, 30)
+        assert wait_until(lambda: committed(settings, replay, dispatch_topic) == 4, 30)
         assert [e["status"] for e in find_timeline(timeline, "INF-0920")] == ["assigned"]
         steps = [e["status"] for e in find_timeline(timeline, "INF-0921")]
         assert steps == ["assigned", "en_route"]
@@ -625,7 +626,7 @@ def test_the_simulator_carries_out_a_repeated_order_once(setup, pack):
     settings, infractions_topic, dispatch_topic, start, send = setup
     start(1, handling_red_light_s=20.0)
     send(infractions_topic, [infraction(pack, 930, 5)])
-    assert wait_for(lambda: assigned_events(settings, dispatch_topic), 30)
+    assert wait_until(lambda: assigned_events(settings, dispatch_topic), 30)
     (order,) = assigned_events(settings, dispatch_topic)
     unit, dispatch_id = order["unit_id"], order["dispatch_id"]
     simulator = settings.replace(simulator={"taxis": 10}).simulator
@@ -651,4 +652,4 @@ def test_the_simulator_carries_out_a_repeated_order_once(setup, pack):
     reports = [e["status"] for e in read(settings, dispatch_topic) if e["status"] != "assigned"]
     assert reports == ["en_route", "on_scene", "closed"]
     close = "SELECT status FROM dispatch_assignments WHERE dispatch_id = %s"
-    assert wait_for(lambda: rows(settings, close, (dispatch_id,)) == [("closed",)], 20)
+    assert wait_until(lambda: rows(settings, close, (dispatch_id,)) == [("closed",)], 20)

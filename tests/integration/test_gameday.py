@@ -23,8 +23,9 @@ from casatwin.devstack.vault import generate_secrets
 from casatwin.readmodel.store import CONGESTION, connect
 from casatwin.simulator import scenario as scenarios
 from casatwin.simulator.simulation import Simulation
+from casatwin.waiting import wait_until
 from tests.drive import T0
-from tests.processor_support import publish, read_topic, topic_ends, wait_for
+from tests.processor_support import publish, read_topic, topic_ends
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -92,7 +93,7 @@ def test_gameday_stadium_goes_severe_then_clears(tmp_path, broker, mongo, spark)
         publish(settings, fixes)
         db = connect(settings.mongo)
         last_start = fixes[-1]["ts"] // MIN * MIN
-        assert wait_for(lambda: db[CONGESTION].find_one({"window_start": last_start}), 240, 2)
+        assert wait_until(lambda: db[CONGESTION].find_one({"window_start": last_start}), 240, 2)
     finally:
         stop.set()
         thread.join(30)

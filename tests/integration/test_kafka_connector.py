@@ -24,8 +24,9 @@ from casatwin.bus.ranges import backlog
 from casatwin.config import Settings
 from casatwin.processor.network import for_city
 from casatwin.processor.source import describe
+from casatwin.waiting import wait_until
 from tests.drive import Drive, path_along
-from tests.processor_support import grid_city, read_topic, topic_ends, wait_for
+from tests.processor_support import grid_city, read_topic, topic_ends
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -76,7 +77,7 @@ class FixStream:
             read = progress and from_progress(progress["sources"][0]["endOffset"])
             return bool(read) and backlog(read, end) == 0
 
-        return wait_for(caught_up, timeout_s, every_s=0.2)
+        return wait_until(caught_up, timeout_s, every_s=0.2)
 
     def stop(self) -> None:
         self.query.stop()

@@ -21,6 +21,7 @@ from casatwin.city.signals import RED
 from casatwin.devstack.vault import generate_secrets
 from casatwin.processor.network import RoadNetwork, for_city
 from casatwin.readmodel.store import INFRACTIONS, connect
+from casatwin.waiting import wait_until
 from tests.drive import T0, Drive, path_along
 from tests.processor_support import (
     REGISTRY_AS_OF,
@@ -32,7 +33,6 @@ from tests.processor_support import (
     publish,
     read_topic,
     topic_ends,
-    wait_for,
 )
 from tests.unit.test_detectors import crossing_start
 
@@ -107,7 +107,7 @@ def scenario(ledger_db, tmp_path_factory, broker, mongo, spark):
     asked_before = nudges()
     with RunningApp(settings, spark):
         publish(settings, fixes[half:])
-        wait_for(
+        wait_until(
             lambda: (
                 len(read_topic(settings, topics.INFRACTIONS, since[topics.INFRACTIONS])) >= expected
             ),
@@ -115,7 +115,7 @@ def scenario(ledger_db, tmp_path_factory, broker, mongo, spark):
         )
         # Then the telemetry is silent: the query's last batch moved the watermark, and
         # the application asks for the batch that fires the timers it passed.
-        wait_for(lambda: nudges() > asked_before, timeout_s=60)
+        wait_until(lambda: nudges() > asked_before, timeout_s=60)
     return {
         "settings": settings,
         "roles": {"speeder": speeder, "runner": runner, "parker": parker, "lawful": lawful},

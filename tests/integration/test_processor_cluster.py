@@ -17,6 +17,7 @@ from casatwin.bus import topics
 from casatwin.devstack.servers import free_port, port_is_open
 from casatwin.devstack.vault import generate_secrets
 from casatwin.processor import standalone
+from casatwin.waiting import wait_until
 from tests.drive import Drive, path_along
 from tests.processor_support import (
     REGISTRY_AS_OF,
@@ -25,7 +26,6 @@ from tests.processor_support import (
     publish,
     read_topic,
     topic_ends,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
@@ -47,14 +47,14 @@ def cluster(tmp_path):
                 standalone.master_command(host, port, free_port()), env=env, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True,
             ))  # fmt: skip
-        assert wait_for(lambda: port_is_open(host, port), timeout_s=90), "master did not start"
+        assert wait_until(lambda: port_is_open(host, port), timeout_s=90), "master did not start"
         url = f"spark://{host}:{port}"
         with open(log_dir / "worker.out", "wb") as out:
             started.append(subprocess.Popen(
                 standalone.worker_command(url, host, 1, "1g", tmp_path / "work", free_port()),
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             ))  # fmt: skip
-        assert wait_for(
+        assert wait_until(
             lambda: b"Successfully registered with master" in (log_dir / "worker.out").read_bytes(),
             timeout_s=90,
         ), (log_dir / "worker.out").read_text()
@@ -104,11 +104,11 @@ def test_the_processor_runs_on_a_standalone_cluster(cluster, mariadb, broker, mo
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        assert wait_for(lambda: read_topic(settings, topics.INFRACTIONS, since), timeout_s=300), (
+        assert wait_until(lambda: read_topic(settings, topics.INFRACTIONS, since), timeout_s=300), (
             log.read_text()[-3000:]
         )
         # Spark's own Kafka source, its jars shipped to the worker's executor (spark.jars).
-        reads = wait_for(lambda: KAFKA_SOURCE in log.read_text(), timeout_s=30)
+        reads = wait_until(lambda: KAFKA_SOURCE in log.read_text(), timeout_s=30)
         assert reads, log.read_text()[-3000:]
     finally:
         processor.send_signal(signal.SIGTERM)

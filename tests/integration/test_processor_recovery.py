@@ -16,6 +16,7 @@ from casatwin.bus import topics
 from casatwin.devstack.vault import generate_secrets
 from casatwin.processor.detectors import DetectorConfig, Detectors, VehicleState
 from casatwin.readmodel.store import INFRACTIONS, connect
+from casatwin.waiting import wait_until
 from tests.drive import T0, Drive, matched, path_along
 from tests.processor_support import (
     REGISTRY_AS_OF,
@@ -25,7 +26,6 @@ from tests.processor_support import (
     publish,
     read_topic,
     topic_ends,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
@@ -112,7 +112,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
     log_path = tmp_path / "processor.log"
     first = start_processor(settings, log_path)
     try:
-        assert wait_for(lambda: len(published()) >= 15, timeout_s=300), log_path.read_text()
+        assert wait_until(lambda: len(published()) >= 15, timeout_s=300), log_path.read_text()
     finally:
         kill_9(first)
     before_restart = len(published())
@@ -120,7 +120,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
 
     second = start_processor(settings, log_path)
     try:
-        assert wait_for(
+        assert wait_until(
             lambda: {m["infraction_id"] for m in published()} >= expected, timeout_s=300
         ), log_path.read_text()[-3000:]
     finally:

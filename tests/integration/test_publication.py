@@ -9,7 +9,8 @@ from casatwin.bus.producer import Producer, client_config
 from casatwin.bus.ranges import from_map
 from casatwin.errors import UserError
 from casatwin.processor.publication import BatchPublisher
-from tests.processor_support import read_topic, topic_ends, wait_for
+from casatwin.waiting import wait_until
+from tests.processor_support import read_topic, topic_ends
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +21,7 @@ def topic(broker_settings, unique_topic):
     for future in admin.create_topics([NewTopic(unique_topic, 3, -1)]).values():
         future.result(10)
     # Kafka answers the creation before every broker's metadata knows the topic.
-    assert wait_for(lambda: has_offsets(broker_settings, unique_topic), timeout_s=15)
+    assert wait_until(lambda: has_offsets(broker_settings, unique_topic), timeout_s=15)
     return unique_topic
 
 

@@ -22,6 +22,7 @@ from casatwin.devstack.servers import free_port
 from casatwin.simulator.service import SimulatorService
 from casatwin.simulator.simulation import Simulation
 from casatwin.simulator.traffic import Fleet, FleetConfig
+from casatwin.waiting import wait_until
 from tests.conftest import kafka_broker
 
 pytestmark = pytest.mark.integration
@@ -275,12 +276,12 @@ def test_the_simulator_rides_out_a_broker_outage(base_settings, grid, tmp_path, 
     runner = threading.Thread(target=service.run_until, args=(stop,))
     runner.start()
     try:
-        wait_for(lambda: service.producer.report.totals()["delivered"] > 200, 20)
+        assert wait_until(lambda: service.producer.report.totals()["delivered"] > 200, 20)
         broker.kill()  # as a crash would
         down_at, steps_before = time.time(), sim.step
         # It keeps stepping in real time while the broker is away, and it notices the outage.
-        wait_for(lambda: sim.step - steps_before >= 35, 60)
-        wait_for(lambda: service.producer.report.totals()["failed"] > 0, 60)
+        assert wait_until(lambda: sim.step - steps_before >= 35, 60)
+        assert wait_until(lambda: service.producer.report.totals()["failed"] > 0, 60)
         broker.start()  # the same log directory: the topics and their records are back
         back_at = time.time()
         fresh = read_topic(
@@ -303,15 +304,6 @@ def test_the_simulator_rides_out_a_broker_outage(base_settings, grid, tmp_path, 
     assert any("broker unreachable" in t for t in text)
     assert any("messages could not be delivered" in t for t in text)
     assert down_at < back_at
-
-
-def wait_for(condition, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 # -- the command's errors ---------------------------------------------------------------------

@@ -24,7 +24,8 @@ from casatwin.devstack.servers import free_port
 from casatwin.simulator.dispatching import DispatchBridge
 from casatwin.simulator.service import SimulatorService
 from casatwin.simulator.simulation import Simulation
-from tests.dispatch_support import committed, create_topics, read, wait_for
+from casatwin.waiting import wait_until
+from tests.dispatch_support import committed, create_topics, read
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +73,7 @@ def start_at_the_beginning(settings: Settings, group: str, topic: str) -> None:
             return False
 
     try:
-        assert wait_for(commit, WAIT_S)
+        assert wait_until(commit, WAIT_S)
     finally:
         consumer.close()
 
@@ -142,14 +143,14 @@ def test_an_order_is_committed_only_once_the_simulator_has_taken_it(running):
         (orjson.dumps(sent), sent["unit_id"]),  # a repeat: ignored, so taken
     ])  # fmt: skip
     # (Not the consumer's positions: asked from this thread, they wait behind its polls.)
-    assert wait_for(lambda: bridge.messages_read >= 4, WAIT_S)
+    assert wait_until(lambda: bridge.messages_read >= 4, WAIT_S)
     # Read and handed to the simulator, which has not stepped since: nothing is committed.
-    assert not wait_for(lambda: committed(settings, group, topic) > 0, 3)
+    assert not wait_until(lambda: committed(settings, group, topic) > 0, 3)
     assert not bridge.jobs
     # It steps (again, should a rebalance have sent the bridge back to read them again).
     assert steps_until(service, lambda: committed(settings, group, topic) >= 4, WAIT_S)
     assert sent["dispatch_id"] in bridge.jobs.keys() | bridge.closed
-    assert wait_for(lambda: bridge.reports_waiting == 0, WAIT_S)
+    assert wait_until(lambda: bridge.reports_waiting == 0, WAIT_S)
     assert statuses(settings, topic).count("en_route") == 1  # the unit was sent once
 
 
@@ -181,10 +182,10 @@ def test_a_report_the_broker_never_acknowledged_is_sent_again_until_it_is(runnin
     sent = order(service, 3)
     try:
         publish(settings, topic, [(orjson.dumps(sent), sent["unit_id"])])
-        assert wait_for(lambda: bridge.messages_read >= 1, WAIT_S)
+        assert wait_until(lambda: bridge.messages_read >= 1, WAIT_S)
         # The unit sets off, arrives and closes while the broker acknowledges nothing.
         assert steps_until(service, lambda: sent["dispatch_id"] in bridge.closed, WAIT_S)
-        assert wait_for(lambda: cut_off.lost() >= 2, WAIT_S)  # en_route failed, again and again
+        assert wait_until(lambda: cut_off.lost() >= 2, WAIT_S)  # en_route failed, again and again
         given = list(cut_off.given)
         assert [g["status"] for g in given] == ["en_route"] * len(given)  # the unit's first
         assert all(g == given[0] for g in given)  # the same event each time, ts included
@@ -193,7 +194,7 @@ def test_a_report_the_broker_never_acknowledged_is_sent_again_until_it_is(runnin
         # The broker answers again.
         bridge._producer = real
         cut_off.flush(5)  # the attempt still out on the cut-off producer fails: sent again
-        assert wait_for(lambda: bridge.reports_waiting == 0, WAIT_S)
+        assert wait_until(lambda: bridge.reports_waiting == 0, WAIT_S)
     finally:
         bridge._producer = real
         cut_off.close(1)

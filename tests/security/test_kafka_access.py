@@ -32,7 +32,7 @@ from casatwin.bus.watermarks import EndOffsets
 from casatwin.config import KafkaSettings
 from casatwin.errors import UserError
 from casatwin.processor.publication import BatchPublisher
-from tests.processor_support import wait_for
+from casatwin.waiting import wait_until
 
 pytestmark = pytest.mark.security
 
@@ -246,11 +246,11 @@ def test_ensure_access_removes_an_acl_the_table_does_not_list(broker):
         future.result(15)
     simulator = as_user(broker, "simulator")
     # ACL changes reach the authorizer through the metadata log: a moment later.
-    assert wait_for(lambda: read_one(simulator, topics.INFRACTIONS) == "read", 20)
+    assert wait_until(lambda: read_one(simulator, topics.INFRACTIONS) == "read", 20)
 
     ensure_access(broker.admin_settings)
 
-    assert wait_for(
+    assert wait_until(
         lambda: (
             read_one(simulator, topics.INFRACTIONS)
             == confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED

@@ -32,10 +32,11 @@ import orjson
 
 from casatwin.config import Settings
 from casatwin.demo.reconcile import Reconciliation, judgeable, reconcile
-from casatwin.demo.twin import Twin, wait_until
+from casatwin.demo.twin import Twin
 from casatwin.devstack.stack import Stack
 from casatwin.errors import UserError
 from casatwin.logs import get_logger
+from casatwin.waiting import wait_until
 
 log = get_logger("demo")
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,13 +75,3 @@ class Twin:
     def stop_all(self) -> None:
         for name in reversed(list(self.processes)):
             self.stop(name)
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float = 1.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout_s`` has passed; its last value."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every_s)
-    return predicate()

@@ -126,8 +126,8 @@ def congestion_apart(settings: Settings, nice: int) -> Iterator[None]:
     congestion``), ``nice`` steps below this one's CPU priority, from its first batch on: the
     kernel then gives a core to the infractions query's tasks first, which Spark's scheduler
     pools cannot do for tasks already running."""
-    from casatwin.demo.twin import wait_until
     from casatwin.processor.app import checkpoint_root
+    from casatwin.waiting import wait_until
 
     first_batch = checkpoint_root(settings) / "congestion" / "spark" / "commits" / "0"
     env = {**os.environ, **settings.as_env(), "CASATWIN_PROCESSOR_METRICS_PORT": "0"}
