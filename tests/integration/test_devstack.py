@@ -13,6 +13,7 @@ import pytest
 
 from casatwin.config import Settings
 from casatwin.devstack.servers import free_port, port_is_open
+from casatwin.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -205,16 +206,11 @@ def scenario_stack(tmp_path, **extra):
     return process, f"http://127.0.0.1:{dashboard_port}/api/health"
 
 
-def live_vehicles(health_url, timeout_s=60.0):
-    """The dashboard's live vehicles once it shows some (its health answer, 200)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with urllib.request.urlopen(health_url, timeout=10) as response:
-            assert response.status == 200
-            vehicles = json.loads(response.read())["vehicles"]
-        if vehicles or time.monotonic() > deadline:
-            return vehicles
-        time.sleep(0.5)
+def live_vehicles(health_url):
+    """The dashboard's live vehicles (its health answer, which must be a 200)."""
+    with urllib.request.urlopen(health_url, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())["vehicles"]
 
 
 def test_make_run_with_a_scenario_keeps_the_dashboard_up_after_it(tmp_path):
@@ -229,7 +225,8 @@ def test_make_run_with_a_scenario_keeps_the_dashboard_up_after_it(tmp_path):
         assert "normal traffic goes on until the twin is stopped" in output.splitlines()[-1]
         # The simulator's next progress line: it is still stepping, past the scenario's end.
         output += wait_for_output(process, "simulating sim_time=", timeout_s=60)
-        assert live_vehicles(health) > 0  # the dashboard answers, taxis on its map
+        # The dashboard answers, taxis on its map.
+        assert wait_until(lambda: live_vehicles(health) > 0, 60), live_vehicles(health)
         assert process.poll() is None
         process.send_signal(signal.SIGINT)
         output += process.communicate(timeout=150)[0]
